@@ -1,0 +1,19 @@
+//! The one-shot commands: `keygen`, `jwks` and `token`. Each has a clap
+//! argument struct and a `run` function; `main.rs` only dispatches.
+
+pub mod keys;
+pub mod token;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::smart::PrivateKey;
+
+/// Reads a private key file in any supported format.
+pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<PrivateKey> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("could not read the key file {}", path.display()))?;
+    PrivateKey::parse(&bytes)
+        .with_context(|| format!("the key file {} is not usable", path.display()))
+}

@@ -1,0 +1,221 @@
+//! `token`: discovery, signing and exchange once, from a laptop, to register
+//! and debug a client by hand. The token itself is printed only on request.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use url::Url;
+
+use super::keys::parse_algorithm;
+use crate::smart::{
+    self, AssertionParams, DiscoveryWarning, HttpClient, HttpPolicy, SigningAlgorithm,
+    TokenRequest,
+    discovery::{AlgorithmChoice, AlgorithmSource},
+};
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// FHIR base URL; discovery reads {URL}/.well-known/smart-configuration.
+    #[arg(long)]
+    pub fhir_base_url: Url,
+    /// The client id registered with the authorization server.
+    #[arg(long)]
+    pub client_id: String,
+    /// Private key file: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Space-separated scopes, e.g. "system/Patient.rs system/Observation.rs".
+    #[arg(long)]
+    pub scope: String,
+    /// Signing algorithm; default: the first the server lists that the key can do.
+    #[arg(long, value_parser = parse_algorithm)]
+    pub alg: Option<SigningAlgorithm>,
+    /// Key id; default: the RFC 7638 thumbprint of the public key.
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// Token endpoint; skips discovery when given.
+    #[arg(long)]
+    pub token_endpoint: Option<Url>,
+    /// Assertion audience; default: the token endpoint.
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// URL of the client's JWK Set, put in the assertion header.
+    #[arg(long)]
+    pub jku: Option<String>,
+    /// Allow plain http URLs (development servers only).
+    #[arg(long)]
+    pub insecure_allow_http: bool,
+    /// PEM bundle of extra CAs for servers behind a private CA.
+    #[arg(long)]
+    pub ca_bundle: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Also print the access token (it is a credential: handle with care).
+    #[arg(long)]
+    pub show_token: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct Report {
+    token_endpoint: String,
+    algorithm: SigningAlgorithm,
+    algorithm_source: &'static str,
+    kid: String,
+    scope: Option<String>,
+    expires_in: u64,
+    expires_in_defaulted: bool,
+    expires_at: String,
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
+}
+
+pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
+    let extra_roots_pem = match &args.ca_bundle {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("could not read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let client = HttpClient::new(HttpPolicy {
+        allow_http: args.insecure_allow_http,
+        extra_roots_pem,
+        ..HttpPolicy::default()
+    })?;
+    let scopes: Vec<String> = args.scope.split_whitespace().map(str::to_string).collect();
+    anyhow::ensure!(
+        !scopes.is_empty(),
+        "--scope is empty: name at least one scope"
+    );
+    let key = super::read_key_file(&args.key)?;
+
+    let mut warnings: Vec<DiscoveryWarning> = Vec::new();
+    let (token_endpoint, choice) = match &args.token_endpoint {
+        Some(endpoint) => {
+            client.check_url(endpoint)?;
+            let algorithm = args.alg.unwrap_or_else(|| key.algorithm());
+            (
+                endpoint.clone(),
+                AlgorithmChoice {
+                    algorithm,
+                    source: AlgorithmSource::Explicit,
+                },
+            )
+        }
+        None => {
+            let config = smart::discovery::discover(&client, &args.fhir_base_url).await?;
+            // With no explicit choice, a key already in hand decides among
+            // what the server offers.
+            let explicit = args.alg.or_else(|| {
+                let offered = config
+                    .token_endpoint_auth_signing_alg_values_supported
+                    .as_ref()?;
+                offered
+                    .iter()
+                    .any(|a| a == key.algorithm().as_str())
+                    .then(|| key.algorithm())
+            });
+            let mut choice = config.choose_algorithm(explicit)?;
+            if args.alg.is_none() && explicit.is_some() {
+                choice.source = AlgorithmSource::ServerMetadata;
+            }
+            warnings = config.warnings(&scopes, Some(choice));
+            (config.token_endpoint, choice)
+        }
+    };
+    let signing = key.into_signing_key(Some(choice.algorithm), args.kid.clone())?;
+    let audience = args
+        .audience
+        .clone()
+        .unwrap_or_else(|| token_endpoint.to_string());
+    let mut params = AssertionParams::new(&args.client_id, &audience);
+    params.jku = args.jku.as_deref();
+    let assertion = smart::assertion::sign(&signing, &params)?;
+    let scope = scopes.join(" ");
+    let request = TokenRequest {
+        token_endpoint: &token_endpoint,
+        scope: &scope,
+        assertion: &assertion,
+        extra_params: &[],
+    };
+    let token = smart::token::request_token(&client, &request)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(smart::token::advice(
+                &e,
+                &args.client_id,
+                signing.kid(),
+                &token_endpoint
+            ))
+        })?;
+
+    let report = Report {
+        token_endpoint: token_endpoint.to_string(),
+        algorithm: choice.algorithm,
+        algorithm_source: match choice.source {
+            AlgorithmSource::Explicit => "explicit",
+            AlgorithmSource::ServerMetadata => "server metadata",
+            AlgorithmSource::DefaultWithoutServerList => "default (server lists none)",
+        },
+        kid: signing.kid().to_string(),
+        scope: token.scope.clone(),
+        expires_in: token.expires_in.as_secs(),
+        expires_in_defaulted: token.expires_in_defaulted,
+        expires_at: humantime::format_rfc3339_seconds(token.expires_at).to_string(),
+        warnings: warnings.iter().map(ToString::to_string).collect(),
+        access_token: args
+            .show_token
+            .then(|| token.access_token.expose().to_string()),
+    };
+    print_report(&report, args.output)
+}
+
+fn print_report(report: &Report, format: OutputFormat) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let remaining = humantime::parse_rfc3339(&report.expires_at)
+        .ok()
+        .and_then(|at| at.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO);
+    println!("token endpoint: {}", report.token_endpoint);
+    println!(
+        "algorithm:      {} ({})",
+        report.algorithm, report.algorithm_source
+    );
+    println!("kid:            {}", report.kid);
+    println!(
+        "granted scope:  {}",
+        report
+            .scope
+            .as_deref()
+            .unwrap_or("(not stated by the server)")
+    );
+    let defaulted = if report.expires_in_defaulted {
+        ", server gave no expires_in"
+    } else {
+        ""
+    };
+    println!(
+        "expires at:     {} (in {}s{defaulted})",
+        report.expires_at,
+        remaining.as_secs()
+    );
+    for warning in &report.warnings {
+        println!("warning:        {warning}");
+    }
+    if let Some(token) = &report.access_token {
+        println!("access token:   {token}");
+    }
+    Ok(())
+}

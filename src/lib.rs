@@ -1,0 +1,9 @@
+//! smart-backend-operator: SMART on FHIR Backend Services access tokens for
+//! Kubernetes workloads.
+//!
+//! [`smart`] is the protocol (discovery, keys, client assertions, token
+//! exchange) with no Kubernetes in it; [`cli`] holds the one-shot commands
+//! that `main.rs` wires to the command line.
+
+pub mod cli;
+pub mod smart;

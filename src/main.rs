@@ -1,0 +1,43 @@
+//! Command line of smart-backend-operator. Parsing and dispatch only.
+
+use clap::{Parser, Subcommand};
+use smart_backend_operator::cli;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "smart-backend-operator",
+    version,
+    about = "SMART on FHIR Backend Services tokens for Kubernetes workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a private key and print its public JWK Set.
+    Keygen(cli::keys::KeygenArgs),
+    /// Print the public JWK Set of an existing private key.
+    Jwks(cli::keys::JwksArgs),
+    /// Discover, sign an assertion and obtain one access token.
+    Token(cli::token::TokenArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Keygen(args) => cli::keys::keygen(args),
+        Command::Jwks(args) => cli::keys::jwks(args),
+        Command::Token(args) => cli::token::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the cause chain joined, the way a person reads it.
+            eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The one HTTP client the protocol uses, with the safety rules built in:
+//! HTTPS unless explicitly allowed, no redirects, connect and total timeouts,
+//! and a cap on how much of a response is read.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// How outbound requests are made. The defaults suit production.
+#[derive(Clone, Debug)]
+pub struct HttpPolicy {
+    /// Plain `http://` URLs are refused unless this is set (development only).
+    pub allow_http: bool,
+    pub connect_timeout: Duration,
+    /// Covers the whole exchange, so a slow-drip body cannot hold a request open.
+    pub request_timeout: Duration,
+    /// Responses longer than this are cut off with an error.
+    pub max_body_bytes: usize,
+    /// Extra trust anchors (PEM) for servers behind a private CA.
+    pub extra_roots_pem: Option<Vec<u8>>,
+}
+
+impl Default for HttpPolicy {
+    fn default() -> Self {
+        Self {
+            allow_http: false,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            max_body_bytes: 1024 * 1024,
+            extra_roots_pem: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "{url} is plain http; use https (plain http is allowed only with --insecure-allow-http, for development)"
+    )]
+    InsecureScheme { url: String },
+    #[error("{url} is not an http(s) URL")]
+    UnsupportedScheme { url: String },
+    #[error("{url} carries a user name or password; remove the user:password@ part")]
+    CredentialsInUrl { url: String },
+    #[error("{url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("could not connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the response from {url} is larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("request to {url} failed: {reason}")]
+    Request { url: String, reason: String },
+    #[error("the CA bundle could not be read: {0}")]
+    CaBundle(String),
+    #[error("the HTTP client could not be built: {0}")]
+    Build(String),
+}
+
+impl HttpError {
+    /// Network trouble that may pass (as opposed to a URL that can never work).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Timeout { .. }
+                | HttpError::Connect { .. }
+                | HttpError::Request { .. }
+                | HttpError::TooLarge { .. }
+        )
+    }
+}
+
+/// A response read in full (up to the cap). Redirects come back as they are.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<String>,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    policy: HttpPolicy,
+}
+
+impl HttpClient {
+    pub fn new(policy: HttpPolicy) -> Result<Self, HttpError> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.request_timeout)
+            .user_agent(concat!(
+                "smart-backend-operator/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .https_only(!policy.allow_http);
+        if let Some(pem) = &policy.extra_roots_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| HttpError::CaBundle(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(HttpError::CaBundle("it holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| HttpError::Build(e.to_string()))?;
+        Ok(Self { inner, policy })
+    }
+
+    pub fn policy(&self) -> &HttpPolicy {
+        &self.policy
+    }
+
+    /// Refuses URLs this client must not fetch, before any connection.
+    pub fn check_url(&self, url: &Url) -> Result<(), HttpError> {
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_http => {}
+            "http" => {
+                return Err(HttpError::InsecureScheme {
+                    url: url.to_string(),
+                });
+            }
+            _ => {
+                return Err(HttpError::UnsupportedScheme {
+                    url: url.to_string(),
+                });
+            }
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(HttpError::CredentialsInUrl {
+                url: redact_userinfo(url),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, url: &Url) -> Result<HttpResponse, HttpError> {
+        self.check_url(url)?;
+        let request = self
+            .inner
+            .get(url.clone())
+            .header("accept", "application/json");
+        self.send(url, request).await
+    }
+
+    pub async fn post_form(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+    ) -> Result<HttpResponse, HttpError> {
+        self.check_url(url)?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let request = self
+            .inner
+            .post(url.clone())
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(url, request).await
+    }
+
+    async fn send(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<HttpResponse, HttpError> {
+        let classify = |e: reqwest::Error| {
+            let url = url.to_string();
+            if e.is_timeout() {
+                HttpError::Timeout {
+                    url,
+                    timeout: self.policy.request_timeout,
+                }
+            } else if e.is_connect() {
+                HttpError::Connect {
+                    url,
+                    reason: source_chain(&e),
+                }
+            } else {
+                HttpError::Request {
+                    url,
+                    reason: source_chain(&e),
+                }
+            }
+        };
+        let mut response = request.send().await.map_err(classify)?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (content_type, retry_after, location) = (
+            header("content-type"),
+            header("retry-after"),
+            header("location"),
+        );
+        let status = response.status().as_u16();
+        let limit = self.policy.max_body_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(HttpError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > limit {
+                return Err(HttpError::TooLarge {
+                    url: url.to_string(),
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse {
+            status,
+            content_type,
+            retry_after,
+            location,
+            body,
+        })
+    }
+}
+
+/// The URL with any user:password@ replaced, for error messages.
+pub fn redact_userinfo(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// reqwest's top-level message is generic ("error sending request"); the
+/// cause (connection refused, certificate unknown) is what a person needs.
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Text quoted from a server, made safe to show: control characters
+/// removed and cut to `max` characters.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let cleaned = cleaned.trim();
+    if cleaned.chars().count() <= max {
+        cleaned.to_string()
+    } else {
+        let cut: String = cleaned.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_and_userinfo_are_refused_by_default() {
+        let client = HttpClient::new(HttpPolicy::default()).unwrap();
+        let http = Url::parse("http://ehr.example/fhir").unwrap();
+        assert!(matches!(
+            client.check_url(&http),
+            Err(HttpError::InsecureScheme { .. })
+        ));
+        let creds = Url::parse("https://user:pw@ehr.example/fhir").unwrap();
+        let err = client.check_url(&creds).unwrap_err();
+        assert!(!err.to_string().contains("pw@"), "{err}");
+        let ftp = Url::parse("ftp://ehr.example/").unwrap();
+        assert!(matches!(
+            client.check_url(&ftp),
+            Err(HttpError::UnsupportedScheme { .. })
+        ));
+    }
+
+    #[test]
+    fn plain_http_is_allowed_only_when_the_policy_says_so() {
+        let client = HttpClient::new(HttpPolicy {
+            allow_http: true,
+            ..HttpPolicy::default()
+        })
+        .unwrap();
+        assert!(
+            client
+                .check_url(&Url::parse("http://127.0.0.1:8080/").unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bounded_text_strips_control_characters_and_cuts() {
+        assert_eq!(bounded_text("a\nb\u{7}c", 10), "a b c");
+        assert_eq!(bounded_text(&"x".repeat(20), 5), "xxxxx…");
+    }
+}
