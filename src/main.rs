@@ -21,7 +21,7 @@ enum Command {
     /// Print the public JWK Set of an existing private key.
     Jwks(cli::keys::JwksArgs),
     /// Discover, sign an assertion and obtain one access token.
-    Token(cli::token::TokenArgs),
+    Token(Box<cli::token::TokenArgs>),
 }
 
 #[tokio::main]

@@ -1,0 +1,165 @@
+//! Connection to the real control plane started by
+//! `tests/cluster/control-plane up`, a fresh namespace per test, and waits
+//! that explain themselves when they time out.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The admin kubeconfig that `control-plane up` writes.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/control-plane/run/admin.kubeconfig"))
+}
+
+/// Directory holding the kubectl and helm the harness built.
+pub fn bin_dir() -> PathBuf {
+    repo_root().join("target/control-plane/bin")
+}
+
+const NOT_UP: &str = "the test control plane is not running: start it with `tests/cluster/control-plane up` \
+     (or run `make test`, which does)";
+
+/// A client for the test control plane. Fails (never skips) when it is not up.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .unwrap_or_else(|e| panic!("{NOT_UP} ({}: {e})", path.display()));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{NOT_UP} ({e})"));
+    let client = Client::try_from(config).unwrap_or_else(|e| panic!("{NOT_UP} ({e})"));
+    if let Err(e) = client.apiserver_version().await {
+        panic!("{NOT_UP} (the API server did not answer: {e})");
+    }
+    client
+}
+
+/// A uniquely named namespace, deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"smartbackend.dev/test": "true"}}
+        }))
+        .expect("namespace");
+        Api::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        Self { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await; kubectl does the same job synchronously.
+        let _ = Command::new(bin_dir().join("kubectl"))
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .env("KUBECONFIG", kubeconfig_path())
+            .output();
+    }
+}
+
+/// Polls `get` until `done` holds, or panics after `timeout` showing the
+/// last state seen (as YAML) and `what` was awaited.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut get: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: Serialize,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let current = get().await;
+        if let Some(value) = &current
+            && done(value)
+        {
+            return current.expect("checked above");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let shown = current
+                .map(|v| serde_yaml::to_string(&v).unwrap_or_default())
+                .unwrap_or_else(|| "(absent)".into());
+            panic!("timed out after {timeout:?} waiting for {what}; last state:\n{shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the object is gone (404).
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug + Serialize,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match api.get_opt(name).await {
+            Ok(None) => return,
+            Ok(Some(obj)) if tokio::time::Instant::now() >= deadline => {
+                panic!(
+                    "timed out after {timeout:?} waiting for {name} to be deleted; it is still:\n{}",
+                    serde_yaml::to_string(&obj).unwrap_or_default()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Runs the harness's kubectl against the test control plane.
+pub fn kubectl(args: &[&str]) -> std::process::Output {
+    Command::new(bin_dir().join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .expect(
+            "run kubectl from target/control-plane/bin (built by tests/cluster/control-plane up)",
+        )
+}
+
+pub async fn delete_cluster_object<K>(api: &Api<K>, name: &str)
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}

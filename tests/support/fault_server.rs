@@ -1,0 +1,224 @@
+//! An in-process HTTP server that misbehaves on demand: error statuses,
+//! 429 with Retry-After, slow or oversized bodies, HTML pages, redirects and
+//! broken metadata. It records every request so tests can count them.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+
+/// What the server answers on one path.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// A status, headers and a body, sent at once.
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// 200 with a body sent in `chunks` pieces, `delay` apart.
+    SlowDrip { chunks: usize, delay: Duration },
+    /// Accepts the request and never answers.
+    Hang,
+}
+
+impl Behaviour {
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Behaviour::Respond {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    pub fn with_header(self, name: &str, value: &str) -> Self {
+        match self {
+            Behaviour::Respond {
+                status,
+                mut headers,
+                body,
+            } => {
+                headers.push((name.into(), value.into()));
+                Behaviour::Respond {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            other => other,
+        }
+    }
+
+    pub fn html(status: u16) -> Self {
+        Behaviour::Respond {
+            status,
+            headers: vec![("content-type".into(), "text/html".into())],
+            body: b"<html><body><h1>Gateway error</h1><p>internal-host-42</p></body></html>"
+                .to_vec(),
+        }
+    }
+
+    pub fn redirect(location: &str) -> Self {
+        Behaviour::Respond {
+            status: 302,
+            headers: vec![("location".into(), location.into())],
+            body: Vec::new(),
+        }
+    }
+
+    pub fn oversized(bytes: usize) -> Self {
+        let mut body = b"{\"pad\":\"".to_vec();
+        body.resize(bytes, b'x');
+        body.extend_from_slice(b"\"}");
+        Behaviour::Respond {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body,
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    routes: HashMap<String, Behaviour>,
+    requests: Vec<Recorded>,
+}
+
+#[derive(Clone)]
+pub struct FaultServer {
+    shared: Arc<Mutex<Shared>>,
+    pub addr: SocketAddr,
+}
+
+impl FaultServer {
+    pub async fn start() -> Self {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { shared, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn on(&self, path: &str, behaviour: Behaviour) {
+        self.shared
+            .lock()
+            .unwrap()
+            .routes
+            .insert(path.to_string(), behaviour);
+    }
+
+    /// Serves a SMART configuration at `{base}/.well-known/smart-configuration`
+    /// whose token endpoint is `/token` on this server.
+    pub fn serve_metadata(&self, base_path: &str) {
+        let doc = serde_json::json!({
+            "token_endpoint": self.url("/token"),
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES384", "RS384"],
+            "grant_types_supported": ["client_credentials"],
+            "capabilities": ["client-confidential-asymmetric"],
+        });
+        self.on(
+            &format!("{base_path}/.well-known/smart-configuration"),
+            Behaviour::json(200, doc),
+        );
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Recorded> {
+        self.shared
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+async fn handle(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let behaviour = {
+        let mut shared = shared.lock().unwrap();
+        shared.requests.push(Recorded {
+            method,
+            path: path.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        shared.routes.get(&path).cloned()
+    };
+    match behaviour {
+        None => respond(404, &[], b"not found".to_vec()),
+        Some(Behaviour::Respond {
+            status,
+            headers,
+            body,
+        }) => respond(status, &headers, body),
+        Some(Behaviour::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            respond(504, &[], Vec::new())
+        }
+        Some(Behaviour::SlowDrip { chunks, delay }) => {
+            let stream = futures_util::stream::unfold(0usize, move |sent| async move {
+                if sent >= chunks {
+                    return None;
+                }
+                tokio::time::sleep(delay).await;
+                let piece = if sent == 0 {
+                    "{\"access_token\":\""
+                } else {
+                    "x"
+                };
+                Some((Ok::<_, Infallible>(Bytes::from(piece)), sent + 1))
+            });
+            let mut response = Response::new(Body::from_stream(stream));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            response
+        }
+    }
+}
+
+fn respond(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

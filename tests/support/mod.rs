@@ -1,0 +1,21 @@
+//! Shared test support: the real OAuth server (oidc-provider), the
+//! in-process fault server, and helpers. Each test binary uses part of it.
+#![allow(dead_code)]
+
+pub mod cluster;
+pub mod fault_server;
+pub mod oidc;
+
+use smart_backend_operator::smart::{PrivateKey, SigningAlgorithm, SigningKey};
+
+/// A fresh key for `alg` (2048-bit for RSA, to keep tests quick).
+pub fn signing_key(alg: SigningAlgorithm) -> SigningKey {
+    PrivateKey::generate(alg, 2048)
+        .and_then(|k| k.into_signing_key(Some(alg), None))
+        .expect("key generation")
+}
+
+/// True under CI, where a missing dependency must fail a test, not skip it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
