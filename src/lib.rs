@@ -6,4 +6,5 @@
 //! that `main.rs` wires to the command line.
 
 pub mod cli;
+pub mod crd;
 pub mod smart;

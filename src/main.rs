@@ -20,6 +20,8 @@ enum Command {
     Keygen(cli::keys::KeygenArgs),
     /// Print the public JWK Set of an existing private key.
     Jwks(cli::keys::JwksArgs),
+    /// Print the SmartBackendClient CustomResourceDefinition (YAML).
+    Crd,
     /// Discover, sign an assertion and obtain one access token.
     Token(Box<cli::token::TokenArgs>),
 }
@@ -28,6 +30,9 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Crd => smart_backend_operator::crd::crd_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(Into::into),
         Command::Keygen(args) => cli::keys::keygen(args),
         Command::Jwks(args) => cli::keys::jwks(args),
         Command::Token(args) => cli::token::run(args).await,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The client-assertion signing algorithms the SMART specification requires
 /// servers to support, and the only ones this client produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SigningAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-384 (an RSA key of at least 2048 bits).
     RS384,

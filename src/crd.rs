@@ -1,0 +1,272 @@
+//! The `SmartBackendClient` custom resource. Doc comments on fields become
+//! the schema descriptions `kubectl explain` shows, so they are written for
+//! the people who fill them in.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::smart::SigningAlgorithm;
+
+pub const GROUP: &str = "smartbackend.dev";
+pub const FIELD_MANAGER: &str = "smart-backend-operator";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "smart-backend-operator";
+/// On every Secret the operator writes: `<client name>`, to map Secret
+/// events back to the client that owns them.
+pub const CLIENT_ANNOTATION: &str = "smartbackend.dev/client";
+/// Annotation on the resource: a new value refreshes the token at once.
+pub const REFRESH_REQUESTED_ANNOTATION: &str = "smartbackend.dev/refresh-requested-at";
+/// Annotation on the resource: a new value allows generating a new key
+/// when the published one is gone.
+pub const REGENERATE_KEY_ANNOTATION: &str = "smartbackend.dev/regenerate-key";
+
+/// A workload's identity at a SMART on FHIR authorization server. The
+/// operator keeps a valid access token for it in a Secret that pods mount.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "smartbackend.dev",
+    version = "v1alpha1",
+    kind = "SmartBackendClient",
+    namespaced,
+    shortname = "sbc",
+    category = "smart",
+    status = "SmartBackendClientStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(name = "Algorithm", type_ = "string", json_path = ".status.algorithm"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.tokenExpiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartBackendClientSpec {
+    /// FHIR base URL of the server, e.g. https://ehr.example.org/fhir/r4.
+    /// Discovery reads {fhirBaseUrl}/.well-known/smart-configuration. Must be
+    /// https (plain http only when the operator runs with --insecure-allow-http).
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(URL_RULE).message(URL_MESSAGE))]
+    pub fhir_base_url: String,
+
+    /// The client id the authorization server registered for this workload.
+    #[schemars(length(min = 1, max = 512))]
+    pub client_id: String,
+
+    /// Scopes to request, each passed through unchanged: SMART v1
+    /// (system/Patient.read) and v2 (system/Patient.rs) syntax both work.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^[!#-\[\]-~]+$")))]
+    pub scopes: Vec<String>,
+
+    /// Token endpoint URL. Set it to skip discovery of the endpoint (some
+    /// servers publish no smart-configuration, or a tenant-specific URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(URL_RULE).message(URL_MESSAGE))]
+    pub token_endpoint: Option<String>,
+
+    /// Audience (aud) of the client assertion. Default: the token endpoint
+    /// URL, as SMART requires; set it only if the server documents another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub audience: Option<String>,
+
+    /// How client assertions are signed, and with which key.
+    #[serde(default)]
+    pub signing: SigningSpec,
+
+    /// The Secret the access token is written to.
+    #[serde(default)]
+    pub token: TokenSpec,
+
+    /// TLS settings for talking to the authorization server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Stop refreshing. Whatever exists (key, token Secret) is kept.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// An absolute http(s) URL with a host and no user:password@ part.
+const URL_RULE: &str = "self.matches('^https?://[^/?#@ ]+([/?#][^ ]*)?$') && !self.matches('^https?://[^/?#]*@')";
+const URL_MESSAGE: &str = "must be an absolute http(s) URL with a host and without user:password@";
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSpec {
+    /// RS384 or ES384. Default: the first of these two that the server lists
+    /// in token_endpoint_auth_signing_alg_values_supported, in the server's
+    /// order (RS384 if the server lists none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<SigningAlgorithm>,
+
+    /// A Secret in this namespace that holds the private key (PKCS#8, PKCS#1
+    /// or SEC1 PEM, or a private JWK). Default: the operator generates a key
+    /// into the Secret <name>-signing-key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<SecretKeyRef>,
+
+    /// Key id in the assertion header and the published JWKS. Default: the
+    /// RFC 7638 thumbprint of the public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub kid: Option<String>,
+
+    /// Size of generated RSA keys: 2048, 3072 (default) or 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [2048, 3072, 4096]))]
+    pub rsa_key_size: Option<u32>,
+
+    /// URL of this client's JWK Set, sent as jku in the assertion header
+    /// (some servers use it to find the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(URL_RULE).message(URL_MESSAGE))]
+    pub jku: Option<String>,
+
+    /// What happens to a generated key Secret when this resource is deleted:
+    /// Retain (default; its public key is registered with the EHR) or Delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_key_policy: Option<GeneratedKeyPolicy>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GeneratedKeyPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// A key in a Secret of the resource's own namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret (same namespace as this resource).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSpec {
+    /// Name of the token Secret. Default: <name>-token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+
+    /// Extra labels and annotations for the token Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
+    /// Refresh when this much lifetime is left, e.g. 2m. Default: half the
+    /// token's lifetime, but at least 150s when the lifetime allows (a
+    /// mounted Secret reaches pods up to about two minutes after a write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub refresh_before: Option<String>,
+
+    /// Extra form parameters for the token request, for servers that want
+    /// them (e.g. resource). The SMART parameters cannot be overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "!self.exists(k, k in ['grant_type', 'scope', 'client_assertion', 'client_assertion_type'])"
+    ).message("must not set grant_type, scope, client_assertion or client_assertion_type"))]
+    #[schemars(extend("maxProperties" = 16))]
+    pub extra_params: Option<BTreeMap<String, String>>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret key (same namespace) holding PEM CA certificates to trust
+    /// for the authorization server, for private CAs. Default: system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+}
+
+/// What the operator observed and did. Written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmartBackendClientStatus {
+    /// Ready, Discovered, KeyReady and TokenReady, each with a reason and a
+    /// message that says what to do when it is False.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<SigningAlgorithm>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_scopes: Option<String>,
+    /// When the current token expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<String>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// The public JWK Set to register with the EHR (inline), also served at
+    /// the operator's /jwks/{namespace}/{name} for jwks_uri registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_jwks: Option<String>,
+    /// The last refresh-requested-at annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_refresh_request: Option<String>,
+    /// The last regenerate-key annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_key_regeneration: Option<String>,
+}
+
+impl SmartBackendClient {
+    pub fn key_secret_default_name(name: &str) -> String {
+        format!("{name}-signing-key")
+    }
+
+    pub fn token_secret_name(&self, name: &str) -> String {
+        self.spec.token.secret_name.clone().unwrap_or_else(|| format!("{name}-token"))
+    }
+}
+
+/// The CRD as YAML, as `smart-backend-operator crd` prints it and
+/// `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&SmartBackendClient::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_yaml_matches_the_code() {
+        let committed = include_str!("../crds/smartbackendclients.smartbackend.dev.yaml");
+        assert_eq!(
+            committed,
+            crd_yaml().unwrap(),
+            "crds/ is out of date: run `cargo run -- crd > crds/smartbackendclients.smartbackend.dev.yaml`"
+        );
+    }
+}
