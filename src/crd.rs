@@ -34,13 +34,17 @@ pub const REGENERATE_KEY_ANNOTATION: &str = "smartbackend.dev/regenerate-key";
     namespaced,
     shortname = "sbc",
     category = "smart",
-    status = "SmartBackendClientStatus",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
-    printcolumn(name = "Algorithm", type_ = "string", json_path = ".status.algorithm"),
-    printcolumn(name = "Expires", type_ = "string", json_path = ".status.tokenExpiresAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    status = "SmartBackendClientStatus"
 )]
+#[kube(
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[kube(
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+)]
+#[kube(printcolumn = r#"{"name":"Algorithm","type":"string","jsonPath":".status.algorithm"}"#)]
+#[kube(printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.tokenExpiresAt"}"#)]
+#[kube(printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#)]
 #[serde(rename_all = "camelCase")]
 pub struct SmartBackendClientSpec {
     /// FHIR base URL of the server, e.g. https://ehr.example.org/fhir/r4.
@@ -56,7 +60,10 @@ pub struct SmartBackendClientSpec {
 
     /// Scopes to request, each passed through unchanged: SMART v1
     /// (system/Patient.read) and v2 (system/Patient.rs) syntax both work.
-    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^[!#-\[\]-~]+$")))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[!#-\[\]-~]+$"))
+    )]
     pub scopes: Vec<String>,
 
     /// Token endpoint URL. Set it to skip discovery of the endpoint (some
@@ -90,7 +97,8 @@ pub struct SmartBackendClientSpec {
 }
 
 /// An absolute http(s) URL with a host and no user:password@ part.
-const URL_RULE: &str = "self.matches('^https?://[^/?#@ ]+([/?#][^ ]*)?$') && !self.matches('^https?://[^/?#]*@')";
+const URL_RULE: &str =
+    "self.matches('^https?://[^/?#@ ]+([/?#][^ ]*)?$') && !self.matches('^https?://[^/?#]*@')";
 const URL_MESSAGE: &str = "must be an absolute http(s) URL with a host and without user:password@";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -245,7 +253,11 @@ impl SmartBackendClient {
     }
 
     pub fn token_secret_name(&self, name: &str) -> String {
-        self.spec.token.secret_name.clone().unwrap_or_else(|| format!("{name}-token"))
+        self.spec
+            .token
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{name}-token"))
     }
 }
 

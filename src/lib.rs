@@ -6,5 +6,8 @@
 //! that `main.rs` wires to the command line.
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod metrics;
 pub mod smart;

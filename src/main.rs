@@ -20,6 +20,8 @@ enum Command {
     Keygen(cli::keys::KeygenArgs),
     /// Print the public JWK Set of an existing private key.
     Jwks(cli::keys::JwksArgs),
+    /// Run the operator (controllers and the admin server).
+    Run(Box<cli::run::RunArgs>),
     /// Print the SmartBackendClient CustomResourceDefinition (YAML).
     Crd,
     /// Discover, sign an assertion and obtain one access token.
@@ -30,6 +32,7 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Run(args) => cli::run::run(args).await,
         Command::Crd => smart_backend_operator::crd::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),

@@ -2,6 +2,7 @@
 //! argument struct and a `run` function; `main.rs` only dispatches.
 
 pub mod keys;
+pub mod run;
 pub mod token;
 
 use std::path::Path;

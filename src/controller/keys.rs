@@ -1,0 +1,308 @@
+//! Finding the signing key: a referenced Secret read on demand, or the
+//! operator's generated `<name>-signing-key`, created when absent and never
+//! replaced silently once its public key has been published.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::conditions::State;
+use super::secrets::{self, PRIVATE_KEY_FILE};
+use super::validate::KeySource;
+use super::{Context, Target};
+use crate::crd::{FIELD_MANAGER, GeneratedKeyPolicy, REGENERATE_KEY_ANNOTATION};
+use crate::smart::{KeyError, PrivateKey, SigningAlgorithm, SigningKey};
+
+/// The key, ready to sign, and where it came from.
+pub struct ResolvedKey {
+    pub signing: SigningKey,
+    pub secret_name: String,
+    /// A new key was generated in this reconcile.
+    pub generated: bool,
+    /// The regenerate-key annotation value this reconcile acted on.
+    pub regeneration_handled: Option<String>,
+}
+
+/// Why there is no usable key. `transient` failures (API trouble) are
+/// retried with backoff; the others wait for the user.
+pub struct KeyFailure {
+    pub state: State,
+    pub transient: bool,
+}
+
+fn failure(reason: &str, message: String) -> KeyFailure {
+    KeyFailure {
+        state: State::failed(reason, message),
+        transient: false,
+    }
+}
+
+fn api_failure(action: &str, secret: &str, error: kube::Error) -> KeyFailure {
+    KeyFailure {
+        state: State::failed(
+            "KeySecretUnavailable",
+            format!("{action} Secret {secret} failed: {error}; retrying"),
+        ),
+        transient: true,
+    }
+}
+
+/// What the reconciler knows when it needs the key.
+pub struct KeyRequest<'a> {
+    pub source: &'a KeySource,
+    /// The algorithm chosen for a generated key (explicit or from metadata).
+    pub algorithm: SigningAlgorithm,
+    /// Set when the user named one: a referenced key must match it.
+    pub explicit_algorithm: Option<SigningAlgorithm>,
+    /// The server's list, when it published one.
+    pub server_algorithms: Option<&'a [String]>,
+    pub kid: Option<&'a str>,
+}
+
+pub async fn resolve(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+) -> Result<ResolvedKey, KeyFailure> {
+    match request.source {
+        KeySource::Referenced { secret_name, key } => {
+            referenced(ctx, target, request, secret_name, key).await
+        }
+        KeySource::Generated {
+            secret_name,
+            policy,
+            rsa_bits,
+        } => generated(ctx, target, request, secret_name, *policy, *rsa_bits).await,
+    }
+}
+
+fn bind(
+    key: PrivateKey,
+    algorithm: Option<SigningAlgorithm>,
+    kid: Option<&str>,
+    whose: &str,
+) -> Result<SigningKey, KeyFailure> {
+    key.into_signing_key(algorithm, kid.map(str::to_string)).map_err(|e| {
+        failure(
+            "KeyInvalid",
+            format!("{whose}: {e}; set spec.signing.algorithm to match the key, or provide a key of the right type"),
+        )
+    })
+}
+
+async fn referenced(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    key_name: &str,
+) -> Result<ResolvedKey, KeyFailure> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
+    let secret = api
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| api_failure("reading", secret_name, e))?
+        .ok_or_else(|| {
+            failure(
+                "KeySecretNotFound",
+                format!(
+                    "Secret {secret_name} (spec.signing.keySecretRef.name) does not exist in namespace {}: create it with the private key under the key {key_name:?}",
+                    target.namespace
+                ),
+            )
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let Some(bytes) = data.get(key_name) else {
+        let present: Vec<&str> = data.keys().map(String::as_str).collect();
+        return Err(failure(
+            "KeyInvalid",
+            format!(
+                "Secret {secret_name} has no key {key_name:?} (spec.signing.keySecretRef.key); it has: {}",
+                if present.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    present.join(", ")
+                }
+            ),
+        ));
+    };
+    let whose = format!("the key in Secret {secret_name} (key {key_name:?})");
+    let key = PrivateKey::parse(&bytes.0)
+        .map_err(|e: KeyError| failure("KeyInvalid", format!("{whose} cannot be used: {e}")))?;
+    let algorithm = request
+        .explicit_algorithm
+        .unwrap_or_else(|| key.algorithm());
+    if request.explicit_algorithm.is_none()
+        && let Some(offered) = request.server_algorithms
+        && !offered.iter().any(|a| a == algorithm.as_str())
+    {
+        return Err(failure(
+            "KeyAlgorithmNotAccepted",
+            format!(
+                "{whose} is a {} key for {algorithm}, but the server accepts only {}: provide a key the server accepts",
+                key.describe(),
+                offered.join(", ")
+            ),
+        ));
+    }
+    Ok(ResolvedKey {
+        signing: bind(key, Some(algorithm), request.kid, &whose)?,
+        secret_name: secret_name.to_string(),
+        generated: false,
+        regeneration_handled: None,
+    })
+}
+
+async fn generated(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    policy: GeneratedKeyPolicy,
+    rsa_bits: usize,
+) -> Result<ResolvedKey, KeyFailure> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
+    let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
+    if let Some(existing) = api
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| api_failure("reading", secret_name, e))?
+    {
+        return adopt(&api, target, request, secret_name, existing, owner).await;
+    }
+
+    // The key is gone. If its public key was published, the EHR knows only
+    // that key: a new one is made only when the user asks.
+    let regenerate = target.annotation(REGENERATE_KEY_ANNOTATION);
+    let published = target.status_kid.is_some();
+    let asked = regenerate.is_some() && regenerate != target.handled_key_regeneration;
+    if published && !asked {
+        return Err(failure(
+            "KeyMissing",
+            format!(
+                "the signing key Secret {secret_name} was deleted after its public key (kid {}) was published; restore the Secret, or annotate this resource with {REGENERATE_KEY_ANNOTATION}=<any new value> to generate a new key, then register the new public key with the EHR",
+                target.status_kid.unwrap_or_default()
+            ),
+        ));
+    }
+
+    let algorithm = request.algorithm;
+    let key = tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm, rsa_bits))
+        .await
+        .map_err(|e| {
+            failure(
+                "KeyGenerationFailed",
+                format!("key generation did not finish: {e}"),
+            )
+        })?
+        .map_err(|e| failure("KeyGenerationFailed", e.to_string()))?;
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| failure("KeyGenerationFailed", e.to_string()))?;
+    let signing = bind(key, Some(algorithm), request.kid, "the generated key")?;
+    let secret = secrets::build_key_secret(secrets::KeySecretInput {
+        name: secret_name,
+        namespace: target.namespace,
+        client_name: target.name,
+        owner,
+        private_pem: &pem,
+        public_jwks: &signing.public_jwks().to_json(),
+        algorithm,
+        kid: signing.kid(),
+    });
+    // A plain create of a fixed name: of two racing reconciles (or
+    // replicas) exactly one succeeds, and the other adopts its key.
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => Ok(ResolvedKey {
+            signing,
+            secret_name: secret_name.to_string(),
+            generated: true,
+            regeneration_handled: if asked {
+                regenerate.map(str::to_string)
+            } else {
+                None
+            },
+        }),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = api
+                .get(secret_name)
+                .await
+                .map_err(|e| api_failure("reading", secret_name, e))?;
+            let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
+            adopt(&api, target, request, secret_name, existing, owner).await
+        }
+        Err(e) => Err(api_failure("creating", secret_name, e)),
+    }
+}
+
+async fn adopt(
+    api: &Api<Secret>,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    existing: Secret,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Result<ResolvedKey, KeyFailure> {
+    if !secrets::is_managed(&existing) {
+        return Err(failure(
+            "KeySecretConflict",
+            format!(
+                "Secret {secret_name} exists but was not created by the operator; rename it, or reference it with spec.signing.keySecretRef if it holds this client's key"
+            ),
+        ));
+    }
+    let pem = existing
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PRIVATE_KEY_FILE))
+        .ok_or_else(|| {
+            failure(
+                "KeyInvalid",
+                format!("Secret {secret_name} has no {PRIVATE_KEY_FILE}"),
+            )
+        })?;
+    let whose = format!("the generated key in Secret {secret_name}");
+    let key = PrivateKey::parse(&pem.0)
+        .map_err(|e| failure("KeyInvalid", format!("{whose} cannot be used: {e}")))?;
+    if key.algorithm() != request.algorithm {
+        return Err(failure(
+            "KeyAlgorithmMismatch",
+            format!(
+                "{whose} is for {} but {} is now required (the server's list or spec.signing.algorithm changed); set spec.signing.algorithm: {}, or delete the Secret and annotate this resource with {REGENERATE_KEY_ANNOTATION} to generate a new key (then register it with the EHR)",
+                key.algorithm(),
+                request.algorithm,
+                key.algorithm()
+            ),
+        ));
+    }
+    // Keep the owner reference in step with generatedKeyPolicy; this is the
+    // only write to an existing key Secret, and only when the policy changed.
+    let has_owner = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == target.owner.uid);
+    if has_owner != owner.is_some() {
+        let patch =
+            json!({"metadata": {"ownerReferences": owner.map(|o| vec![o]).unwrap_or_default()}});
+        api.patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_failure("updating", secret_name, e))?;
+    }
+    Ok(ResolvedKey {
+        signing: bind(key, Some(request.algorithm), request.kid, &whose)?,
+        secret_name: secret_name.to_string(),
+        generated: false,
+        regeneration_handled: None,
+    })
+}

@@ -1,0 +1,249 @@
+//! The controller: watches SmartBackendClients (and the Secrets the operator
+//! owns) and keeps each client's token Secret fresh.
+//!
+//! `reconcile` runs named steps: validate the spec, check the token Secret
+//! is ours, discover, resolve the key, then refresh the token when its time
+//! has come. Each step records a condition; one status patch ends it.
+
+mod conditions;
+mod discovery_cache;
+pub mod jwks;
+mod keys;
+mod reconcile;
+pub mod schedule;
+pub mod secrets;
+mod token;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use tokio::sync::Semaphore;
+
+use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClient};
+use crate::metrics::Metrics;
+use crate::smart::{AccessToken, HttpClient, HttpPolicy};
+use discovery_cache::DiscoveryCache;
+pub use jwks::JwksDirectory;
+pub use schedule::Timing;
+
+/// Operator-wide settings, from the `run` flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    pub http: HttpPolicy,
+    pub timing: Timing,
+    pub discovery_ttl: Duration,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Token requests in flight at once per authorization server.
+    pub per_server_concurrency: usize,
+    /// Identifies this replica in events.
+    pub instance: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            http: HttpPolicy::default(),
+            timing: Timing::default(),
+            discovery_ttl: Duration::from_secs(600),
+            concurrency: 16,
+            per_server_concurrency: 4,
+            instance: "smart-backend-operator".into(),
+        }
+    }
+}
+
+/// A token that was obtained but could not be written yet: it is written
+/// on the next attempt instead of minting another.
+#[derive(Clone)]
+pub(crate) struct PendingToken {
+    pub token: AccessToken,
+    pub issued_at: SystemTime,
+    pub inputs_hash: String,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub jwks: Arc<JwksDirectory>,
+    http: HttpClient,
+    http_with_ca: Mutex<HashMap<String, HttpClient>>,
+    discovery: DiscoveryCache,
+    recorder: Recorder,
+    pending: Mutex<HashMap<String, PendingToken>>,
+    server_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Token expiry per client uid, for the earliest-expiry metric.
+    pub(crate) expiries: Mutex<HashMap<String, SystemTime>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        jwks: Arc<JwksDirectory>,
+    ) -> Result<Self, crate::smart::HttpError> {
+        let http = HttpClient::new(settings.http.clone())?;
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "smart-backend-operator".into(),
+                instance: Some(settings.instance.clone()),
+            },
+        );
+        Ok(Self {
+            discovery: DiscoveryCache::new(settings.discovery_ttl),
+            client,
+            settings,
+            metrics,
+            jwks,
+            http,
+            http_with_ca: Mutex::new(HashMap::new()),
+            recorder,
+            pending: Mutex::new(HashMap::new()),
+            server_limits: Mutex::new(HashMap::new()),
+            expiries: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Caps concurrent token requests to one authorization server, so that
+    /// many clients due at once are spread out rather than fired together.
+    pub(crate) fn server_limit(&self, authority: &str) -> Arc<Semaphore> {
+        let mut limits = self.server_limits.lock().unwrap_or_else(|e| e.into_inner());
+        limits
+            .entry(authority.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.settings.per_server_concurrency.max(1)))
+            })
+            .clone()
+    }
+
+    pub fn earliest_expiry(&self) -> Option<SystemTime> {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .min()
+            .copied()
+    }
+}
+
+/// The object being reconciled, as the steps need it.
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub uid: &'a str,
+    pub owner: OwnerReference,
+    pub annotations: BTreeMap<String, String>,
+    pub status_kid: Option<&'a str>,
+    pub handled_key_regeneration: Option<&'a str>,
+}
+
+impl Target<'_> {
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).map(String::as_str)
+    }
+}
+
+/// Errors that abort a reconcile (everything else becomes a condition).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object has no {0}")]
+    MissingObjectKey(&'static str),
+    #[error("patching the status failed: {0}")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey(_) => "invalid_object",
+            Error::PatchStatus(_) => "patch_status",
+        }
+    }
+}
+
+fn error_policy(_obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(error.category());
+    tracing::warn!(error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the controllers until `shutdown` completes. `ready` turns true once
+/// every watch has listed its objects.
+pub async fn run(
+    ctx: Arc<Context>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let resource = ApiResource::erase::<SmartBackendClient>(&());
+    let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
+    let mut stores = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let (clients, secrets): (Api<DynamicObject>, Api<Secret>) = match &scope {
+            Some(ns) => (
+                Api::namespaced_with(ctx.client.clone(), ns, &resource),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (
+                Api::all_with(ctx.client.clone(), &resource),
+                Api::all(ctx.client.clone()),
+            ),
+        };
+        // Only the operator's own Secrets are watched, never all Secrets.
+        let own_secrets =
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let mapper_resource = resource.clone();
+        let controller =
+            Controller::new_with(clients, watcher::Config::default(), resource.clone())
+                .watches(secrets, own_secrets, move |secret: Secret| {
+                    let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
+                    let namespace = secret.meta().namespace.clone()?;
+                    Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
+                })
+                .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+                .graceful_shutdown_on(shutdown.clone());
+        stores.push(controller.store());
+        let ctx = ctx.clone();
+        controllers.push(async move {
+            controller
+                .run(reconcile::reconcile, error_policy, ctx)
+                .for_each(|_| futures_util::future::ready(()))
+                .await
+        });
+    }
+    ctx.jwks.set_stores(stores.clone());
+    let readiness = async move {
+        for store in stores {
+            let _ = store.wait_until_ready().await;
+        }
+        ready.store(true, Ordering::SeqCst);
+    };
+    tokio::join!(futures_util::future::join_all(controllers), readiness);
+}
+
+use kube::ResourceExt;

@@ -1,0 +1,94 @@
+use super::*;
+use crate::controller::validate::validate;
+use crate::crd::{SmartBackendClient, SmartBackendClientSpec};
+use crate::smart::SecretString;
+
+fn spec() -> ValidSpec {
+    let spec: SmartBackendClientSpec = serde_json::from_value(serde_json::json!({
+        "fhirBaseUrl": "https://ehr.example/fhir",
+        "clientId": "c1",
+        "scopes": ["system/Patient.rs"],
+        "token": {"secretTemplate": {"labels": {"team": "billing"}, "annotations": {"note": "x"}}}
+    }))
+    .unwrap();
+    validate(&SmartBackendClient::new("billing", spec), "billing", false).unwrap()
+}
+
+fn owner() -> OwnerReference {
+    OwnerReference {
+        api_version: "smartbackend.dev/v1alpha1".into(),
+        kind: "SmartBackendClient".into(),
+        name: "billing".into(),
+        uid: "uid-1".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+#[test]
+fn token_secret_has_every_documented_key_and_round_trips() {
+    let spec = spec();
+    let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let token = AccessToken {
+        access_token: SecretString::new("tok"),
+        token_type: "Bearer".into(),
+        expires_in: Duration::from_secs(300),
+        expires_in_defaulted: false,
+        expires_at: issued + Duration::from_secs(300),
+        scope: Some("system/Patient.rs".into()),
+    };
+    let secret = build_token_secret(&TokenSecretInput {
+        spec: &spec,
+        namespace: "ns",
+        client_name: "billing",
+        owner: owner(),
+        token: &token,
+        issued_at: issued,
+        inputs_hash: "abc",
+    });
+    let data = secret.data.as_ref().unwrap();
+    let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "authorization",
+            "expires_at",
+            "fhir_base_url",
+            "scope",
+            "token_type"
+        ]
+    );
+    assert_eq!(data["authorization"].0, b"Bearer tok");
+    let annotations = secret.metadata.annotations.as_ref().unwrap();
+    assert_eq!(annotations[RELOADER_IGNORE], "true");
+    assert_eq!(secret.metadata.labels.as_ref().unwrap()["team"], "billing");
+    assert!(is_owned_by(&secret, "uid-1"));
+    assert!(!is_owned_by(&secret, "uid-2"));
+    assert!(!template_drifted(&secret, &spec));
+    let stored = read_token_secret(&secret).unwrap();
+    assert_eq!(stored.expires_at, token.expires_at);
+    assert_eq!(stored.issued_at, issued);
+    assert_eq!(stored.inputs_hash, "abc");
+}
+
+#[test]
+fn inputs_hash_changes_with_scopes_and_kid() {
+    let a = spec();
+    let mut b = spec();
+    b.scope = "system/Observation.rs".into();
+    let endpoint = "https://ehr.example/token";
+    assert_ne!(
+        token_inputs_hash(&a, endpoint, "k"),
+        token_inputs_hash(&b, endpoint, "k")
+    );
+    assert_ne!(
+        token_inputs_hash(&a, endpoint, "k"),
+        token_inputs_hash(&a, endpoint, "k2")
+    );
+    assert_eq!(
+        token_inputs_hash(&a, endpoint, "k"),
+        token_inputs_hash(&spec(), endpoint, "k")
+    );
+}

@@ -1,0 +1,384 @@
+//! The token step: decide whether the token in the Secret is still good,
+//! and if not, obtain a new one and write it (one Secret write, no more).
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::conditions::State;
+use super::reconcile::Draft;
+use super::schedule;
+use super::secrets::{self, StoredToken, TokenSecretInput, rfc3339};
+use super::validate::ValidSpec;
+use super::{Context, PendingToken, Target};
+use crate::crd::{FIELD_MANAGER, REFRESH_REQUESTED_ANNOTATION, SmartBackendClientStatus};
+use crate::smart::{
+    self, AccessToken, AssertionParams, ErrorClass, HttpClient, SigningKey, TokenError,
+    TokenRequest,
+};
+
+pub(super) struct Inputs<'a> {
+    pub target: &'a Target<'a>,
+    pub spec: &'a ValidSpec,
+    pub http: &'a HttpClient,
+    pub token_endpoint: &'a Url,
+    pub key: &'a SigningKey,
+    pub existing: Option<&'a Secret>,
+    pub previous: &'a SmartBackendClientStatus,
+}
+
+/// A per-client number in [0, 1), stable across reconciles of the same
+/// token, so the jittered refresh time does not move (and cause a status
+/// write) every time the object is reconciled.
+fn stable_jitter(uid: &str, issued_at: SystemTime) -> f64 {
+    let secs = issued_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let digest = Sha256::new()
+        .chain_update(uid.as_bytes())
+        .chain_update(secs.to_be_bytes())
+        .finalize();
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    f64::from(n) / (f64::from(u32::MAX) + 1.0)
+}
+
+fn until(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draft) -> Action {
+    let Inputs {
+        target,
+        spec,
+        key,
+        previous,
+        ..
+    } = inputs;
+    let timing = &ctx.settings.timing;
+    let inputs_hash = secrets::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
+    let stored = inputs.existing.and_then(secrets::read_token_secret);
+    let requested = target
+        .annotation(REFRESH_REQUESTED_ANNOTATION)
+        .filter(|v| Some(*v) != previous.handled_refresh_request.as_deref());
+
+    if let Some(stored) = &stored {
+        let refresh_at = schedule::refresh_at(
+            stored.issued_at,
+            stored.expires_at,
+            spec.refresh_before,
+            timing,
+            stable_jitter(target.uid, stored.issued_at),
+        );
+        let current = stored.inputs_hash == inputs_hash && requested.is_none();
+        if current && SystemTime::now() < refresh_at {
+            return keep(ctx, inputs, stored, refresh_at, draft).await;
+        }
+    }
+
+    let (token, issued_at) = match take_pending(ctx, target.uid, &inputs_hash) {
+        Some(pending) => (pending.token, pending.issued_at),
+        None => match request(ctx, inputs).await {
+            Ok(pair) => pair,
+            Err(error) => return failed(ctx, inputs, stored.as_ref(), &error, draft),
+        },
+    };
+
+    let secret = secrets::build_token_secret(&TokenSecretInput {
+        spec,
+        namespace: target.namespace,
+        client_name: target.name,
+        owner: target.owner.clone(),
+        token: &token,
+        issued_at,
+        inputs_hash: &inputs_hash,
+    });
+    if let Err(error) = apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await
+    {
+        // Keep the token: the next attempt writes it instead of minting another.
+        ctx.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                target.uid.to_string(),
+                PendingToken {
+                    token: token.clone(),
+                    issued_at,
+                    inputs_hash: inputs_hash.clone(),
+                },
+            );
+        draft.token = Some(State::failed(
+            "TokenSecretWriteFailed",
+            format!(
+                "a token was obtained but writing Secret {} failed: {error}; retrying the write",
+                spec.token_secret_name
+            ),
+        ));
+        return Action::requeue(timing.backoff_base);
+    }
+
+    let next = schedule::refresh_at(
+        issued_at,
+        token.expires_at,
+        spec.refresh_before,
+        timing,
+        stable_jitter(target.uid, issued_at),
+    );
+    if previous.token_expires_at.is_none() {
+        draft.events.push(Event {
+            type_: EventType::Normal,
+            reason: "TokenIssued".into(),
+            note: Some(format!(
+                "first access token written to Secret {}",
+                spec.token_secret_name
+            )),
+            action: "RequestToken".into(),
+            secondary: None,
+        });
+    }
+    let mut message = format!(
+        "token valid until {}; next refresh at {}",
+        rfc3339(token.expires_at),
+        rfc3339(next)
+    );
+    if token.expires_in_defaulted {
+        message.push_str(&format!(
+            "; the server gave no expires_in, so {}s is assumed",
+            smart::token::DEFAULT_EXPIRES_IN.as_secs()
+        ));
+    }
+    record_expiry(ctx, target.uid, token.expires_at);
+    let fields = &mut draft.fields;
+    fields.token_expires_at = Some(rfc3339(token.expires_at));
+    fields.last_refresh_time = Some(rfc3339(issued_at));
+    fields.next_refresh_time = Some(rfc3339(next));
+    fields.granted_scopes = Some(token.scope.clone().unwrap_or_else(|| spec.scope.clone()));
+    fields.consecutive_failures = 0;
+    if let Some(value) = requested {
+        fields.handled_refresh_request = Some(value.to_string());
+    }
+    draft.token = Some(State::ok("TokenIssued", message));
+    Action::requeue(until(next).max(Duration::from_secs(1)))
+}
+
+/// The stored token is good: nothing to request, and at most a metadata
+/// write if the Secret template changed.
+async fn keep(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    stored: &StoredToken,
+    refresh_at: SystemTime,
+    draft: &mut Draft,
+) -> Action {
+    let spec = inputs.spec;
+    if let Some(existing) = inputs.existing
+        && secrets::template_drifted(existing, spec)
+    {
+        let mut updated = existing.clone();
+        let labels = updated.metadata.labels.get_or_insert_default();
+        labels.extend(spec.template.labels.clone());
+        let annotations = updated.metadata.annotations.get_or_insert_default();
+        annotations.extend(spec.template.annotations.clone());
+        let desired = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: updated.metadata.name.clone(),
+                namespace: updated.metadata.namespace.clone(),
+                labels: updated.metadata.labels.clone(),
+                annotations: updated.metadata.annotations.clone(),
+                owner_references: updated.metadata.owner_references.clone(),
+                ..Default::default()
+            },
+            type_: updated.type_.clone(),
+            data: updated.data.clone(),
+            ..Secret::default()
+        };
+        if let Err(error) = apply_secret(
+            ctx,
+            inputs.target.namespace,
+            &spec.token_secret_name,
+            &desired,
+        )
+        .await
+        {
+            draft.token = Some(State::failed(
+                "TokenSecretWriteFailed",
+                format!("updating Secret {} failed: {error}", spec.token_secret_name),
+            ));
+            return Action::requeue(ctx.settings.timing.backoff_base);
+        }
+    }
+    record_expiry(ctx, inputs.target.uid, stored.expires_at);
+    let fields = &mut draft.fields;
+    fields.token_expires_at = Some(rfc3339(stored.expires_at));
+    fields.next_refresh_time = Some(rfc3339(refresh_at));
+    if fields.last_refresh_time.is_none() {
+        fields.last_refresh_time = Some(rfc3339(stored.issued_at));
+    }
+    if let Some(scope) = &stored.scope {
+        fields.granted_scopes = Some(scope.clone());
+    }
+    fields.consecutive_failures = 0;
+    draft.token = Some(State::ok(
+        "TokenIssued",
+        format!(
+            "token valid until {}; next refresh at {}",
+            rfc3339(stored.expires_at),
+            rfc3339(refresh_at)
+        ),
+    ));
+    Action::requeue(until(refresh_at).max(Duration::from_secs(1)))
+}
+
+fn take_pending(ctx: &Context, uid: &str, inputs_hash: &str) -> Option<PendingToken> {
+    let pending = ctx
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(uid)?;
+    let usable = pending.inputs_hash == inputs_hash
+        && pending.token.expires_at > SystemTime::now() + ctx.settings.timing.min_refresh_interval;
+    usable.then_some(pending)
+}
+
+fn record_expiry(ctx: &Context, uid: &str, expires_at: SystemTime) {
+    ctx.expiries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uid.to_string(), expires_at);
+}
+
+/// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
+/// authorization server's concurrency limit.
+async fn request(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+) -> Result<(AccessToken, SystemTime), TokenError> {
+    let authority = inputs.token_endpoint.authority().to_string();
+    let limit = ctx.server_limit(&authority);
+    let _permit = limit.acquire().await;
+    let audience = inputs
+        .spec
+        .audience
+        .clone()
+        .unwrap_or_else(|| inputs.token_endpoint.to_string());
+    let mut params = AssertionParams::new(&inputs.spec.client_id, &audience);
+    params.jku = inputs.spec.jku.as_deref();
+    let issued_at = SystemTime::now();
+    let assertion = smart::assertion::sign(inputs.key, &params).map_err(|e| {
+        TokenError::InvalidResponse(format!("the assertion could not be signed: {e}"))
+    })?;
+    let result = smart::token::request_token(
+        inputs.http,
+        &TokenRequest {
+            token_endpoint: inputs.token_endpoint,
+            scope: &inputs.spec.scope,
+            assertion: &assertion,
+            extra_params: &inputs.spec.extra_params,
+        },
+    )
+    .await;
+    match &result {
+        Ok(_) => ctx.metrics.token_request("success", "none"),
+        Err(error) => ctx.metrics.token_request("failure", error.category()),
+    }
+    result.map(|token| (token, issued_at))
+}
+
+fn reason_for(error: &TokenError) -> &'static str {
+    match error.category() {
+        "invalid_client" => "InvalidClient",
+        "invalid_scope" => "InvalidScope",
+        "invalid_grant" => "InvalidGrant",
+        "unauthorized_client" => "UnauthorizedClient",
+        "invalid_request" => "InvalidRequest",
+        "unsupported_grant_type" => "UnsupportedGrantType",
+        "rate_limited" => "RateLimited",
+        "server_unavailable" | "temporarily_unavailable" | "server_error" => {
+            "TokenEndpointUnavailable"
+        }
+        "timeout" => "TokenEndpointTimeout",
+        "connect" => "TokenEndpointUnreachable",
+        "invalid_response" => "InvalidTokenResponse",
+        _ => "TokenRequestFailed",
+    }
+}
+
+fn failed(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    stored: Option<&StoredToken>,
+    error: &TokenError,
+    draft: &mut Draft,
+) -> Action {
+    let timing = &ctx.settings.timing;
+    // The endpoint may have moved: look again next time (the old result
+    // stays as a fallback).
+    ctx.discovery.mark_stale(&inputs.spec.fhir_base_url);
+    let failures = inputs.previous.consecutive_failures.saturating_add(1);
+    let delay = match error.class() {
+        ErrorClass::Permanent => timing.permanent_retry,
+        ErrorClass::Transient { retry_after } => {
+            schedule::backoff(failures, retry_after, timing, rand::random())
+        }
+    };
+    ctx.metrics.failure(error.category());
+    let mut message = smart::token::advice(
+        error,
+        &inputs.spec.client_id,
+        inputs.key.kid(),
+        inputs.token_endpoint,
+    );
+    match error.class() {
+        ErrorClass::Permanent => message.push_str(&format!(
+            "; fix the registration or the resource (the operator retries on any change, and every {}s)",
+            delay.as_secs()
+        )),
+        ErrorClass::Transient { .. } => message.push_str(&format!("; retrying in {}s", delay.as_secs())),
+    }
+    match stored {
+        Some(stored) if stored.expires_at > SystemTime::now() => message.push_str(&format!(
+            "; the token in Secret {} stays valid until {}",
+            inputs.spec.token_secret_name,
+            rfc3339(stored.expires_at)
+        )),
+        Some(_) => message.push_str(&format!(
+            "; the token in Secret {} has expired",
+            inputs.spec.token_secret_name
+        )),
+        None => {}
+    }
+    tracing::info!(
+        namespace = inputs.target.namespace,
+        name = inputs.target.name,
+        category = error.category(),
+        failures,
+        "token request failed"
+    );
+    draft.fields.consecutive_failures = failures;
+    draft.fields.next_refresh_time = Some(rfc3339(SystemTime::now() + delay));
+    draft.token = Some(State::failed(reason_for(error), message));
+    Action::requeue(delay)
+}
+
+async fn apply_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    secret: &Secret,
+) -> Result<(), kube::Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(secret),
+    )
+    .await?;
+    ctx.metrics.write("token_secret");
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! Checks a SmartBackendClient's spec beyond what the CRD schema can, and
+//! turns it into typed values. Pure: no client, no clock.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::crd::{GeneratedKeyPolicy, SecretTemplate, SmartBackendClient};
+use crate::smart::SigningAlgorithm;
+use crate::smart::keys::{DEFAULT_RSA_BITS, RSA_GENERATE_BITS};
+
+/// Where the signing key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// The operator's own `<name>-signing-key` Secret.
+    Generated {
+        secret_name: String,
+        policy: GeneratedKeyPolicy,
+        rsa_bits: usize,
+    },
+    /// A Secret the user provides.
+    Referenced { secret_name: String, key: String },
+}
+
+/// A spec whose every field has been checked and parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    pub fhir_base_url: Url,
+    pub client_id: String,
+    /// Space-joined, as sent.
+    pub scope: String,
+    pub token_endpoint: Option<Url>,
+    pub audience: Option<String>,
+    pub algorithm: Option<SigningAlgorithm>,
+    pub kid: Option<String>,
+    pub jku: Option<String>,
+    pub key: KeySource,
+    pub token_secret_name: String,
+    pub template: SecretTemplate,
+    pub refresh_before: Option<Duration>,
+    pub extra_params: Vec<(String, String)>,
+    pub ca_bundle: Option<(String, String)>,
+}
+
+/// A field that cannot work, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {problem}")]
+pub struct InvalidSpec {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidSpec {
+    InvalidSpec {
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn url_field(field: &'static str, value: &str, allow_http: bool) -> Result<Url, InvalidSpec> {
+    let url = Url::parse(value)
+        .map_err(|e| invalid(field, format!("{value:?} is not an absolute URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(invalid(
+                field,
+                "plain http is refused: use https (the operator allows http only when started with --insecure-allow-http, for development)",
+            ));
+        }
+        other => return Err(invalid(field, format!("scheme {other:?} is not http(s)"))),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(field, "the URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            field,
+            "remove the user:password@ part; credentials never go in URLs",
+        ));
+    }
+    Ok(url)
+}
+
+const RESERVED_PARAMS: [&str; 4] = [
+    "grant_type",
+    "scope",
+    "client_assertion",
+    "client_assertion_type",
+];
+
+/// Validates `sbc` (named `name`) under the operator's `allow_http` setting.
+pub fn validate(
+    sbc: &SmartBackendClient,
+    name: &str,
+    allow_http: bool,
+) -> Result<ValidSpec, InvalidSpec> {
+    let spec = &sbc.spec;
+    let fhir_base_url = url_field("fhirBaseUrl", &spec.fhir_base_url, allow_http)?;
+    if spec.client_id.trim().is_empty() {
+        return Err(invalid("clientId", "must not be empty"));
+    }
+    let scopes: Vec<&str> = spec
+        .scopes
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if scopes.is_empty() {
+        return Err(invalid(
+            "scopes",
+            "name at least one scope, e.g. system/Patient.rs",
+        ));
+    }
+    if let Some(bad) = scopes.iter().find(|s| s.contains(char::is_whitespace)) {
+        return Err(invalid(
+            "scopes",
+            format!("{bad:?} contains whitespace: list each scope separately"),
+        ));
+    }
+    let token_endpoint = spec
+        .token_endpoint
+        .as_deref()
+        .map(|u| url_field("tokenEndpoint", u, allow_http))
+        .transpose()?;
+    let jku = spec
+        .signing
+        .jku
+        .as_deref()
+        .map(|u| url_field("signing.jku", u, allow_http))
+        .transpose()?;
+    let refresh_before = spec
+        .token
+        .refresh_before
+        .as_deref()
+        .map(|d| {
+            humantime::parse_duration(d).map_err(|e| {
+                invalid(
+                    "token.refreshBefore",
+                    format!("{d:?} is not a duration like 90s, 5m or 1h ({e})"),
+                )
+            })
+        })
+        .transpose()?;
+    let rsa_bits = spec
+        .signing
+        .rsa_key_size
+        .map(|b| b as usize)
+        .unwrap_or(DEFAULT_RSA_BITS);
+    if !RSA_GENERATE_BITS.contains(&rsa_bits) {
+        return Err(invalid("signing.rsaKeySize", "must be 2048, 3072 or 4096"));
+    }
+    let key = match &spec.signing.key_secret_ref {
+        Some(r) => KeySource::Referenced {
+            secret_name: r.name.clone(),
+            key: r.key.clone(),
+        },
+        None => KeySource::Generated {
+            secret_name: SmartBackendClient::key_secret_default_name(name),
+            policy: spec.signing.generated_key_policy.unwrap_or_default(),
+            rsa_bits,
+        },
+    };
+    let token_secret_name = sbc.token_secret_name(name);
+    if let KeySource::Referenced { secret_name, .. } | KeySource::Generated { secret_name, .. } =
+        &key
+        && *secret_name == token_secret_name
+    {
+        return Err(invalid(
+            "token.secretName",
+            "must differ from the key Secret's name",
+        ));
+    }
+    let mut extra_params = Vec::new();
+    for (k, v) in spec.token.extra_params.iter().flatten() {
+        if RESERVED_PARAMS.contains(&k.as_str()) {
+            return Err(invalid(
+                "token.extraParams",
+                format!("{k} is set by the operator and cannot be overridden"),
+            ));
+        }
+        extra_params.push((k.clone(), v.clone()));
+    }
+    Ok(ValidSpec {
+        fhir_base_url,
+        client_id: spec.client_id.trim().to_string(),
+        scope: scopes.join(" "),
+        token_endpoint,
+        audience: spec.audience.clone(),
+        algorithm: spec.signing.algorithm,
+        kid: spec.signing.kid.clone(),
+        jku: jku.map(|u| u.to_string()),
+        key,
+        token_secret_name,
+        template: spec.token.secret_template.clone().unwrap_or_default(),
+        refresh_before,
+        extra_params,
+        ca_bundle: spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_bundle_secret_ref.as_ref())
+            .map(|r| (r.name.clone(), r.key.clone())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SmartBackendClientSpec;
+
+    fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
+        let mut spec = serde_json::json!({
+            "fhirBaseUrl": "https://ehr.example/fhir",
+            "clientId": "c1",
+            "scopes": ["system/Patient.rs"]
+        });
+        f(&mut spec);
+        let spec: SmartBackendClientSpec = serde_json::from_value(spec).unwrap();
+        SmartBackendClient::new("billing", spec)
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_documented_defaults() {
+        let v = validate(&sbc(|_| {}), "billing", false).unwrap();
+        assert_eq!(v.token_secret_name, "billing-token");
+        assert_eq!(
+            v.key,
+            KeySource::Generated {
+                secret_name: "billing-signing-key".into(),
+                policy: GeneratedKeyPolicy::Retain,
+                rsa_bits: 3072
+            }
+        );
+        assert_eq!(v.scope, "system/Patient.rs");
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_the_operator_allows_it() {
+        let s = sbc(|s| s["fhirBaseUrl"] = "http://ehr.example/fhir".into());
+        let err = validate(&s, "billing", false).unwrap_err();
+        assert_eq!(err.field, "fhirBaseUrl");
+        assert!(err.to_string().contains("--insecure-allow-http"), "{err}");
+        assert!(validate(&s, "billing", true).is_ok());
+    }
+
+    #[test]
+    fn bad_fields_are_named_with_the_fix() {
+        type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|s| s["scopes"] = serde_json::json!([" "])),
+                "scopes",
+            ),
+            (
+                Box::new(|s| s["scopes"] = serde_json::json!(["a b"])),
+                "scopes",
+            ),
+            (
+                Box::new(|s| s["tokenEndpoint"] = "https://u:p@x/token".into()),
+                "tokenEndpoint",
+            ),
+            (
+                Box::new(|s| s["token"] = serde_json::json!({"refreshBefore": "5 fortnights"})),
+                "token.refreshBefore",
+            ),
+            (
+                Box::new(|s| s["token"] = serde_json::json!({"secretName": "billing-signing-key"})),
+                "token.secretName",
+            ),
+            (
+                Box::new(|s| s["token"] = serde_json::json!({"extraParams": {"scope": "x"}})),
+                "token.extraParams",
+            ),
+            (
+                Box::new(|s| s["signing"] = serde_json::json!({"rsaKeySize": 1024})),
+                "signing.rsaKeySize",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let err = validate(&sbc(mutate), "billing", false).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The admin HTTP server every replica runs: `/healthz`, `/readyz` (ready
+//! after the first watch sync), `/metrics` (Prometheus text) and
+//! `/jwks/{namespace}/{name}`, each client's public JWK Set for `jwks_uri`
+//! registration.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::controller::JwksDirectory;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub jwks: Arc<JwksDirectory>,
+    pub ready: Arc<AtomicBool>,
+    /// `Cache-Control: max-age` for JWKS responses, seconds. Key rotation
+    /// must wait longer than this between publishing and switching keys.
+    pub jwks_max_age: u64,
+    /// Earliest expiry of the tokens this replica manages, for the gauge.
+    pub earliest_expiry: Arc<dyn Fn() -> Option<SystemTime> + Send + Sync>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/jwks/{namespace}/{name}", get(jwks))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        "ok".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first watch sync",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let seconds = (state.earliest_expiry)()
+        .map(|t| match t.duration_since(SystemTime::now()) {
+            Ok(left) => left.as_secs_f64(),
+            Err(past) => -past.duration().as_secs_f64(),
+        })
+        .unwrap_or(0.0);
+    state.metrics.earliest_expiry_seconds.set(seconds);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn jwks(
+    State(state): State<AdminState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    match state.jwks.get(&namespace, &name) {
+        Some(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (
+                    header::CACHE_CONTROL,
+                    format!("public, max-age={}", state.jwks_max_age),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no such client, or it has no key yet",
+        )
+            .into_response(),
+    }
+}

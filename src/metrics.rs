@@ -1,0 +1,133 @@
+//! Prometheus metrics. Labels come from small fixed sets (result, error
+//! category, OAuth error code, write kind), never from object names or
+//! error text, so cardinality stays bounded however many clients exist.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenRequestLabels {
+    pub result: &'static str,
+    /// The RFC 6749 error code, or "none" / "other".
+    pub error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Counter,
+    pub reconcile_duration: Histogram,
+    pub failures: Family<CategoryLabels, Counter>,
+    pub token_requests: Family<TokenRequestLabels, Counter>,
+    pub api_writes: Family<WriteLabels, Counter>,
+    pub keys_generated: Counter,
+    pub earliest_expiry_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub leader: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("smart_backend");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        let failures = Family::<CategoryLabels, Counter>::default();
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that ended in an error, by category",
+            failures.clone(),
+        );
+        let token_requests = Family::<TokenRequestLabels, Counter>::default();
+        registry.register(
+            "token_requests",
+            "Token requests sent, by result and OAuth error code",
+            token_requests.clone(),
+        );
+        let api_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API, by kind",
+            api_writes.clone(),
+        );
+        let keys_generated = Counter::default();
+        registry.register(
+            "keys_generated",
+            "Signing keys generated",
+            keys_generated.clone(),
+        );
+        let earliest_expiry_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "earliest_token_expiry_seconds",
+            "Seconds until the earliest token this replica wrote expires",
+            earliest_expiry_seconds.clone(),
+        );
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "leader",
+            "1 when this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            failures,
+            token_requests,
+            api_writes,
+            keys_generated,
+            earliest_expiry_seconds,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, took: Duration) {
+        self.reconciles.inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn write(&self, kind: &'static str) {
+        self.api_writes.get_or_create(&WriteLabels { kind }).inc();
+    }
+
+    pub fn token_request(&self, result: &'static str, error: &'static str) {
+        self.token_requests
+            .get_or_create(&TokenRequestLabels { result, error })
+            .inc();
+    }
+
+    pub fn failure(&self, category: &'static str) {
+        self.failures
+            .get_or_create(&CategoryLabels { category })
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
