@@ -84,10 +84,11 @@ fn register<'a>(
         .map(|(id, key, registration)| Client {
             id,
             scope,
-            key,
+            key: Some(key),
             registration: match registration {
                 Registration::Inline => Registration::Inline,
                 Registration::JwksUri => Registration::JwksUri,
+                Registration::JwksUriAt(uri) => Registration::JwksUriAt(uri.clone()),
             },
         })
         .collect()
@@ -193,7 +194,7 @@ async fn an_unregistered_kid_is_refused_with_invalid_client() {
         &[Client {
             id: "c1",
             scope: "system/Patient.rs",
-            key: &key,
+            key: Some(&key),
             registration: Registration::Inline,
         }],
         SCOPES,
@@ -236,7 +237,7 @@ async fn a_scope_the_client_may_not_have_is_refused_with_invalid_scope() {
         &[Client {
             id: "c1",
             scope: "system/Patient.rs",
-            key: &key,
+            key: Some(&key),
             registration: Registration::Inline,
         }],
         SCOPES,
@@ -256,7 +257,7 @@ async fn expired_and_misaddressed_assertions_are_refused() {
         &[Client {
             id: "c1",
             scope: "system/Patient.rs",
-            key: &key,
+            key: Some(&key),
             registration: Registration::Inline,
         }],
         SCOPES,
@@ -298,7 +299,7 @@ async fn a_replayed_assertion_is_refused_and_a_fresh_one_works() {
         &[Client {
             id: "c1",
             scope: "system/Patient.rs",
-            key: &key,
+            key: Some(&key),
             registration: Registration::Inline,
         }],
         SCOPES,
@@ -333,7 +334,7 @@ async fn algorithm_choice_follows_the_servers_metadata() {
     let clients = [Client {
         id: "c1",
         scope: "system/Patient.rs",
-        key: &rsa,
+        key: Some(&rsa),
         registration: Registration::Inline,
     }];
     let http = http();

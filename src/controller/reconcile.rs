@@ -33,6 +33,8 @@ pub(super) struct Draft {
     pub overall: Option<State>,
     pub fields: SmartBackendClientStatus,
     pub events: Vec<Event>,
+    /// Nothing was evaluated (waiting out a backoff): leave the status as is.
+    pub keep_status: bool,
 }
 
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -89,9 +91,14 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
         overall: None,
         fields: previous.clone(),
         events: Vec::new(),
+        keep_status: false,
     };
     let action = steps(&ctx, &sbc, &target, &previous, &mut draft).await;
-    let status = finish(&mut draft, &previous, sbc.metadata.generation);
+    let status = if draft.keep_status {
+        previous.clone()
+    } else {
+        finish(&mut draft, &previous, sbc.metadata.generation)
+    };
     if status != previous {
         patch_status(&ctx, &api, &name, json!({"status": status})).await?;
     }
@@ -179,6 +186,14 @@ async fn steps(
             "spec.suspend is true: nothing is refreshed, existing Secrets are kept",
         ));
         return Action::await_change();
+    }
+
+    // After a failure, wait out the backoff even though our own status write
+    // (or any other event) triggers a reconcile sooner. A spec change or a
+    // new refresh request ends the wait.
+    if let Some(wait) = backoff_remaining(sbc, target, previous) {
+        draft.keep_status = true;
+        return Action::requeue(wait);
     }
 
     let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
@@ -303,6 +318,28 @@ async fn steps(
         draft,
     )
     .await
+}
+
+/// Time left before the retry that the last failure scheduled, if that
+/// failure is still current (same generation, no new refresh request).
+fn backoff_remaining(
+    sbc: &SmartBackendClient,
+    target: &Target<'_>,
+    previous: &SmartBackendClientStatus,
+) -> Option<std::time::Duration> {
+    if previous.consecutive_failures == 0 || previous.observed_generation != sbc.metadata.generation
+    {
+        return None;
+    }
+    let requested = target.annotation(crate::crd::REFRESH_REQUESTED_ANNOTATION);
+    if requested.is_some() && requested != previous.handled_refresh_request.as_deref() {
+        return None;
+    }
+    let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
+    retry_at
+        .duration_since(std::time::SystemTime::now())
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// The HTTP client for this resource: the shared one, or one that also

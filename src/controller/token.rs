@@ -76,7 +76,16 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
             timing,
             stable_jitter(target.uid, stored.issued_at),
         );
-        let current = stored.inputs_hash == inputs_hash && requested.is_none();
+        // A token attempt that failed is retried when its backoff ends, even
+        // if the stored token is still good (a requested refresh, a scope
+        // change, or a due refresh is still owed).
+        let last_attempt_failed = previous.consecutive_failures > 0
+            && previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == super::conditions::TOKEN_READY && c.status == "False");
+        let current =
+            stored.inputs_hash == inputs_hash && requested.is_none() && !last_attempt_failed;
         if current && SystemTime::now() < refresh_at {
             return keep(ctx, inputs, stored, refresh_at, draft).await;
         }
@@ -86,7 +95,13 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
         Some(pending) => (pending.token, pending.issued_at),
         None => match request(ctx, inputs).await {
             Ok(pair) => pair,
-            Err(error) => return failed(ctx, inputs, stored.as_ref(), &error, draft),
+            Err(error) => {
+                // The request was acted on; retries now follow the backoff.
+                if let Some(value) = requested {
+                    draft.fields.handled_refresh_request = Some(value.to_string());
+                }
+                return failed(ctx, inputs, stored.as_ref(), &error, draft);
+            }
         },
     };
 

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod fault_server;
 pub mod oidc;
+pub mod operator;
 
 use smart_backend_operator::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 

@@ -14,12 +14,15 @@ pub enum Registration {
     Inline,
     /// The server fetches it from a URL (served by the test server itself).
     JwksUri,
+    /// The server fetches it from this URL (e.g. the operator's /jwks endpoint).
+    JwksUriAt(String),
 }
 
 pub struct Client<'a> {
     pub id: &'a str,
     pub scope: &'a str,
-    pub key: &'a SigningKey,
+    /// The key whose public JWKS is registered (unused for `JwksUriAt`).
+    pub key: Option<&'a SigningKey>,
     pub registration: Registration,
 }
 
@@ -56,13 +59,19 @@ impl OidcServer {
         let clients: Vec<Value> = clients
             .iter()
             .map(|c| {
-                let jwks = serde_json::to_value(c.key.public_jwks()).expect("jwks");
-                match c.registration {
+                let jwks = c
+                    .key
+                    .map(|k| serde_json::to_value(k.public_jwks()).expect("jwks"))
+                    .unwrap_or_default();
+                match &c.registration {
                     Registration::Inline => {
                         json!({"client_id": c.id, "scope": c.scope, "jwks": jwks})
                     }
                     Registration::JwksUri => {
                         json!({"client_id": c.id, "scope": c.scope, "hosted_jwks": jwks})
+                    }
+                    Registration::JwksUriAt(uri) => {
+                        json!({"client_id": c.id, "scope": c.scope, "jwks_uri": uri})
                     }
                 }
             })

@@ -1,0 +1,255 @@
+//! An operator started in-process for one test, watching only that test's
+//! namespace, with timings shortened so tests run in seconds.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::Value;
+use smart_backend_operator::cli::run::Operator;
+use smart_backend_operator::controller::{Settings, Timing};
+use smart_backend_operator::crd::SmartBackendClient;
+use smart_backend_operator::smart::HttpPolicy;
+
+use super::cluster::{TestNamespace, wait_for};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Timings for tests: fast retries, a 1 s refresh floor.
+pub fn test_settings(namespace: &str) -> Settings {
+    Settings {
+        namespaces: vec![namespace.to_string()],
+        http: HttpPolicy {
+            allow_http: true,
+            request_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+            ..HttpPolicy::default()
+        },
+        timing: Timing {
+            min_refresh_interval: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(3),
+            permanent_retry: Duration::from_secs(60),
+            ..Timing::default()
+        },
+        discovery_ttl: Duration::from_secs(60),
+        concurrency: 8,
+        per_server_concurrency: 4,
+        instance: "e2e".into(),
+    }
+}
+
+/// Installs (or updates) the CRD from crds/ and waits until it is served.
+pub async fn install_crd(client: &kube::Client) {
+    let yaml = std::fs::read_to_string(
+        super::cluster::repo_root().join("crds/smartbackendclients.smartbackend.dev.yaml"),
+    )
+    .expect("crds/ YAML");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("CRD YAML parses");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "smartbackendclients.smartbackend.dev";
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    wait_for(
+        "the SmartBackendClient CRD to be Established",
+        WAIT,
+        || async { api.get_opt(name).await.ok().flatten() },
+        |crd| {
+            crd.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
+    .await;
+    let sbcs: Api<SmartBackendClient> = Api::all(client.clone());
+    wait_for(
+        "the SmartBackendClient type to be served",
+        WAIT,
+        || async { sbcs.list(&Default::default()).await.ok() },
+        |_| true,
+    )
+    .await;
+}
+
+pub struct Harness {
+    pub ns: TestNamespace,
+    pub operator: Option<Operator>,
+}
+
+impl Harness {
+    pub async fn new(prefix: &str) -> Self {
+        Self::with(prefix, |_| {}).await
+    }
+
+    pub async fn with(prefix: &str, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let ns = TestNamespace::new(prefix).await;
+        install_crd(&ns.client).await;
+        let mut settings = test_settings(&ns.name);
+        adjust(&mut settings);
+        let operator = Operator::start(
+            ns.client.clone(),
+            settings,
+            "127.0.0.1:0".parse().unwrap(),
+            5,
+        )
+        .await
+        .expect("start operator");
+        Self {
+            ns,
+            operator: Some(operator),
+        }
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.operator.as_ref().expect("operator running").admin_addr
+        )
+    }
+
+    pub fn jwks_uri(&self, name: &str) -> String {
+        self.admin_url(&format!("/jwks/{}/{name}", self.ns.name))
+    }
+
+    pub async fn restart(&mut self, settings: Settings) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+        self.operator = Some(
+            Operator::start(
+                self.ns.client.clone(),
+                settings,
+                "127.0.0.1:0".parse().unwrap(),
+                5,
+            )
+            .await
+            .expect("restart operator"),
+        );
+    }
+
+    pub fn sbcs(&self) -> Api<SmartBackendClient> {
+        self.ns.api()
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        self.ns.api()
+    }
+
+    /// Server-side applies a SmartBackendClient with this spec.
+    pub async fn apply(&self, name: &str, spec: Value) {
+        let body = serde_json::json!({
+            "apiVersion": "smartbackend.dev/v1alpha1",
+            "kind": "SmartBackendClient",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        self.sbcs()
+            .patch(
+                name,
+                &PatchParams::apply("e2e-tests").force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply SmartBackendClient {name}: {e}"));
+    }
+
+    pub async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        self.sbcs()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+    }
+
+    /// Waits until condition `type_` has `status` (and `reason`, if given).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> SmartBackendClient {
+        let api = self.sbcs();
+        wait_for(
+            &format!("{name} to have {type_}={status} {}", reason.unwrap_or("")),
+            WAIT,
+            || async { api.get_opt(name).await.ok().flatten() },
+            |sbc| {
+                condition(sbc, type_)
+                    .is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r))
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> SmartBackendClient {
+        self.wait_condition(name, "Ready", "True", None).await
+    }
+
+    pub async fn secret(&self, name: &str) -> Option<Secret> {
+        self.secrets().get_opt(name).await.expect("get secret")
+    }
+
+    pub async fn wait_secret(&self, name: &str) -> Secret {
+        let api = self.secrets();
+        wait_for(
+            &format!("Secret {name}"),
+            WAIT,
+            || async { api.get_opt(name).await.ok().flatten() },
+            |_| true,
+        )
+        .await
+    }
+
+    /// The value of one key of a Secret, as text.
+    pub fn value(secret: &Secret, key: &str) -> String {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Reasons of the Events recorded for `name` in this namespace.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
+        api.list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+pub fn condition<'a>(
+    sbc: &'a SmartBackendClient,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    sbc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.kill();
+        }
+    }
+}
