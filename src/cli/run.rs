@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use std::future::IntoFuture;
+
 use crate::controller::{self, Context, JwksDirectory, Settings, Timing};
 use crate::http::{AdminState, router};
 use crate::metrics::Metrics;
@@ -67,6 +69,29 @@ pub struct RunArgs {
     pub jwks_max_age: u64,
     #[arg(long, env = "SBO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Elect a leader through a coordination.k8s.io Lease, so that several
+    /// replicas can run: only the leader reconciles and writes.
+    #[arg(long, env = "SBO_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "SBO_LEASE_NAME", default_value = "smart-backend-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (normally the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// How long a leader's lease lasts without renewal; another replica takes
+    /// over after this.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+}
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub duration: Duration,
 }
 
 impl RunArgs {
@@ -93,35 +118,46 @@ impl RunArgs {
             discovery_ttl: self.discovery_ttl,
             concurrency: self.concurrency,
             per_server_concurrency: self.per_server_concurrency,
-            instance: std::env::var("POD_NAME").unwrap_or_else(|_| "smart-backend-operator".into()),
+            instance: instance_name(),
         }
+    }
+
+    pub fn leader_election(&self) -> Option<LeaderElection> {
+        self.leader_election.then(|| LeaderElection {
+            lease_name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone(),
+            identity: format!("{}-{}", instance_name(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            duration: self.lease_duration,
+        })
     }
 }
 
-/// A running operator: controllers plus the admin server.
+fn instance_name() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| "smart-backend-operator".into())
+}
+
+/// A running operator: the admin server and JWKS cache on every replica,
+/// the controllers only while this replica leads.
 pub struct Operator {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Operator {
-    /// Binds the admin server and starts the controllers.
+    /// Binds the admin server and starts. With `leader` set, controllers
+    /// run only while this replica holds the Lease.
     pub async fn start(
         client: kube::Client,
         settings: Settings,
         admin_addr: SocketAddr,
         jwks_max_age: u64,
+        leader: Option<LeaderElection>,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         let jwks = Arc::new(JwksDirectory::default());
-        let ctx = Arc::new(Context::new(
-            client,
-            settings,
-            metrics.clone(),
-            jwks.clone(),
-        )?);
+        let ctx = Arc::new(Context::new(client.clone(), settings.clone(), metrics.clone(), jwks.clone())?);
         let ready = Arc::new(AtomicBool::new(false));
         let listener = TcpListener::bind(admin_addr)
             .await
@@ -130,42 +166,118 @@ impl Operator {
         let expiry_ctx = ctx.clone();
         let app = router(AdminState {
             metrics: metrics.clone(),
-            jwks,
+            jwks: jwks.clone(),
             ready: ready.clone(),
             jwks_max_age,
             earliest_expiry: Arc::new(move || expiry_ctx.earliest_expiry()),
         });
-        let (stop, stopped) = watch::channel(false);
-        let wait = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let admin_stop = wait(stopped.clone());
-        let controller_stop = wait(stopped);
-        let task = tokio::spawn(async move {
-            let admin = axum::serve(listener, app).with_graceful_shutdown(admin_stop);
-            let controllers = controller::run(ctx, ready, controller_stop);
-            let (served, ()) = tokio::join!(admin, controllers);
-            if let Err(error) = served {
-                tracing::error!(%error, "admin server failed");
+        // Without election this replica always leads; the sender is kept
+        // alive in the task so the channel never reports "closed".
+        let (always, leading) = match leader {
+            None => {
+                let (tx, rx) = watch::channel(true);
+                (Some(tx), rx)
             }
+            Some(election) => (None, lease(client.clone(), &election).await?),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let admin_stop = wait_true(stopped.clone());
+        let task_metrics = metrics.clone();
+        let task = tokio::spawn(async move {
+            let admin = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(admin_stop).into_future());
+            let cache = tokio::spawn(controller::watch_for_jwks(client, settings, jwks, ready));
+            let result = lead(ctx, task_metrics, leading, stopped).await;
+            drop(always);
+            cache.abort();
+            let _ = admin.await;
+            result
         });
-        Ok(Self {
-            admin_addr,
-            metrics,
-            stop,
-            task,
-        })
+        Ok(Self { admin_addr, metrics, stop, task })
     }
 
     /// Stops gracefully: in-flight reconciles finish, the admin server closes.
-    pub async fn stop(self) {
+    pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.await?
     }
 
     /// Stops at once, as a crash would.
     pub fn kill(self) {
         self.task.abort();
+    }
+
+    /// Completes if the operator stops by itself (the lease was lost for good).
+    pub async fn finished(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await?
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn lease(client: kube::Client, election: &LeaderElection) -> anyhow::Result<watch::Receiver<bool>> {
+    let seconds = election.duration.as_secs().max(2);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(seconds)
+        .with_grace((seconds / 3).max(1))
+        .build()
+        .await
+        .map_err(|e| anyhow::anyhow!("leader election on Lease {}/{} failed: {e}", election.namespace, election.lease_name))?;
+    let (leading, task) = manager.watch().await;
+    // If the lease task dies, this replica can no longer know whether it
+    // leads: say so loudly; `lead` sees the channel close and stops.
+    tokio::spawn(async move {
+        if let Ok(Err(error)) = task.await {
+            tracing::error!(%error, "the leader-election task failed");
+        }
+    });
+    Ok(leading)
+}
+
+/// Runs the controllers while `leading` is true; stops them the moment it
+/// turns false. Returns when `stopped` turns true, or with an error if the
+/// lease channel closes.
+async fn lead(
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    mut leading: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            changed = leading.wait_for(|l| *l) => {
+                if changed.is_err() {
+                    anyhow::bail!("leader election stopped; exiting so that the replica restarts");
+                }
+            }
+            () = wait_true(stopped.clone()) => return Ok(()),
+        }
+        tracing::info!("leading: starting the controllers");
+        metrics.leader.set(1);
+        let controllers = tokio::spawn(controller::run(ctx.clone(), wait_true(stopped.clone())));
+        let outcome = tokio::select! {
+            lost = leading.wait_for(|l| !*l) => if lost.is_err() { Some(Err(())) } else { None },
+            () = wait_true(stopped.clone()) => Some(Ok(())),
+        };
+        metrics.leader.set(0);
+        match outcome {
+            // Lost the lease: stop writing at once.
+            None => {
+                controllers.abort();
+                tracing::warn!("lost the leader lease: controllers stopped");
+            }
+            Some(Ok(())) => {
+                let _ = controllers.await;
+                return Ok(());
+            }
+            Some(Err(())) => {
+                controllers.abort();
+                anyhow::bail!("leader election stopped; exiting so that the replica restarts");
+            }
+        }
     }
 }
 
@@ -192,13 +304,27 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes configuration found (in-cluster or KUBECONFIG): {e}")
     })?;
-    let operator =
-        Operator::start(client, args.settings(), args.admin_addr, args.jwks_max_age).await?;
-    tracing::info!(admin = %operator.admin_addr, namespaces = ?args.namespaces, "operator started");
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    operator.stop().await;
-    Ok(())
+    let mut operator = Operator::start(
+        client,
+        args.settings(),
+        args.admin_addr,
+        args.jwks_max_age,
+        args.leader_election(),
+    )
+    .await?;
+    tracing::info!(
+        admin = %operator.admin_addr,
+        namespaces = ?args.namespaces,
+        leader_election = args.leader_election,
+        "operator started"
+    );
+    tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            operator.stop().await
+        }
+        result = operator.finished() => result,
+    }
 }
 
 async fn shutdown_signal() {

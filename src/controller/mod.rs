@@ -29,6 +29,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use tokio::sync::Semaphore;
 
@@ -187,47 +188,40 @@ fn error_policy(_obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> A
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Runs the controllers until `shutdown` completes. `ready` turns true once
-/// every watch has listed its objects.
-pub async fn run(
-    ctx: Arc<Context>,
-    ready: Arc<AtomicBool>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let resource = ApiResource::erase::<SmartBackendClient>(&());
-    let scopes: Vec<Option<String>> = if ctx.settings.namespaces.is_empty() {
+/// The namespaces to watch: each named one, or the whole cluster.
+pub(crate) fn scopes(settings: &Settings) -> Vec<Option<String>> {
+    if settings.namespaces.is_empty() {
         vec![None]
     } else {
-        ctx.settings.namespaces.iter().cloned().map(Some).collect()
-    };
+        settings.namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+/// Runs the controllers until `shutdown` completes (or the future is
+/// dropped, which stops every write at once).
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let resource = ApiResource::erase::<SmartBackendClient>(&());
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
-    let mut stores = Vec::new();
     let mut controllers = Vec::new();
-    for scope in scopes {
+    for scope in scopes(&ctx.settings) {
         let (clients, secrets): (Api<DynamicObject>, Api<Secret>) = match &scope {
             Some(ns) => (
                 Api::namespaced_with(ctx.client.clone(), ns, &resource),
                 Api::namespaced(ctx.client.clone(), ns),
             ),
-            None => (
-                Api::all_with(ctx.client.clone(), &resource),
-                Api::all(ctx.client.clone()),
-            ),
+            None => (Api::all_with(ctx.client.clone(), &resource), Api::all(ctx.client.clone())),
         };
         // Only the operator's own Secrets are watched, never all Secrets.
-        let own_secrets =
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let own_secrets = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let mapper_resource = resource.clone();
-        let controller =
-            Controller::new_with(clients, watcher::Config::default(), resource.clone())
-                .watches(secrets, own_secrets, move |secret: Secret| {
-                    let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
-                    let namespace = secret.meta().namespace.clone()?;
-                    Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
-                })
-                .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
-                .graceful_shutdown_on(shutdown.clone());
-        stores.push(controller.store());
+        let controller = Controller::new_with(clients, watcher::Config::default(), resource.clone())
+            .watches(secrets, own_secrets, move |secret: Secret| {
+                let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
+                let namespace = secret.meta().namespace.clone()?;
+                Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
+            })
+            .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+            .graceful_shutdown_on(shutdown.clone());
         let ctx = ctx.clone();
         controllers.push(async move {
             controller
@@ -236,14 +230,36 @@ pub async fn run(
                 .await
         });
     }
-    ctx.jwks.set_stores(stores.clone());
+    futures_util::future::join_all(controllers).await;
+}
+
+/// Keeps a read-only cache of SmartBackendClients for the JWKS endpoint.
+/// Runs on every replica, leader or not; `ready` turns true after the
+/// first full list.
+pub async fn watch_for_jwks(client: Client, settings: Settings, jwks: Arc<JwksDirectory>, ready: Arc<AtomicBool>) {
+    let resource = ApiResource::erase::<SmartBackendClient>(&());
+    let mut stores = Vec::new();
+    let mut streams = Vec::new();
+    for scope in scopes(&settings) {
+        let api: Api<DynamicObject> = match &scope {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let writer = kube::runtime::reflector::store::Writer::new(resource.clone());
+        stores.push(writer.as_reader());
+        let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(|_| futures_util::future::ready(()));
+        streams.push(stream);
+    }
+    jwks.set_stores(stores.clone());
     let readiness = async move {
         for store in stores {
             let _ = store.wait_until_ready().await;
         }
         ready.store(true, Ordering::SeqCst);
     };
-    tokio::join!(futures_util::future::join_all(controllers), readiness);
+    tokio::join!(futures_util::future::join_all(streams), readiness);
 }
 
 use kube::ResourceExt;

@@ -101,6 +101,7 @@ impl Harness {
             settings,
             "127.0.0.1:0".parse().unwrap(),
             5,
+            None,
         )
         .await
         .expect("start operator");
@@ -123,7 +124,7 @@ impl Harness {
 
     pub async fn restart(&mut self, settings: Settings) {
         if let Some(op) = self.operator.take() {
-            op.stop().await;
+            op.stop().await.expect("operator stopped cleanly");
         }
         self.operator = Some(
             Operator::start(
@@ -131,6 +132,7 @@ impl Harness {
                 settings,
                 "127.0.0.1:0".parse().unwrap(),
                 5,
+                None,
             )
             .await
             .expect("restart operator"),
