@@ -126,7 +126,11 @@ impl RunArgs {
         self.leader_election.then(|| LeaderElection {
             lease_name: self.lease_name.clone(),
             namespace: self.lease_namespace.clone(),
-            identity: format!("{}-{}", instance_name(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            identity: format!(
+                "{}-{}",
+                instance_name(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             duration: self.lease_duration,
         })
     }
@@ -157,7 +161,12 @@ impl Operator {
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         let jwks = Arc::new(JwksDirectory::default());
-        let ctx = Arc::new(Context::new(client.clone(), settings.clone(), metrics.clone(), jwks.clone())?);
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            jwks.clone(),
+        )?);
         let ready = Arc::new(AtomicBool::new(false));
         let listener = TcpListener::bind(admin_addr)
             .await
@@ -184,7 +193,11 @@ impl Operator {
         let admin_stop = wait_true(stopped.clone());
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
-            let admin = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(admin_stop).into_future());
+            let admin = tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(admin_stop)
+                    .into_future(),
+            );
             let cache = tokio::spawn(controller::watch_for_jwks(client, settings, jwks, ready));
             let result = lead(ctx, task_metrics, leading, stopped).await;
             drop(always);
@@ -192,7 +205,12 @@ impl Operator {
             let _ = admin.await;
             result
         });
-        Ok(Self { admin_addr, metrics, stop, task })
+        Ok(Self {
+            admin_addr,
+            metrics,
+            stop,
+            task,
+        })
     }
 
     /// Stops gracefully: in-flight reconciles finish, the admin server closes.
@@ -216,7 +234,10 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-async fn lease(client: kube::Client, election: &LeaderElection) -> anyhow::Result<watch::Receiver<bool>> {
+async fn lease(
+    client: kube::Client,
+    election: &LeaderElection,
+) -> anyhow::Result<watch::Receiver<bool>> {
     let seconds = election.duration.as_secs().max(2);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &election.lease_name)
         .with_namespace(&election.namespace)
@@ -225,7 +246,13 @@ async fn lease(client: kube::Client, election: &LeaderElection) -> anyhow::Resul
         .with_grace((seconds / 3).max(1))
         .build()
         .await
-        .map_err(|e| anyhow::anyhow!("leader election on Lease {}/{} failed: {e}", election.namespace, election.lease_name))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "leader election on Lease {}/{} failed: {e}",
+                election.namespace,
+                election.lease_name
+            )
+        })?;
     let (leading, task) = manager.watch().await;
     // If the lease task dies, this replica can no longer know whether it
     // leads: say so loudly; `lead` sees the channel close and stops.

@@ -25,11 +25,11 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use tokio::sync::Semaphore;
 
@@ -199,7 +199,10 @@ pub(crate) fn scopes(settings: &Settings) -> Vec<Option<String>> {
 
 /// Runs the controllers until `shutdown` completes (or the future is
 /// dropped, which stops every write at once).
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let resource = ApiResource::erase::<SmartBackendClient>(&());
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let mut controllers = Vec::new();
@@ -209,19 +212,24 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 Api::namespaced_with(ctx.client.clone(), ns, &resource),
                 Api::namespaced(ctx.client.clone(), ns),
             ),
-            None => (Api::all_with(ctx.client.clone(), &resource), Api::all(ctx.client.clone())),
+            None => (
+                Api::all_with(ctx.client.clone(), &resource),
+                Api::all(ctx.client.clone()),
+            ),
         };
         // Only the operator's own Secrets are watched, never all Secrets.
-        let own_secrets = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let own_secrets =
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let mapper_resource = resource.clone();
-        let controller = Controller::new_with(clients, watcher::Config::default(), resource.clone())
-            .watches(secrets, own_secrets, move |secret: Secret| {
-                let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
-                let namespace = secret.meta().namespace.clone()?;
-                Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
-            })
-            .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
-            .graceful_shutdown_on(shutdown.clone());
+        let controller =
+            Controller::new_with(clients, watcher::Config::default(), resource.clone())
+                .watches(secrets, own_secrets, move |secret: Secret| {
+                    let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
+                    let namespace = secret.meta().namespace.clone()?;
+                    Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
+                })
+                .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+                .graceful_shutdown_on(shutdown.clone());
         let ctx = ctx.clone();
         controllers.push(async move {
             controller
@@ -236,7 +244,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 /// Keeps a read-only cache of SmartBackendClients for the JWKS endpoint.
 /// Runs on every replica, leader or not; `ready` turns true after the
 /// first full list.
-pub async fn watch_for_jwks(client: Client, settings: Settings, jwks: Arc<JwksDirectory>, ready: Arc<AtomicBool>) {
+pub async fn watch_for_jwks(
+    client: Client,
+    settings: Settings,
+    jwks: Arc<JwksDirectory>,
+    ready: Arc<AtomicBool>,
+) {
     let resource = ApiResource::erase::<SmartBackendClient>(&());
     let mut stores = Vec::new();
     let mut streams = Vec::new();

@@ -155,6 +155,9 @@ async fn patch_status(
     Ok(())
 }
 
+/// Between generating a key and the first token request that uses it.
+const KEY_PUBLICATION_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A permanent problem: wait for a change to the resource, with a slow
 /// safety retry in case the world changed instead (a Secret created, a
 /// registration fixed).
@@ -303,6 +306,12 @@ async fn steps(
     draft.fields.key_secret_name = Some(key.secret_name.clone());
     draft.fields.public_jwks = Some(jwks);
     draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
+    if key.generated {
+        // Publish first, use after: the status (and so every replica's JWKS
+        // endpoint) carries the new key before any server is asked to
+        // verify a signature made with it.
+        return Action::requeue(KEY_PUBLICATION_DELAY);
+    }
 
     token::refresh(
         ctx,
@@ -528,13 +537,30 @@ fn finish(
             }
         }
     }
-    let first_failure = draft.overall.clone().or_else(|| {
-        [&draft.discovered, &draft.key, &draft.token]
-            .into_iter()
-            .flatten()
-            .find(|s| !s.ok)
-            .cloned()
-    });
+    // Ready is True only when every other condition is: evaluated now, or
+    // carried over from the last reconcile.
+    let effective = |state: &Option<State>, type_: &str| -> Option<State> {
+        state.clone().or_else(|| {
+            previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .map(|c| State {
+                    ok: c.status == "True",
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                })
+        })
+    };
+    let parts = [
+        effective(&draft.discovered, conditions::DISCOVERED),
+        effective(&draft.key, conditions::KEY_READY),
+        effective(&draft.token, conditions::TOKEN_READY),
+    ];
+    let first_failure = draft
+        .overall
+        .clone()
+        .or_else(|| parts.iter().flatten().find(|s| !s.ok).cloned());
     let ready = match first_failure {
         Some(mut failed) => {
             if let (Some(expires), Some(secret)) =
@@ -548,10 +574,10 @@ fn finish(
             }
             failed
         }
-        None => draft
-            .token
-            .clone()
-            .unwrap_or_else(|| State::ok("TokenValid", "the token is valid")),
+        None => match &parts[2] {
+            Some(token) => token.clone(),
+            None => State::failed("TokenPending", "the first token is requested in a moment"),
+        },
     };
     let previous_ready = previous
         .conditions
