@@ -10,4 +10,5 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod metrics;
+pub mod sandbox;
 pub mod smart;

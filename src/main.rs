@@ -22,6 +22,8 @@ enum Command {
     Jwks(cli::keys::JwksArgs),
     /// Run the operator (controllers and the admin server).
     Run(Box<cli::run::RunArgs>),
+    /// Run a local SMART authorization server for development and demos.
+    Sandbox(cli::sandbox::SandboxArgs),
     /// Print the SmartBackendClient CustomResourceDefinition (YAML).
     Crd,
     /// Discover, sign an assertion and obtain one access token.
@@ -33,6 +35,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => cli::run::run(args).await,
+        Command::Sandbox(args) => cli::sandbox::run(args).await,
         Command::Crd => smart_backend_operator::crd::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),

@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod run;
+pub mod sandbox;
 pub mod token;
 
 use std::path::Path;
