@@ -9,7 +9,7 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: test lint unit oidc-deps cluster-up cluster-down
+.PHONY: test lint unit crds oidc-deps cluster-up cluster-down
 
 test: lint oidc-deps cluster-up
 	cargo test --locked --all-targets
@@ -20,6 +20,11 @@ lint:
 
 unit:
 	cargo test --locked --lib
+
+# Regenerate the CRD from the Rust types, for crds/ and the chart.
+crds:
+	cargo run --quiet --locked -- crd > crds/smartbackendclients.smartbackend.dev.yaml
+	cp crds/smartbackendclients.smartbackend.dev.yaml charts/smart-backend-operator/files/
 
 # npm ci only when the lockfile changed since the last install.
 oidc-deps: $(OIDC_DIR)/node_modules/.installed

@@ -1,0 +1,345 @@
+//! The Helm chart: it lints, refuses bad values, installs into the real
+//! control plane, grants least privilege (proven with `kubectl auth can-i`),
+//! and the operator binary reconciles a client with exactly the identity
+//! the chart gives it.
+
+mod support;
+
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::json;
+use support::cluster::{self, TestNamespace, bin_dir, kubeconfig_path, repo_root};
+use support::oidc::{Client, OidcServer, Registration};
+use support::operator::{Harness, install_crd};
+
+const CHART: &str = "charts/smart-backend-operator";
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(bin_dir().join("helm"))
+        .args(args)
+        .current_dir(repo_root())
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .expect("run helm from target/control-plane/bin")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_chart_lints_with_default_and_production_values() {
+    let default = helm(&["lint", CHART]);
+    assert!(default.status.success(), "{}", text(&default));
+    let production = helm(&[
+        "lint",
+        CHART,
+        "--set",
+        "watch.mode=namespaced",
+        "--set",
+        "watch.namespaces={team-a,team-b}",
+        "--set",
+        "replicas=2",
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ]);
+    assert!(production.status.success(), "{}", text(&production));
+}
+
+#[test]
+fn bad_values_fail_at_install_time_with_a_clear_message() {
+    for (values, expected) in [
+        (vec!["--set", "replicas=0"], "/replicas"),
+        (vec!["--set", "watch.mode=namespaced"], "/watch/namespaces"),
+        (vec!["--set", "watch.mode=everywhere"], "/watch/mode"),
+        (vec!["--set", "typo=1"], "typo"),
+    ] {
+        let output = helm(&[&["template", "x", CHART], values.as_slice()].concat());
+        assert!(!output.status.success(), "{values:?} must be refused");
+        assert!(
+            text(&output).contains(expected),
+            "{values:?}: {}",
+            text(&output)
+        );
+    }
+}
+
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let generated =
+        std::fs::read_to_string(repo_root().join("crds/smartbackendclients.smartbackend.dev.yaml"))
+            .unwrap();
+    let in_chart = std::fs::read_to_string(
+        repo_root()
+            .join(CHART)
+            .join("files/smartbackendclients.smartbackend.dev.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        generated, in_chart,
+        "copy crds/*.yaml into {CHART}/files/ (make crds does it)"
+    );
+}
+
+#[tokio::test]
+async fn every_rendered_object_including_the_crd_is_accepted_by_the_api_server() {
+    let ns = TestNamespace::new("helm-render").await;
+    let rendered = helm(&[
+        "template",
+        "r",
+        CHART,
+        "-n",
+        &ns.name,
+        "--set",
+        "replicas=2",
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
+    ]);
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let mut apply = Command::new(bin_dir().join("kubectl"))
+        .args(["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"])
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&rendered.stdout)
+        .unwrap();
+    let result = apply.wait_with_output().unwrap();
+    let out = text(&result);
+    assert!(result.status.success(), "{out}");
+    for kind in [
+        "customresourcedefinition",
+        "deployment",
+        "poddisruptionbudget",
+        "ingress",
+        "networkpolicy",
+        "clusterrole",
+    ] {
+        assert!(out.contains(kind), "{kind} missing from:\n{out}");
+    }
+}
+
+fn can_i(sa: &str, args: &[&str]) -> String {
+    let output = cluster::kubectl(&[&["auth", "can-i"], args, &[&format!("--as={sa}")]].concat());
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operator() {
+    let release_ns = TestNamespace::new("helm-op").await;
+    let watched = TestNamespace::new("helm-team").await;
+    let other = TestNamespace::new("helm-other").await;
+    install_crd(&release_ns.client).await;
+    let release = format!("sbo-{}", &release_ns.name[release_ns.name.len() - 8..]);
+    let installed = helm(&[
+        "install",
+        &release,
+        CHART,
+        "-n",
+        &release_ns.name,
+        "--set",
+        "crds.install=false",
+        "--set",
+        "watch.mode=namespaced",
+        "--set",
+        &format!("watch.namespaces={{{}}}", watched.name),
+    ]);
+    assert!(installed.status.success(), "{}", text(&installed));
+
+    let account = format!("{release}-smart-backend-operator");
+    let sa = format!("system:serviceaccount:{}:{account}", release_ns.name);
+    let w = watched.name.as_str();
+    assert_eq!(
+        can_i(
+            &sa,
+            &["watch", "smartbackendclients.smartbackend.dev", "-n", w]
+        ),
+        "yes"
+    );
+    assert_eq!(
+        can_i(
+            &sa,
+            &[
+                "patch",
+                "smartbackendclients.smartbackend.dev",
+                "--subresource=status",
+                "-n",
+                w
+            ]
+        ),
+        "yes"
+    );
+    assert_eq!(can_i(&sa, &["create", "secrets", "-n", w]), "yes");
+    assert_eq!(
+        can_i(&sa, &["create", "events.events.k8s.io", "-n", w]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(
+            &sa,
+            &[
+                "update",
+                "leases.coordination.k8s.io",
+                "-n",
+                &release_ns.name
+            ]
+        ),
+        "yes"
+    );
+    assert_eq!(
+        can_i(&sa, &["list", "secrets", "--all-namespaces"]),
+        "no",
+        "no cluster-wide Secret access"
+    );
+    assert_eq!(can_i(&sa, &["get", "secrets", "-n", &other.name]), "no");
+    assert_eq!(can_i(&sa, &["delete", "secrets", "-n", w]), "no");
+    assert_eq!(
+        can_i(
+            &sa,
+            &["update", "smartbackendclients.smartbackend.dev", "-n", w]
+        ),
+        "no",
+        "spec is the user's"
+    );
+
+    // A token for that ServiceAccount from the TokenRequest API, and a
+    // kubeconfig that uses it and nothing else.
+    let token = cluster::kubectl(&[
+        "create",
+        "token",
+        &account,
+        "-n",
+        &release_ns.name,
+        "--duration=1h",
+    ]);
+    assert!(token.status.success(), "{}", text(&token));
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster_entry = &admin["clusters"][0]["cluster"];
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("operator.kubeconfig");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": cluster_entry["server"].as_str(), "certificate-authority": cluster_entry["certificate-authority"].as_str()}}],
+        "users": [{"name": "operator", "user": {"token": String::from_utf8_lossy(&token.stdout).trim()}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator", "namespace": release_ns.name}}],
+        "current-context": "c"
+    });
+    std::fs::write(&kubeconfig, serde_yaml::to_string(&config).unwrap()).unwrap();
+
+    let port = free_port();
+    let jwks_uri = format!("http://127.0.0.1:{port}/jwks/{w}/billing");
+    let server = OidcServer::start(
+        &[Client {
+            id: "billing",
+            scope: "system/Patient.rs",
+            key: None,
+            registration: Registration::JwksUriAt(jwks_uri),
+        }],
+        &["system/Patient.rs"],
+        300,
+    );
+    let _operator = Process(
+        Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
+            .args([
+                "run",
+                "--namespaces",
+                w,
+                "--insecure-allow-http",
+                "--admin-addr",
+                &format!("127.0.0.1:{port}"),
+                "--leader-election",
+                "--lease-namespace",
+                &release_ns.name,
+                "--lease-name",
+                &release,
+                "--lease-duration",
+                "5s",
+                "--min-refresh-interval",
+                "1s",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("start the operator binary"),
+    );
+    let harness = Harness {
+        ns: watched,
+        operator: None,
+    };
+    harness
+        .apply("billing", json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": ["system/Patient.rs"]}))
+        .await;
+    let sbc = harness.wait_ready("billing").await;
+    assert!(sbc.status.unwrap().token_expires_at.is_some());
+    assert!(harness.secret("billing-token").await.is_some());
+}
+
+#[tokio::test]
+async fn cluster_install_grants_cluster_wide_access_through_one_cluster_role() {
+    let ns = TestNamespace::new("helm-cluster").await;
+    install_crd(&ns.client).await;
+    let release = format!("sbc-{}", &ns.name[ns.name.len() - 8..]);
+    let installed = helm(&[
+        "install",
+        &release,
+        CHART,
+        "-n",
+        &ns.name,
+        "--set",
+        "crds.install=false",
+    ]);
+    assert!(installed.status.success(), "{}", text(&installed));
+    let sa = format!(
+        "system:serviceaccount:{}:{release}-smart-backend-operator",
+        ns.name
+    );
+    assert_eq!(
+        can_i(
+            &sa,
+            &[
+                "list",
+                "smartbackendclients.smartbackend.dev",
+                "--all-namespaces"
+            ]
+        ),
+        "yes"
+    );
+    assert_eq!(can_i(&sa, &["delete", "secrets", "-n", "default"]), "no");
+    let uninstalled = helm(&["uninstall", &release, "-n", &ns.name]);
+    assert!(uninstalled.status.success(), "{}", text(&uninstalled));
+}
