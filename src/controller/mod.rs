@@ -93,6 +93,9 @@ pub struct Context {
     server_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Token expiry per client uid, for the earliest-expiry metric.
     pub(crate) expiries: Mutex<HashMap<String, SystemTime>>,
+    /// The refresh-requested-at value last acted on, per client uid. The
+    /// watch cache can lag behind our own status write; this cannot.
+    pub(crate) handled_refresh: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -122,6 +125,7 @@ impl Context {
             pending: Mutex::new(HashMap::new()),
             server_limits: Mutex::new(HashMap::new()),
             expiries: Mutex::new(HashMap::new()),
+            handled_refresh: Mutex::new(HashMap::new()),
         })
     }
 

@@ -194,7 +194,7 @@ async fn steps(
     // After a failure, wait out the backoff even though our own status write
     // (or any other event) triggers a reconcile sooner. A spec change or a
     // new refresh request ends the wait.
-    if let Some(wait) = backoff_remaining(sbc, target, previous) {
+    if let Some(wait) = backoff_remaining(ctx, sbc, target, previous) {
         draft.keep_status = true;
         return Action::requeue(wait);
     }
@@ -341,7 +341,16 @@ fn backoff_remaining(
         return None;
     }
     let requested = target.annotation(crate::crd::REFRESH_REQUESTED_ANNOTATION);
-    if requested.is_some() && requested != previous.handled_refresh_request.as_deref() {
+    let handled_here = ctx
+        .handled_refresh
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(target.uid)
+        .cloned();
+    if requested.is_some()
+        && requested != previous.handled_refresh_request.as_deref()
+        && requested != handled_here.as_deref()
+    {
         return None;
     }
     let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;

@@ -64,9 +64,16 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
     let timing = &ctx.settings.timing;
     let inputs_hash = secrets::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
     let stored = inputs.existing.and_then(secrets::read_token_secret);
-    let requested = target
-        .annotation(REFRESH_REQUESTED_ANNOTATION)
-        .filter(|v| Some(*v) != previous.handled_refresh_request.as_deref());
+    let handled_here = ctx
+        .handled_refresh
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(target.uid)
+        .cloned();
+    let requested = target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
+        Some(*v) != previous.handled_refresh_request.as_deref()
+            && Some(*v) != handled_here.as_deref()
+    });
 
     if let Some(stored) = &stored {
         let refresh_at = schedule::refresh_at(
@@ -98,6 +105,7 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
             Err(error) => {
                 // The request was acted on; retries now follow the backoff.
                 if let Some(value) = requested {
+                    mark_handled(ctx, target.uid, value);
                     draft.fields.handled_refresh_request = Some(value.to_string());
                 }
                 return failed(ctx, inputs, stored.as_ref(), &error, draft);
@@ -176,6 +184,7 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
     fields.granted_scopes = Some(token.scope.clone().unwrap_or_else(|| spec.scope.clone()));
     fields.consecutive_failures = 0;
     if let Some(value) = requested {
+        mark_handled(ctx, target.uid, value);
         fields.handled_refresh_request = Some(value.to_string());
     }
     draft.token = Some(State::ok("TokenIssued", message));
@@ -259,6 +268,13 @@ fn take_pending(ctx: &Context, uid: &str, inputs_hash: &str) -> Option<PendingTo
     let usable = pending.inputs_hash == inputs_hash
         && pending.token.expires_at > SystemTime::now() + ctx.settings.timing.min_refresh_interval;
     usable.then_some(pending)
+}
+
+fn mark_handled(ctx: &Context, uid: &str, value: &str) {
+    ctx.handled_refresh
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uid.to_string(), value.to_string());
 }
 
 fn record_expiry(ctx: &Context, uid: &str, expires_at: SystemTime) {

@@ -1,0 +1,197 @@
+//! Two operator processes against the real control plane: one leads and
+//! writes; when it dies the other takes over within the lease duration, and
+//! no token is minted twice for the same refresh.
+
+mod support;
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use serde_json::json;
+use smart_backend_operator::smart::SigningAlgorithm;
+use support::cluster::{TestNamespace, kubeconfig_path, wait_for};
+use support::oidc::{Client, OidcServer, Registration};
+use support::operator::{Harness, install_crd};
+
+const LEASE_SECONDS: u64 = 4;
+
+struct Replica {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Replica {
+    fn start(namespace: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
+            .args([
+                "run",
+                "--namespaces",
+                namespace,
+                "--insecure-allow-http",
+                "--admin-addr",
+                &format!("127.0.0.1:{port}"),
+                "--leader-election",
+                "--lease-namespace",
+                namespace,
+                "--lease-name",
+                "sbo-test",
+                "--lease-duration",
+                &format!("{LEASE_SECONDS}s"),
+                "--min-refresh-interval",
+                "1s",
+            ])
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start an operator replica");
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    async fn is_leader(&self) -> Option<bool> {
+        let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(body.lines().any(|l| l.trim() == "smart_backend_leader 1"))
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn leader_index(replicas: &[Replica]) -> Option<usize> {
+    let mut leaders = Vec::new();
+    for (i, r) in replicas.iter().enumerate() {
+        if r.is_leader().await == Some(true) {
+            leaders.push(i);
+        }
+    }
+    assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+    leaders.first().copied()
+}
+
+#[tokio::test]
+async fn the_other_replica_takes_over_within_the_lease_and_mints_nothing_twice() {
+    let ns = TestNamespace::new("leader").await;
+    install_crd(&ns.client).await;
+    // A referenced key registered inline: the test does not depend on
+    // which replica serves the JWKS.
+    let key = support::signing_key(SigningAlgorithm::ES384);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("client-key".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "key.pem".to_string(),
+                ByteString(key.private_key().to_pkcs8_pem().unwrap().into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let server = OidcServer::start(
+        &[Client {
+            id: "c",
+            scope: "system/Patient.rs",
+            key: Some(&key),
+            registration: Registration::Inline,
+        }],
+        &["system/Patient.rs"],
+        300,
+    );
+    let mut replicas = vec![Replica::start(&ns.name), Replica::start(&ns.name)];
+    let first = wait_for(
+        "one replica to lead",
+        Duration::from_secs(30),
+        || async { leader_index(&replicas).await },
+        |_| true,
+    )
+    .await;
+
+    let h = Harness { ns, operator: None };
+    h.apply(
+        "c",
+        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "c", "scopes": ["system/Patient.rs"],
+               "signing": {"keySecretRef": {"name": "client-key", "key": "key.pem"}}}),
+    )
+    .await;
+    h.wait_ready("c").await;
+    assert_eq!(server.stats().await.0, 1);
+
+    replicas[first].kill();
+    let killed_at = Instant::now();
+    let second = 1 - first;
+    let mut took_over = false;
+    while killed_at.elapsed() < Duration::from_secs(LEASE_SECONDS * 3) {
+        if replicas[second].is_leader().await == Some(true) {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let takeover = killed_at.elapsed();
+    assert!(took_over, "the surviving replica never took the lease");
+    // The lease expires LEASE_SECONDS after its last renewal, which was at
+    // most LEASE_SECONDS before the kill; allow a second of polling.
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECONDS + 1),
+        "takeover took {takeover:?}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.stats().await.0,
+        1,
+        "the new leader found the token good and minted none"
+    );
+
+    h.annotate(
+        "c",
+        "smartbackend.dev/refresh-requested-at",
+        "after-failover",
+    )
+    .await;
+    let before = Harness::value(&h.secret("c-token").await.unwrap(), "access_token");
+    wait_for(
+        "a new token from the new leader",
+        Duration::from_secs(30),
+        || async { h.secrets().get_opt("c-token").await.ok().flatten() },
+        |s| Harness::value(s, "access_token") != before,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.stats().await.0,
+        2,
+        "exactly one token for the one requested refresh"
+    );
+}
