@@ -332,6 +332,7 @@ async fn steps(
 /// Time left before the retry that the last failure scheduled, if that
 /// failure is still current (same generation, no new refresh request).
 fn backoff_remaining(
+    ctx: &Context,
     sbc: &SmartBackendClient,
     target: &Target<'_>,
     previous: &SmartBackendClientStatus,
