@@ -25,6 +25,7 @@ const SCOPES: &[&str] = &[
 fn http() -> HttpClient {
     HttpClient::new(HttpPolicy {
         allow_http: true,
+        destinations: support::loopback_destinations(),
         ..HttpPolicy::default()
     })
     .unwrap()
@@ -132,6 +133,7 @@ fn run_token_command(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
         .arg("token")
         .args(args)
+        .args(["--allow-host", "127.0.0.1"])
         .output()
         .expect("run the token command")
 }

@@ -619,3 +619,91 @@ async fn suspend_stops_refreshing_and_keeps_the_secret() {
     assert_eq!(server.stats().await.0, 1);
     assert!(h.secret("c-token").await.is_some());
 }
+
+#[tokio::test]
+async fn urls_aimed_at_internal_addresses_are_refused_before_any_request() {
+    // Default destination rules: nothing on loopback or link-local.
+    let h = Harness::with("e2e-ssrf", |s| s.http.destinations = Default::default()).await;
+    let internal = FaultServer::start().await;
+    internal.serve_metadata("/fhir");
+    h.apply("loop", json!({"fhirBaseUrl": internal.url("/fhir"), "clientId": "c", "scopes": ["system/Patient.rs"]}))
+        .await;
+    let sbc = h
+        .wait_condition("loop", "Discovered", "False", Some("DiscoveryFailed"))
+        .await;
+    let message = &condition(&sbc, "Discovered").unwrap().message;
+    assert!(
+        message.contains("loopback") && message.contains("--allow-host"),
+        "{message}"
+    );
+    h.apply(
+        "metadata",
+        json!({"fhirBaseUrl": "http://169.254.169.254/latest", "clientId": "c", "scopes": ["system/Patient.rs"]}),
+    )
+    .await;
+    let sbc = h
+        .wait_condition("metadata", "Discovered", "False", Some("DiscoveryFailed"))
+        .await;
+    assert!(
+        condition(&sbc, "Discovered")
+            .unwrap()
+            .message
+            .contains("link-local")
+    );
+    assert!(
+        internal
+            .requests("/fhir/.well-known/smart-configuration")
+            .is_empty(),
+        "nothing reached the internal server"
+    );
+}
+
+#[tokio::test]
+async fn a_client_cannot_reach_a_secret_in_another_namespace() {
+    let other = cluster::TestNamespace::new("e2e-victim").await;
+    let victim_key =
+        std::fs::read(cluster::repo_root().join("tests/fixtures/keys/p384-pkcs8.pem")).unwrap();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("shared-key".into()),
+            ..Default::default()
+        },
+        data: Some([("key.pem".to_string(), ByteString(victim_key))].into()),
+        ..Default::default()
+    };
+    let victim = other
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let other_name = other.name.clone();
+    // The operator watches both namespaces, as a cluster-wide install would.
+    let h = Harness::with("e2e-attacker", |s| s.namespaces.push(other_name)).await;
+    let server = OidcServer::start(&[], SCOPES, 300);
+    let mut attack = spec(&server, "c");
+    attack["signing"] = json!({"keySecretRef": {"name": "shared-key", "key": "key.pem"}});
+    h.apply("c", attack).await;
+    let sbc = h
+        .wait_condition("c", "KeyReady", "False", Some("KeySecretNotFound"))
+        .await;
+    assert!(
+        condition(&sbc, "KeyReady")
+            .unwrap()
+            .message
+            .contains(&h.ns.name),
+        "the lookup stayed in its own namespace"
+    );
+    let after = other.api::<Secret>().get("shared-key").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, victim.metadata.resource_version,
+        "the other namespace's Secret is untouched"
+    );
+    assert!(
+        other
+            .api::<Secret>()
+            .get_opt("c-token")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -280,6 +280,8 @@ async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operato
                 "--namespaces",
                 w,
                 "--insecure-allow-http",
+                "--allow-host",
+                "127.0.0.1",
                 "--admin-addr",
                 &format!("127.0.0.1:{port}"),
                 "--leader-election",

@@ -36,6 +36,8 @@ impl Replica {
                 "--namespaces",
                 namespace,
                 "--insecure-allow-http",
+                "--allow-host",
+                "127.0.0.1",
                 "--admin-addr",
                 &format!("127.0.0.1:{port}"),
                 "--leader-election",

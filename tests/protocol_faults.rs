@@ -17,6 +17,7 @@ use url::Url;
 fn http(timeout: Duration) -> HttpClient {
     HttpClient::new(HttpPolicy {
         allow_http: true,
+        destinations: support::loopback_destinations(),
         request_timeout: timeout,
         connect_timeout: Duration::from_secs(1),
         ..HttpPolicy::default()

@@ -16,6 +16,7 @@ use url::Url;
 fn http() -> HttpClient {
     HttpClient::new(HttpPolicy {
         allow_http: true,
+        destinations: support::loopback_destinations(),
         ..HttpPolicy::default()
     })
     .unwrap()

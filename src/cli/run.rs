@@ -37,6 +37,15 @@ pub struct RunArgs {
     /// Allow plain http URLs. For local development and tests only.
     #[arg(long, env = "SBO_INSECURE_ALLOW_HTTP")]
     pub insecure_allow_http: bool,
+    /// Allow only these authorization-server hosts (repeatable or
+    /// comma-separated; `*.example.org` wildcards). A host named exactly is
+    /// reachable even on loopback or link-local addresses.
+    #[arg(long = "allow-host", env = "SBO_ALLOW_HOSTS", value_delimiter = ',')]
+    pub allow_hosts: Vec<String>,
+    /// Also refuse private (RFC 1918 / unique-local) addresses. Off by
+    /// default: many EHRs are on private networks.
+    #[arg(long, env = "SBO_BLOCK_PRIVATE_NETWORKS")]
+    pub block_private_networks: bool,
     /// Address of the admin server (health, metrics, JWKS).
     #[arg(long, env = "SBO_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -106,6 +115,15 @@ impl RunArgs {
             http: HttpPolicy {
                 allow_http: self.insecure_allow_http,
                 request_timeout: self.request_timeout,
+                destinations: crate::smart::DestinationPolicy {
+                    allow_hosts: self
+                        .allow_hosts
+                        .iter()
+                        .filter(|h| !h.is_empty())
+                        .cloned()
+                        .collect(),
+                    block_private: self.block_private_networks,
+                },
                 ..HttpPolicy::default()
             },
             timing: Timing {

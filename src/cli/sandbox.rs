@@ -24,6 +24,9 @@ pub struct SandboxArgs {
     /// Register a client: CLIENT_ID=JWKS_URI (repeatable).
     #[arg(long = "client", value_parser = parse_client)]
     pub clients: Vec<SandboxClient>,
+    /// Hosts the sandbox may fetch jwks_uri from (default: 127.0.0.1 and localhost).
+    #[arg(long = "allow-host")]
+    pub allow_hosts: Vec<String>,
     /// YAML or JSON file: {"clients": [{"clientId", "jwksUri" | "jwks", "scopes"}]}.
     #[arg(long)]
     pub clients_file: Option<PathBuf>,
@@ -57,8 +60,17 @@ pub async fn run(args: &SandboxArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{}", args.listen));
     // The sandbox fetches jwks_uri from local development servers.
+    let allow_hosts = if args.allow_hosts.is_empty() {
+        vec!["127.0.0.1".to_string(), "localhost".to_string()]
+    } else {
+        args.allow_hosts.clone()
+    };
     let http = HttpClient::new(HttpPolicy {
         allow_http: true,
+        destinations: crate::smart::DestinationPolicy {
+            allow_hosts,
+            block_private: false,
+        },
         ..HttpPolicy::default()
     })?;
     let sandbox = Sandbox::new(

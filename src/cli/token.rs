@@ -47,6 +47,13 @@ pub struct TokenArgs {
     /// Allow plain http URLs (development servers only).
     #[arg(long)]
     pub insecure_allow_http: bool,
+    /// Allow only these hosts (repeatable; `*.example.org` wildcards). A host
+    /// named exactly is reachable even on loopback or link-local addresses.
+    #[arg(long = "allow-host")]
+    pub allow_hosts: Vec<String>,
+    /// Also refuse private (RFC 1918 / unique-local) addresses.
+    #[arg(long)]
+    pub block_private_networks: bool,
     /// PEM bundle of extra CAs for servers behind a private CA.
     #[arg(long)]
     pub ca_bundle: Option<PathBuf>,
@@ -89,6 +96,10 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
     let client = HttpClient::new(HttpPolicy {
         allow_http: args.insecure_allow_http,
         extra_roots_pem,
+        destinations: crate::smart::DestinationPolicy {
+            allow_hosts: args.allow_hosts.clone(),
+            block_private: args.block_private_networks,
+        },
         ..HttpPolicy::default()
     })?;
     let scopes: Vec<String> = args.scope.split_whitespace().map(str::to_string).collect();

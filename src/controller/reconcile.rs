@@ -341,17 +341,7 @@ fn backoff_remaining(
     {
         return None;
     }
-    let requested = target.annotation(crate::crd::REFRESH_REQUESTED_ANNOTATION);
-    let handled_here = ctx
-        .handled_refresh
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(target.uid)
-        .cloned();
-    if requested.is_some()
-        && requested != previous.handled_refresh_request.as_deref()
-        && requested != handled_here.as_deref()
-    {
+    if token::pending_refresh_request(ctx, target, previous).is_some() {
         return None;
     }
     let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;

@@ -64,16 +64,7 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
     let timing = &ctx.settings.timing;
     let inputs_hash = secrets::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
     let stored = inputs.existing.and_then(secrets::read_token_secret);
-    let handled_here = ctx
-        .handled_refresh
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(target.uid)
-        .cloned();
-    let requested = target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
-        Some(*v) != previous.handled_refresh_request.as_deref()
-            && Some(*v) != handled_here.as_deref()
-    });
+    let requested = pending_refresh_request(ctx, target, previous);
 
     if let Some(stored) = &stored {
         let refresh_at = schedule::refresh_at(
@@ -268,6 +259,26 @@ fn take_pending(ctx: &Context, uid: &str, inputs_hash: &str) -> Option<PendingTo
     let usable = pending.inputs_hash == inputs_hash
         && pending.token.expires_at > SystemTime::now() + ctx.settings.timing.min_refresh_interval;
     usable.then_some(pending)
+}
+
+/// The refresh-requested-at value not yet acted on, if any: compared with
+/// the status and with this process's own memory, since the watch cache can
+/// lag behind our last status write.
+pub(super) fn pending_refresh_request<'a>(
+    ctx: &Context,
+    target: &'a Target<'_>,
+    previous: &SmartBackendClientStatus,
+) -> Option<&'a str> {
+    let handled_here = ctx
+        .handled_refresh
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(target.uid)
+        .cloned();
+    target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
+        Some(*v) != previous.handled_refresh_request.as_deref()
+            && Some(*v) != handled_here.as_deref()
+    })
 }
 
 fn mark_handled(ctx: &Context, uid: &str, value: &str) {

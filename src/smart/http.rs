@@ -2,9 +2,12 @@
 //! HTTPS unless explicitly allowed, no redirects, connect and total timeouts,
 //! and a cap on how much of a response is read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
+
+use super::destination::{DestinationPolicy, GuardedResolver};
 
 /// How outbound requests are made. The defaults suit production.
 #[derive(Clone, Debug)]
@@ -18,6 +21,8 @@ pub struct HttpPolicy {
     pub max_body_bytes: usize,
     /// Extra trust anchors (PEM) for servers behind a private CA.
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// Which hosts and addresses may be contacted (SSRF guard).
+    pub destinations: DestinationPolicy,
 }
 
 impl Default for HttpPolicy {
@@ -28,6 +33,7 @@ impl Default for HttpPolicy {
             request_timeout: Duration::from_secs(15),
             max_body_bytes: 1024 * 1024,
             extra_roots_pem: None,
+            destinations: DestinationPolicy::default(),
         }
     }
 }
@@ -42,6 +48,8 @@ pub enum HttpError {
     UnsupportedScheme { url: String },
     #[error("{url} carries a user name or password; remove the user:password@ part")]
     CredentialsInUrl { url: String },
+    #[error("{url} is refused: {reason}")]
+    DestinationRefused { url: String, reason: String },
     #[error("{url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("could not connect to {url}: {reason}")]
@@ -95,6 +103,9 @@ impl HttpClient {
                 "smart-backend-operator/",
                 env!("CARGO_PKG_VERSION")
             ))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: Arc::new(policy.destinations.clone()),
+            }))
             .https_only(!policy.allow_http);
         if let Some(pem) = &policy.extra_roots_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -137,7 +148,14 @@ impl HttpClient {
                 url: redact_userinfo(url),
             });
         }
-        Ok(())
+        let host = url.host_str().unwrap_or_default();
+        self.policy
+            .destinations
+            .check_host(host)
+            .map_err(|reason| HttpError::DestinationRefused {
+                url: url.to_string(),
+                reason,
+            })
     }
 
     pub async fn get(&self, url: &Url) -> Result<HttpResponse, HttpError> {
@@ -306,7 +324,7 @@ mod tests {
         .unwrap();
         assert!(
             client
-                .check_url(&Url::parse("http://127.0.0.1:8080/").unwrap())
+                .check_url(&Url::parse("http://ehr.internal.example:8080/").unwrap())
                 .is_ok()
         );
     }

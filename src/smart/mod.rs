@@ -7,6 +7,7 @@
 
 pub mod algorithm;
 pub mod assertion;
+pub mod destination;
 pub mod discovery;
 pub mod http;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod token;
 
 pub use algorithm::SigningAlgorithm;
 pub use assertion::{AssertionParams, ClientAssertion};
+pub use destination::DestinationPolicy;
 pub use discovery::{AlgorithmChoice, DiscoveryError, DiscoveryWarning, SmartConfiguration};
 pub use http::{HttpClient, HttpError, HttpPolicy};
 pub use keys::{KeyError, PrivateKey, SigningKey};

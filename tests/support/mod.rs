@@ -16,6 +16,15 @@ pub fn signing_key(alg: SigningAlgorithm) -> SigningKey {
         .expect("key generation")
 }
 
+/// The tests' servers run on loopback, which the operator refuses unless
+/// the allow-list names it: exactly what a developer does.
+pub fn loopback_destinations() -> smart_backend_operator::smart::DestinationPolicy {
+    smart_backend_operator::smart::DestinationPolicy {
+        allow_hosts: vec!["127.0.0.1".into()],
+        block_private: false,
+    }
+}
+
 /// True under CI, where a missing dependency must fail a test, not skip it.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -22,6 +22,7 @@ pub fn test_settings(namespace: &str) -> Settings {
         namespaces: vec![namespace.to_string()],
         http: HttpPolicy {
             allow_http: true,
+            destinations: super::loopback_destinations(),
             request_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(1),
             ..HttpPolicy::default()
