@@ -12,13 +12,18 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: demo demo-down test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down
+.PHONY: demo demo-down bench test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down
 
 demo:
 	scripts/demo
 
 demo-down:
 	scripts/demo down
+
+# Micro-benchmarks; figures go to BENCHMARKS.md.
+bench:
+	cargo bench --locked --bench protocol
+	scripts/bench-report
 
 test: lint oidc-deps cluster-up
 	cargo test --locked --all-targets

@@ -123,6 +123,32 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
         "{reasons:?}"
     );
     assert_eq!(server.stats().await.1, 1, "exactly one token was issued");
+
+    // Settled: reconciles triggered by our own writes write nothing more.
+    let writes = || async {
+        let metrics = reqwest::get(h.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("smart_backend_api_writes_total"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let settled = writes().await;
+    assert!(
+        settled.iter().any(|l| l.contains("token_secret")),
+        "{settled:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        writes().await,
+        settled,
+        "no API writes while nothing changes"
+    );
 }
 
 #[tokio::test]

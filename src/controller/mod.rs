@@ -79,6 +79,20 @@ pub(crate) struct PendingToken {
     pub inputs_hash: String,
 }
 
+/// Per-client state this process keeps between reconciles. The watch cache
+/// can lag behind the operator's own writes; these cannot.
+#[derive(Clone, Default)]
+pub(crate) struct ClientMemory {
+    /// A token obtained but not yet written.
+    pub pending: Option<PendingToken>,
+    /// Expiry of the token last written, for the earliest-expiry metric.
+    pub expires_at: Option<SystemTime>,
+    /// The refresh-requested-at value last acted on.
+    pub handled_refresh: Option<String>,
+    /// Whether the last token attempt failed.
+    pub last_attempt_failed: Option<bool>,
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -89,13 +103,10 @@ pub struct Context {
     http_with_ca: Mutex<HashMap<String, HttpClient>>,
     discovery: DiscoveryCache,
     recorder: Recorder,
-    pending: Mutex<HashMap<String, PendingToken>>,
     server_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Token expiry per client uid, for the earliest-expiry metric.
-    pub(crate) expiries: Mutex<HashMap<String, SystemTime>>,
-    /// The refresh-requested-at value last acted on, per client uid. The
-    /// watch cache can lag behind our own status write; this cannot.
-    pub(crate) handled_refresh: Mutex<HashMap<String, String>>,
+    /// What this process knows about each client (by uid) that the watch
+    /// cache may not show yet.
+    memory: Mutex<HashMap<String, ClientMemory>>,
 }
 
 impl Context {
@@ -122,10 +133,8 @@ impl Context {
             http,
             http_with_ca: Mutex::new(HashMap::new()),
             recorder,
-            pending: Mutex::new(HashMap::new()),
             server_limits: Mutex::new(HashMap::new()),
-            expiries: Mutex::new(HashMap::new()),
-            handled_refresh: Mutex::new(HashMap::new()),
+            memory: Mutex::new(HashMap::new()),
         })
     }
 
@@ -142,12 +151,21 @@ impl Context {
     }
 
     pub fn earliest_expiry(&self) -> Option<SystemTime> {
-        self.expiries
+        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.values().filter_map(|m| m.expires_at).min()
+    }
+
+    /// Reads or updates what this process remembers about one client.
+    pub(crate) fn remember<R>(&self, uid: &str, f: impl FnOnce(&mut ClientMemory) -> R) -> R {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        f(memory.entry(uid.to_string()).or_default())
+    }
+
+    pub(crate) fn forget(&self, uid: &str) {
+        self.memory
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .min()
-            .copied()
+            .remove(uid);
     }
 }
 

@@ -56,7 +56,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
         .ok_or(Error::MissingObjectKey("uid"))?;
     if obj.metadata.deletion_timestamp.is_some() {
         ctx.jwks.remove(&namespace, &name);
-        forget(&ctx, &uid);
+        ctx.forget(&uid);
         return Ok(Action::await_change());
     }
     let api: Api<SmartBackendClient> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -110,17 +110,6 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
     }
     ctx.metrics.observe_reconcile(started.elapsed());
     Ok(action)
-}
-
-fn forget(ctx: &Context, uid: &str) {
-    ctx.pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(uid);
-    ctx.expiries
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(uid);
 }
 
 fn owner_reference(name: &str, uid: &str) -> OwnerReference {
@@ -235,13 +224,12 @@ async fn steps(
         return match &draft.discovered {
             Some(state) if state.reason == "DiscoveryUnavailable" => {
                 let failures = previous.consecutive_failures + 1;
+                let delay =
+                    super::schedule::backoff(failures, None, &ctx.settings.timing, rand::random());
                 draft.fields.consecutive_failures = failures;
-                Action::requeue(super::schedule::backoff(
-                    failures,
-                    None,
-                    &ctx.settings.timing,
-                    rand::random(),
-                ))
+                draft.fields.next_refresh_time =
+                    Some(secrets::rfc3339_ceil(std::time::SystemTime::now() + delay));
+                Action::requeue(delay)
             }
             _ => wait_for_change(ctx),
         };

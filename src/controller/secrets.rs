@@ -38,6 +38,12 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// RFC 3339 to the second, rounded up: for retry times, which must never
+/// come earlier than scheduled.
+pub fn rfc3339_ceil(t: SystemTime) -> String {
+    rfc3339(t.checked_add(Duration::from_millis(999)).unwrap_or(t))
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     s.parse::<Timestamp>().ok().map(SystemTime::from)
 }

@@ -77,11 +77,14 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
         // A token attempt that failed is retried when its backoff ends, even
         // if the stored token is still good (a requested refresh, a scope
         // change, or a due refresh is still owed).
-        let last_attempt_failed = previous.consecutive_failures > 0
+        let from_status = previous.consecutive_failures > 0
             && previous
                 .conditions
                 .iter()
                 .any(|c| c.type_ == super::conditions::TOKEN_READY && c.status == "False");
+        let last_attempt_failed = ctx
+            .remember(target.uid, |m| m.last_attempt_failed)
+            .unwrap_or(from_status);
         let current =
             stored.inputs_hash == inputs_hash && requested.is_none() && !last_attempt_failed;
         if current && SystemTime::now() < refresh_at {
@@ -116,17 +119,12 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
     if let Err(error) = apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await
     {
         // Keep the token: the next attempt writes it instead of minting another.
-        ctx.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                target.uid.to_string(),
-                PendingToken {
-                    token: token.clone(),
-                    issued_at,
-                    inputs_hash: inputs_hash.clone(),
-                },
-            );
+        let pending = PendingToken {
+            token: token.clone(),
+            issued_at,
+            inputs_hash: inputs_hash.clone(),
+        };
+        ctx.remember(target.uid, |m| m.pending = Some(pending));
         draft.token = Some(State::failed(
             "TokenSecretWriteFailed",
             format!(
@@ -251,11 +249,7 @@ async fn keep(
 }
 
 fn take_pending(ctx: &Context, uid: &str, inputs_hash: &str) -> Option<PendingToken> {
-    let pending = ctx
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(uid)?;
+    let pending = ctx.remember(uid, |m| m.pending.take())?;
     let usable = pending.inputs_hash == inputs_hash
         && pending.token.expires_at > SystemTime::now() + ctx.settings.timing.min_refresh_interval;
     usable.then_some(pending)
@@ -269,12 +263,7 @@ pub(super) fn pending_refresh_request<'a>(
     target: &'a Target<'_>,
     previous: &SmartBackendClientStatus,
 ) -> Option<&'a str> {
-    let handled_here = ctx
-        .handled_refresh
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(target.uid)
-        .cloned();
+    let handled_here = ctx.remember(target.uid, |m| m.handled_refresh.clone());
     target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
         Some(*v) != previous.handled_refresh_request.as_deref()
             && Some(*v) != handled_here.as_deref()
@@ -282,17 +271,11 @@ pub(super) fn pending_refresh_request<'a>(
 }
 
 fn mark_handled(ctx: &Context, uid: &str, value: &str) {
-    ctx.handled_refresh
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(uid.to_string(), value.to_string());
+    ctx.remember(uid, |m| m.handled_refresh = Some(value.to_string()));
 }
 
 fn record_expiry(ctx: &Context, uid: &str, expires_at: SystemTime) {
-    ctx.expiries
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(uid.to_string(), expires_at);
+    ctx.remember(uid, |m| m.expires_at = Some(expires_at));
 }
 
 /// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
@@ -329,6 +312,8 @@ async fn request(
         Ok(_) => ctx.metrics.token_request("success", "none"),
         Err(error) => ctx.metrics.token_request("failure", error.category()),
     }
+    let failed = result.is_err();
+    ctx.remember(inputs.target.uid, |m| m.last_attempt_failed = Some(failed));
     result.map(|token| (token, issued_at))
 }
 
@@ -403,7 +388,7 @@ fn failed(
         "token request failed"
     );
     draft.fields.consecutive_failures = failures;
-    draft.fields.next_refresh_time = Some(rfc3339(SystemTime::now() + delay));
+    draft.fields.next_refresh_time = Some(secrets::rfc3339_ceil(SystemTime::now() + delay));
     draft.token = Some(State::failed(reason_for(error), message));
     Action::requeue(delay)
 }

@@ -26,6 +26,8 @@ pub enum Behaviour {
     SlowDrip { chunks: usize, delay: Duration },
     /// Accepts the request and never answers.
     Hang,
+    /// Waits, then behaves as the inner behaviour.
+    Delayed(Duration, Box<Behaviour>),
 }
 
 impl Behaviour {
@@ -90,12 +92,15 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub body: String,
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
 struct Shared {
     routes: HashMap<String, Behaviour>,
     requests: Vec<Recorded>,
+    /// Per path: (requests being handled now, the most ever at once).
+    in_flight: HashMap<String, (usize, usize)>,
 }
 
 #[derive(Clone)]
@@ -148,6 +153,17 @@ impl FaultServer {
         );
     }
 
+    /// The most requests on `path` this server was ever handling at once.
+    pub fn max_in_flight(&self, path: &str) -> usize {
+        self.shared
+            .lock()
+            .unwrap()
+            .in_flight
+            .get(path)
+            .map(|c| c.1)
+            .unwrap_or(0)
+    }
+
     pub fn requests(&self, path: &str) -> Vec<Recorded> {
         self.shared
             .lock()
@@ -172,9 +188,21 @@ async fn handle(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
             method,
             path: path.clone(),
             body: String::from_utf8_lossy(&body).into_owned(),
+            at: std::time::Instant::now(),
         });
+        let counts = shared.in_flight.entry(path.clone()).or_default();
+        counts.0 += 1;
+        counts.1 = counts.1.max(counts.0);
         shared.routes.get(&path).cloned()
     };
+    let response = behave(behaviour).await;
+    if let Some(counts) = shared.lock().unwrap().in_flight.get_mut(&path) {
+        counts.0 -= 1;
+    }
+    response
+}
+
+async fn behave(behaviour: Option<Behaviour>) -> Response {
     match behaviour {
         None => respond(404, &[], b"not found".to_vec()),
         Some(Behaviour::Respond {
@@ -205,6 +233,7 @@ async fn handle(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
                 .insert("content-type", HeaderValue::from_static("application/json"));
             response
         }
+        Some(Behaviour::Delayed(_, inner)) => Box::pin(behave(Some(*inner))).await,
     }
 }
 
