@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use smart_backend_operator::smart::{
-    self, AssertionParams, ErrorClass, HttpClient, HttpPolicy, SigningAlgorithm, SigningKey,
-    TokenError, TokenRequest,
+    self, AssertionParams, ErrorClass, HttpClient, SigningAlgorithm, SigningKey, TokenError,
+    TokenRequest,
 };
 use support::oidc::{Client, OidcServer, Registration};
 use url::Url;
@@ -23,12 +23,7 @@ const SCOPES: &[&str] = &[
 ];
 
 fn http() -> HttpClient {
-    HttpClient::new(HttpPolicy {
-        allow_http: true,
-        destinations: support::loopback_destinations(),
-        ..HttpPolicy::default()
-    })
-    .unwrap()
+    support::local_http()
 }
 
 /// Discovery, algorithm choice, signing and exchange, as the operator does them.

@@ -59,21 +59,7 @@ async fn a_namespace_a_secret_and_an_established_crd_with_schema_validation() {
     crds.create(&PostParams::default(), &crd)
         .await
         .expect("create CRD");
-    wait_for(
-        "the CRD to be Established",
-        Duration::from_secs(30),
-        || async { crds.get_opt(&crd_name).await.ok().flatten() },
-        |crd| {
-            crd.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
-    .await;
+    cluster::wait_established(&ns.client, &crd_name).await;
 
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(&group, "v1", "Widget"));
     let widgets: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);

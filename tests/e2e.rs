@@ -30,6 +30,22 @@ fn registered_at(harness: &Harness, name: &str, scope: &'static str) -> Client<'
     }
 }
 
+/// Client "c", registered at the server through the operator's JWKS URL,
+/// applied and Ready.
+async fn ready_client_c(h: &Harness) -> OidcServer {
+    let server = OidcServer::start(
+        &[Client {
+            id: "c",
+            ..registered_at(h, "c", "system/Patient.rs")
+        }],
+        SCOPES,
+        300,
+    );
+    h.apply("c", spec(&server, "c")).await;
+    h.wait_ready("c").await;
+    server
+}
+
 fn spec(server: &OidcServer, client_id: &str) -> serde_json::Value {
     json!({"fhirBaseUrl": server.fhir_base_url, "clientId": client_id, "scopes": ["system/Patient.rs"]})
 }
@@ -189,16 +205,7 @@ async fn short_lived_tokens_are_replaced_before_they_expire() {
 #[tokio::test]
 async fn a_deleted_token_secret_comes_back() {
     let h = Harness::new("e2e-recreate").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
-    h.apply("c", spec(&server, "c")).await;
-    h.wait_ready("c").await;
+    let _server = ready_client_c(&h).await;
     let first = Harness::value(&h.secret("c-token").await.unwrap(), "access_token");
     h.secrets()
         .delete("c-token", &Default::default())
@@ -345,16 +352,7 @@ async fn changing_the_scopes_issues_a_token_with_the_new_scope() {
 #[tokio::test]
 async fn deleting_the_resource_collects_the_token_secret_and_keeps_the_key() {
     let h = Harness::new("e2e-delete").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
-    h.apply("c", spec(&server, "c")).await;
-    h.wait_ready("c").await;
+    let _server = ready_client_c(&h).await;
     h.sbcs()
         .delete("c", &Default::default())
         .await
@@ -369,16 +367,7 @@ async fn deleting_the_resource_collects_the_token_secret_and_keeps_the_key() {
 #[tokio::test]
 async fn a_restarted_operator_requests_no_token_while_the_current_one_is_good() {
     let mut h = Harness::new("e2e-restart").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
-    h.apply("c", spec(&server, "c")).await;
-    h.wait_ready("c").await;
+    let server = ready_client_c(&h).await;
     let before = h.secret("c-token").await.unwrap();
     assert_eq!(server.stats().await.0, 1);
     let ns = h.ns.name.clone();
@@ -620,16 +609,7 @@ async fn a_published_key_that_disappears_is_not_replaced_until_asked() {
 #[tokio::test]
 async fn suspend_stops_refreshing_and_keeps_the_secret() {
     let h = Harness::new("e2e-suspend").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
-    h.apply("c", spec(&server, "c")).await;
-    h.wait_ready("c").await;
+    let server = ready_client_c(&h).await;
     let mut suspended = spec(&server, "c");
     suspended["suspend"] = json!(true);
     h.apply("c", suspended).await;

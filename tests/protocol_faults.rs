@@ -15,14 +15,11 @@ use support::fault_server::{Behaviour, FaultServer};
 use url::Url;
 
 fn http(timeout: Duration) -> HttpClient {
-    HttpClient::new(HttpPolicy {
-        allow_http: true,
-        destinations: support::loopback_destinations(),
+    support::local_http_with(HttpPolicy {
         request_timeout: timeout,
         connect_timeout: Duration::from_secs(1),
         ..HttpPolicy::default()
     })
-    .unwrap()
 }
 
 async fn discover(

@@ -8,18 +8,13 @@ use std::time::Duration;
 
 use smart_backend_operator::sandbox::{Sandbox, SandboxClient, SandboxConfig, router};
 use smart_backend_operator::smart::{
-    self, AssertionParams, HttpClient, HttpPolicy, SigningAlgorithm, SigningKey, TokenRequest,
+    self, AssertionParams, HttpClient, SigningAlgorithm, SigningKey, TokenRequest,
 };
 use support::fault_server::{Behaviour, FaultServer};
 use url::Url;
 
 fn http() -> HttpClient {
-    HttpClient::new(HttpPolicy {
-        allow_http: true,
-        destinations: support::loopback_destinations(),
-        ..HttpPolicy::default()
-    })
-    .unwrap()
+    support::local_http()
 }
 
 async fn start(clients: Vec<SandboxClient>) -> String {

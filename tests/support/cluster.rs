@@ -126,6 +126,27 @@ where
     }
 }
 
+/// Waits until the CustomResourceDefinition `name` is Established.
+pub async fn wait_established(client: &Client, name: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    wait_for(
+        &format!("CRD {name} to be Established"),
+        Duration::from_secs(60),
+        || async { api.get_opt(name).await.ok().flatten() },
+        |crd| {
+            crd.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
+    .await;
+}
+
 /// Waits until the object is gone (404).
 pub async fn wait_deleted<K>(api: &Api<K>, name: &str, timeout: Duration)
 where

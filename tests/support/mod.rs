@@ -25,6 +25,24 @@ pub fn loopback_destinations() -> smart_backend_operator::smart::DestinationPoli
     }
 }
 
+/// An HTTP client for the tests' loopback servers: plain http allowed and
+/// loopback named in the allow-list, as a developer would run it.
+pub fn local_http() -> smart_backend_operator::smart::HttpClient {
+    local_http_with(smart_backend_operator::smart::HttpPolicy::default())
+}
+
+/// As [`local_http`], starting from `policy` (timeouts etc.).
+pub fn local_http_with(
+    policy: smart_backend_operator::smart::HttpPolicy,
+) -> smart_backend_operator::smart::HttpClient {
+    smart_backend_operator::smart::HttpClient::new(smart_backend_operator::smart::HttpPolicy {
+        allow_http: true,
+        destinations: loopback_destinations(),
+        ..policy
+    })
+    .expect("HTTP client")
+}
+
 /// True under CI, where a missing dependency must fail a test, not skip it.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -57,21 +57,7 @@ pub async fn install_crd(client: &kube::Client) {
     )
     .await
     .expect("apply CRD");
-    wait_for(
-        "the SmartBackendClient CRD to be Established",
-        WAIT,
-        || async { api.get_opt(name).await.ok().flatten() },
-        |crd| {
-            crd.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
-    .await;
+    super::cluster::wait_established(client, name).await;
     let sbcs: Api<SmartBackendClient> = Api::all(client.clone());
     wait_for(
         "the SmartBackendClient type to be served",
