@@ -54,6 +54,21 @@ async fn obtain(
     .await
 }
 
+/// A server with one client, c1, allowed system/Patient.rs, whose public
+/// key is registered inline.
+fn inline_c1(key: &SigningKey) -> OidcServer {
+    OidcServer::start(
+        &[Client {
+            id: "c1",
+            scope: "system/Patient.rs",
+            key: Some(key),
+            registration: Registration::Inline,
+        }],
+        SCOPES,
+        300,
+    )
+}
+
 fn both_algorithms_both_registrations() -> Vec<(String, SigningKey, Registration)> {
     let mut out = Vec::new();
     for alg in SigningAlgorithm::ALL {
@@ -187,16 +202,7 @@ async fn token_command_works_for_both_algorithms_and_registrations() {
 #[tokio::test]
 async fn an_unregistered_kid_is_refused_with_invalid_client() {
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let server = OidcServer::start(
-        &[Client {
-            id: "c1",
-            scope: "system/Patient.rs",
-            key: Some(&key),
-            registration: Registration::Inline,
-        }],
-        SCOPES,
-        300,
-    );
+    let server = inline_c1(&key);
     let stranger = support::signing_key(SigningAlgorithm::ES384);
     let err = obtain(&server, "c1", &stranger, "system/Patient.rs", |_| {})
         .await
@@ -230,16 +236,7 @@ async fn an_unregistered_kid_is_refused_with_invalid_client() {
 #[tokio::test]
 async fn a_scope_the_client_may_not_have_is_refused_with_invalid_scope() {
     let key = support::signing_key(SigningAlgorithm::RS384);
-    let server = OidcServer::start(
-        &[Client {
-            id: "c1",
-            scope: "system/Patient.rs",
-            key: Some(&key),
-            registration: Registration::Inline,
-        }],
-        SCOPES,
-        300,
-    );
+    let server = inline_c1(&key);
     let err = obtain(&server, "c1", &key, "system/Observation.rs", |_| {})
         .await
         .unwrap_err();
@@ -250,16 +247,7 @@ async fn a_scope_the_client_may_not_have_is_refused_with_invalid_scope() {
 #[tokio::test]
 async fn expired_and_misaddressed_assertions_are_refused() {
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let server = OidcServer::start(
-        &[Client {
-            id: "c1",
-            scope: "system/Patient.rs",
-            key: Some(&key),
-            registration: Registration::Inline,
-        }],
-        SCOPES,
-        300,
-    );
+    let server = inline_c1(&key);
     let expired = obtain(&server, "c1", &key, "system/Patient.rs", |p| {
         p.issued_at = SystemTime::now() - Duration::from_secs(600);
     })
@@ -292,16 +280,7 @@ async fn expired_and_misaddressed_assertions_are_refused() {
 #[tokio::test]
 async fn a_replayed_assertion_is_refused_and_a_fresh_one_works() {
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let server = OidcServer::start(
-        &[Client {
-            id: "c1",
-            scope: "system/Patient.rs",
-            key: Some(&key),
-            registration: Registration::Inline,
-        }],
-        SCOPES,
-        300,
-    );
+    let server = inline_c1(&key);
     let http = http();
     let endpoint = Url::parse(&server.token_endpoint()).unwrap();
     let audience = endpoint.to_string();
