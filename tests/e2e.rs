@@ -30,17 +30,23 @@ fn registered_at(harness: &Harness, name: &str, scope: &'static str) -> Client<'
     }
 }
 
+/// An oidc-provider with one client, `id`, allowed `scope`, whose keys the
+/// server fetches from the operator's JWKS URL for the resource `id`.
+fn oidc_for(h: &Harness, id: &'static str, scope: &'static str, token_ttl: u64) -> OidcServer {
+    OidcServer::start(
+        &[Client {
+            id,
+            ..registered_at(h, id, scope)
+        }],
+        SCOPES,
+        token_ttl,
+    )
+}
+
 /// Client "c", registered at the server through the operator's JWKS URL,
 /// applied and Ready.
 async fn ready_client_c(h: &Harness) -> OidcServer {
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
+    let server = oidc_for(h, "c", "system/Patient.rs", 300);
     h.apply("c", spec(&server, "c")).await;
     h.wait_ready("c").await;
     server
@@ -53,14 +59,7 @@ fn spec(server: &OidcServer, client_id: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
     let h = Harness::new("e2e-basic").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "billing",
-            ..registered_at(&h, "billing", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
+    let server = oidc_for(&h, "billing", "system/Patient.rs", 300);
     h.apply("billing", spec(&server, "billing")).await;
     let sbc = h.wait_ready("billing").await;
     let status = sbc.status.clone().unwrap();
@@ -170,14 +169,7 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
 #[tokio::test]
 async fn short_lived_tokens_are_replaced_before_they_expire() {
     let h = Harness::new("e2e-short").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        6,
-    );
+    let server = oidc_for(&h, "c", "system/Patient.rs", 6);
     h.apply("c", spec(&server, "c")).await;
     h.wait_ready("c").await;
     let mut seen = BTreeSet::new();
@@ -326,14 +318,7 @@ async fn invalid_client_is_permanent_and_token_requests_stay_bounded() {
 #[tokio::test]
 async fn changing_the_scopes_issues_a_token_with_the_new_scope() {
     let h = Harness::new("e2e-scopes").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs system/Observation.rs")
-        }],
-        SCOPES,
-        300,
-    );
+    let server = oidc_for(&h, "c", "system/Patient.rs system/Observation.rs", 300);
     h.apply("c", spec(&server, "c")).await;
     h.wait_ready("c").await;
     let mut changed = spec(&server, "c");
@@ -448,14 +433,7 @@ async fn two_resources_naming_one_token_secret_conflict_without_flapping() {
 #[tokio::test]
 async fn a_foreign_secret_in_the_way_is_never_overwritten() {
     let h = Harness::new("e2e-foreign").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
+    let server = oidc_for(&h, "c", "system/Patient.rs", 300);
     let foreign: Secret = serde_json::from_value(
         json!({"metadata": {"name": "c-token"}, "stringData": {"mine": "yes"}}),
     )
@@ -567,14 +545,7 @@ async fn algorithm_choice_follows_metadata_and_unsupported_lists_are_explained()
 #[tokio::test]
 async fn a_published_key_that_disappears_is_not_replaced_until_asked() {
     let h = Harness::new("e2e-keymissing").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            ..registered_at(&h, "c", "system/Patient.rs")
-        }],
-        SCOPES,
-        300,
-    );
+    let server = oidc_for(&h, "c", "system/Patient.rs", 300);
     h.apply("c", spec(&server, "c")).await;
     let sbc = h.wait_ready("c").await;
     let old_kid = sbc.status.unwrap().kid.unwrap();

@@ -5,12 +5,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::json;
 use support::cluster::{self, TestNamespace, bin_dir, kubeconfig_path, repo_root};
 use support::oidc::{Client, OidcServer, Registration};
 use support::operator::{Harness, install_crd};
+use support::process::{Launch, OperatorProcess, free_port};
 
 const CHART: &str = "charts/smart-backend-operator";
 
@@ -141,23 +143,6 @@ fn can_i(sa: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operator() {
     let release_ns = TestNamespace::new("helm-op").await;
@@ -273,32 +258,14 @@ async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operato
         &["system/Patient.rs"],
         300,
     );
-    let _operator = Process(
-        Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
-            .args([
-                "run",
-                "--namespaces",
-                w,
-                "--insecure-allow-http",
-                "--allow-host",
-                "127.0.0.1",
-                "--admin-addr",
-                &format!("127.0.0.1:{port}"),
-                "--leader-election",
-                "--lease-namespace",
-                &release_ns.name,
-                "--lease-name",
-                &release,
-                "--lease-duration",
-                "5s",
-                "--min-refresh-interval",
-                "1s",
-            ])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info")
-            .spawn()
-            .expect("start the operator binary"),
-    );
+    let _operator = OperatorProcess::spawn(&Launch {
+        kubeconfig: &kubeconfig,
+        watch_namespace: w,
+        lease_namespace: &release_ns.name,
+        lease_name: &release,
+        lease_duration: Duration::from_secs(5),
+        admin_port: port,
+    });
     let harness = Harness {
         ns: watched,
         operator: None,

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
@@ -15,72 +14,32 @@ use smart_backend_operator::smart::SigningAlgorithm;
 use support::cluster::{TestNamespace, kubeconfig_path, wait_for};
 use support::oidc::{Client, OidcServer, Registration};
 use support::operator::{Harness, install_crd};
+use support::process::{Launch, OperatorProcess, free_port};
 
 const LEASE_SECONDS: u64 = 4;
 
-struct Replica {
-    child: Option<Child>,
-    port: u16,
-}
+struct Replica(OperatorProcess);
 
 impl Replica {
     fn start(namespace: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
-            .args([
-                "run",
-                "--namespaces",
-                namespace,
-                "--insecure-allow-http",
-                "--allow-host",
-                "127.0.0.1",
-                "--admin-addr",
-                &format!("127.0.0.1:{port}"),
-                "--leader-election",
-                "--lease-namespace",
-                namespace,
-                "--lease-name",
-                "sbo-test",
-                "--lease-duration",
-                &format!("{LEASE_SECONDS}s"),
-                "--min-refresh-interval",
-                "1s",
-            ])
-            .env("KUBECONFIG", kubeconfig_path())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start an operator replica");
-        Self {
-            child: Some(child),
-            port,
-        }
+        Replica(OperatorProcess::spawn(&Launch {
+            kubeconfig: &kubeconfig_path(),
+            watch_namespace: namespace,
+            lease_namespace: namespace,
+            lease_name: "sbo-test",
+            lease_duration: Duration::from_secs(LEASE_SECONDS),
+            admin_port: free_port(),
+        }))
     }
 
     async fn is_leader(&self) -> Option<bool> {
-        let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let url = format!("http://127.0.0.1:{}/metrics", self.0.port);
+        let body = reqwest::get(url).await.ok()?.text().await.ok()?;
         Some(body.lines().any(|l| l.trim() == "smart_backend_leader 1"))
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.kill();
     }
 }
 

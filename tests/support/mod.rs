@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fault_server;
 pub mod oidc;
 pub mod operator;
+pub mod process;
 
 use smart_backend_operator::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 

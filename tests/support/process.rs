@@ -1,0 +1,80 @@
+//! The operator binary run as a separate process against the test control
+//! plane, killed when dropped.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+pub struct OperatorProcess {
+    child: Option<Child>,
+    /// The admin port (health, metrics, JWKS).
+    pub port: u16,
+}
+
+/// How one operator process runs.
+pub struct Launch<'a> {
+    pub kubeconfig: &'a Path,
+    pub watch_namespace: &'a str,
+    pub lease_namespace: &'a str,
+    pub lease_name: &'a str,
+    pub lease_duration: Duration,
+    pub admin_port: u16,
+}
+
+impl OperatorProcess {
+    /// `run` with leader election, plain http and loopback allowed (the
+    /// tests' servers), a 1 s refresh floor.
+    pub fn spawn(launch: &Launch<'_>) -> Self {
+        let port = launch.admin_port;
+        let child = Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
+            .args([
+                "run",
+                "--namespaces",
+                launch.watch_namespace,
+                "--insecure-allow-http",
+                "--allow-host",
+                "127.0.0.1",
+                "--admin-addr",
+                &format!("127.0.0.1:{port}"),
+                "--leader-election",
+                "--lease-namespace",
+                launch.lease_namespace,
+                "--lease-name",
+                launch.lease_name,
+                "--lease-duration",
+                &format!("{}s", launch.lease_duration.as_secs()),
+                "--min-refresh-interval",
+                "1s",
+            ])
+            .env("KUBECONFIG", launch.kubeconfig)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start the operator binary");
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
