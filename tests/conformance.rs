@@ -258,14 +258,8 @@ async fn expired_and_misaddressed_assertions_are_refused() {
     let issuer = server.issuer.clone();
     let http = http();
     let endpoint = Url::parse(&server.token_endpoint()).unwrap();
-    let assertion = smart::assertion::sign(&key, &AssertionParams::new("c1", &issuer)).unwrap();
-    let request = TokenRequest {
-        token_endpoint: &endpoint,
-        scope: "system/Patient.rs",
-        assertion: &assertion,
-        extra_params: &[],
-    };
-    let wrong_audience = smart::token::request_token(&http, &request)
+    let assertion = support::assertion(&key, "c1", &issuer);
+    let wrong_audience = support::send(&http, &endpoint, "system/Patient.rs", &assertion)
         .await
         .unwrap_err();
     assert_eq!(
@@ -283,18 +277,11 @@ async fn a_replayed_assertion_is_refused_and_a_fresh_one_works() {
     let server = inline_c1(&key);
     let http = http();
     let endpoint = Url::parse(&server.token_endpoint()).unwrap();
-    let audience = endpoint.to_string();
-    let assertion = smart::assertion::sign(&key, &AssertionParams::new("c1", &audience)).unwrap();
-    let request = TokenRequest {
-        token_endpoint: &endpoint,
-        scope: "system/Patient.rs",
-        assertion: &assertion,
-        extra_params: &[],
-    };
-    smart::token::request_token(&http, &request)
+    let assertion = support::assertion(&key, "c1", endpoint.as_str());
+    support::send(&http, &endpoint, "system/Patient.rs", &assertion)
         .await
         .expect("first use");
-    let replay = smart::token::request_token(&http, &request)
+    let replay = support::send(&http, &endpoint, "system/Patient.rs", &assertion)
         .await
         .unwrap_err();
     assert_eq!(replay.oauth_code(), Some("invalid_client"), "{replay}");

@@ -300,15 +300,8 @@ async fn a_refused_connection_is_transient() {
     drop(listener);
     let key = support::signing_key(SigningAlgorithm::ES384);
     let endpoint = Url::parse(&format!("http://{addr}/token")).unwrap();
-    let audience = endpoint.to_string();
-    let assertion = smart::assertion::sign(&key, &AssertionParams::new("c", &audience)).unwrap();
-    let request = TokenRequest {
-        token_endpoint: &endpoint,
-        scope: "s",
-        assertion: &assertion,
-        extra_params: &[],
-    };
-    let err = smart::token::request_token(&http(Duration::from_secs(2)), &request)
+    let assertion = support::assertion(&key, "c", endpoint.as_str());
+    let err = support::send(&http(Duration::from_secs(2)), &endpoint, "s", &assertion)
         .await
         .unwrap_err();
     assert_eq!(err.category(), "connect", "{err}");

@@ -7,9 +7,7 @@ mod support;
 use std::time::Duration;
 
 use smart_backend_operator::sandbox::{Sandbox, SandboxClient, SandboxConfig, router};
-use smart_backend_operator::smart::{
-    self, AssertionParams, HttpClient, SigningAlgorithm, SigningKey, TokenRequest,
-};
+use smart_backend_operator::smart::{self, HttpClient, SigningAlgorithm, SigningKey};
 use support::fault_server::{Behaviour, FaultServer};
 use url::Url;
 
@@ -44,14 +42,14 @@ async fn exchange(
     let aud = audience
         .map(str::to_string)
         .unwrap_or_else(|| config.token_endpoint.to_string());
-    let assertion = smart::assertion::sign(key, &AssertionParams::new(client, &aud)).unwrap();
-    let request = TokenRequest {
-        token_endpoint: &config.token_endpoint,
-        scope: "system/Patient.rs",
-        assertion: &assertion,
-        extra_params: &[],
-    };
-    smart::token::request_token(&http(), &request).await
+    let assertion = support::assertion(key, client, &aud);
+    support::send(
+        &http(),
+        &config.token_endpoint,
+        "system/Patient.rs",
+        &assertion,
+    )
+    .await
 }
 
 fn inline(id: &str, key: &SigningKey) -> SandboxClient {
@@ -126,29 +124,16 @@ async fn wrong_keys_audiences_scopes_and_replays_are_refused() {
     assert_eq!(err.oauth_code(), Some("invalid_client"));
 
     let endpoint = Url::parse(&format!("{base}/token")).unwrap();
-    let audience = endpoint.to_string();
-    let assertion = smart::assertion::sign(&key, &AssertionParams::new("c1", &audience)).unwrap();
-    let scoped = TokenRequest {
-        token_endpoint: &endpoint,
-        scope: "system/Observation.rs",
-        assertion: &assertion,
-        extra_params: &[],
-    };
-    let err = smart::token::request_token(&http(), &scoped)
+    let assertion = support::assertion(&key, "c1", endpoint.as_str());
+    let err = support::send(&http(), &endpoint, "system/Observation.rs", &assertion)
         .await
         .unwrap_err();
     assert_eq!(err.oauth_code(), Some("invalid_scope"));
-    let assertion = smart::assertion::sign(&key, &AssertionParams::new("c1", &audience)).unwrap();
-    let request = TokenRequest {
-        token_endpoint: &endpoint,
-        scope: "system/Patient.rs",
-        assertion: &assertion,
-        extra_params: &[],
-    };
-    smart::token::request_token(&http(), &request)
+    let assertion = support::assertion(&key, "c1", endpoint.as_str());
+    support::send(&http(), &endpoint, "system/Patient.rs", &assertion)
         .await
         .expect("first use");
-    let replay = smart::token::request_token(&http(), &request)
+    let replay = support::send(&http(), &endpoint, "system/Patient.rs", &assertion)
         .await
         .unwrap_err();
     assert_eq!(

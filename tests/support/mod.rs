@@ -44,6 +44,35 @@ pub fn local_http_with(
     .expect("HTTP client")
 }
 
+/// A fresh client assertion from `key` for `client_id`, addressed to `audience`.
+pub fn assertion(
+    key: &SigningKey,
+    client_id: &str,
+    audience: &str,
+) -> smart_backend_operator::smart::ClientAssertion {
+    smart_backend_operator::smart::assertion::sign(
+        key,
+        &smart_backend_operator::smart::AssertionParams::new(client_id, audience),
+    )
+    .expect("sign an assertion")
+}
+
+/// One token request for `scope` carrying `assertion`.
+pub async fn send(
+    http: &smart_backend_operator::smart::HttpClient,
+    endpoint: &url::Url,
+    scope: &str,
+    assertion: &smart_backend_operator::smart::ClientAssertion,
+) -> Result<smart_backend_operator::smart::AccessToken, smart_backend_operator::smart::TokenError> {
+    let request = smart_backend_operator::smart::TokenRequest {
+        token_endpoint: endpoint,
+        scope,
+        assertion,
+        extra_params: &[],
+    };
+    smart_backend_operator::smart::token::request_token(http, &request).await
+}
+
 /// True under CI, where a missing dependency must fail a test, not skip it.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
