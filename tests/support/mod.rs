@@ -2,6 +2,7 @@
 //! in-process fault server, and helpers. Each test binary uses part of it.
 #![allow(dead_code)]
 
+pub mod api_proxy;
 pub mod cluster;
 pub mod fault_server;
 pub mod oidc;

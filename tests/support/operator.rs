@@ -79,12 +79,26 @@ impl Harness {
     }
 
     pub async fn with(prefix: &str, adjust: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(prefix, None, adjust).await
+    }
+
+    /// An operator whose API requests go through `client` (a fault-injecting
+    /// proxy); the test itself talks to the API server directly.
+    pub async fn through(prefix: &str, client: kube::Client) -> Self {
+        Self::start(prefix, Some(client), |_| {}).await
+    }
+
+    async fn start(
+        prefix: &str,
+        operator_client: Option<kube::Client>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
         let ns = TestNamespace::new(prefix).await;
         install_crd(&ns.client).await;
         let mut settings = test_settings(&ns.name);
         adjust(&mut settings);
         let operator = Operator::start(
-            ns.client.clone(),
+            operator_client.unwrap_or_else(|| ns.client.clone()),
             settings,
             "127.0.0.1:0".parse().unwrap(),
             5,
