@@ -275,3 +275,71 @@ async fn two_operators_racing_end_with_one_key() {
     );
     second.kill();
 }
+
+fn metadata_answer(body: Vec<u8>) -> Behaviour {
+    Behaviour::Respond {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body,
+    }
+}
+
+#[tokio::test]
+async fn broken_metadata_gives_a_condition_that_names_the_problem_and_no_token_request() {
+    let h = Harness::new("fault-meta").await;
+    let server = FaultServer::start().await;
+    server.on("/token", token("never"));
+    let endpoint = |value: &str| {
+        metadata_answer(
+            json!({
+                "token_endpoint": value,
+                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                "token_endpoint_auth_signing_alg_values_supported": ["ES384"],
+            })
+            .to_string()
+            .into_bytes(),
+        )
+    };
+    let userinfo = format!("http://admin:s3cret@{}/token", server.addr);
+    // (case, what the server answers, what the condition must say)
+    let cases: Vec<(&str, Behaviour, &str)> = vec![
+        ("malformed", metadata_answer(b"{\"token_endpoint\": ".to_vec()), "not a JSON object"),
+        ("huge", Behaviour::oversized(3 << 20), "1 MiB"),
+        ("relative", endpoint("/token"), "not an absolute URL"),
+        ("userinfo", endpoint(&userinfo), "user:password@"),
+        ("missing", metadata_answer(b"{}".to_vec()), "set spec.tokenEndpoint"),
+        ("array", metadata_answer(b"[1, 2]".to_vec()), "not a JSON object"),
+    ];
+    for (case, behaviour, _) in &cases {
+        server.on(
+            &format!("/{case}/.well-known/smart-configuration"),
+            behaviour.clone(),
+        );
+        h.apply(case, json!({"fhirBaseUrl": server.url(&format!("/{case}")), "clientId": case, "scopes": ["system/Patient.rs"]}))
+            .await;
+    }
+    for (case, _, says) in &cases {
+        let sbc = h.wait_condition(case, "Ready", "False", None).await;
+        let discovered = condition(&sbc, "Discovered").expect("Discovered condition");
+        assert_eq!(discovered.status, "False", "{case}");
+        assert!(
+            discovered.message.contains(says),
+            "{case}: the condition should say {says:?}: {:?}",
+            discovered.message
+        );
+        assert!(
+            discovered.message.len() < 1024 && !discovered.message.contains("xxxxxxxx"),
+            "{case}: the server's answer must not flow back: {:?}",
+            discovered.message
+        );
+        assert!(
+            !discovered.message.contains("s3cret"),
+            "{case}: a password in metadata is never repeated"
+        );
+        assert!(h.secret(&format!("{case}-token")).await.is_none(), "{case}");
+    }
+    assert!(
+        server.requests("/token").is_empty(),
+        "no token request follows broken metadata"
+    );
+}

@@ -54,7 +54,10 @@ pub enum HttpError {
     Timeout { url: String, timeout: Duration },
     #[error("could not connect to {url}: {reason}")]
     Connect { url: String, reason: String },
-    #[error("the response from {url} is larger than {limit} bytes")]
+    #[error(
+        "the response from {url} is larger than {}, the most the operator reads; check that the URL points at the SMART server",
+        human_size(.limit)
+    )]
     TooLarge { url: String, limit: usize },
     #[error("request to {url} failed: {reason}")]
     Request { url: String, reason: String },
@@ -250,6 +253,15 @@ impl HttpClient {
             location,
             body,
         })
+    }
+}
+
+/// A byte count as people write it: "1 MiB", "64 KiB", "300 bytes".
+fn human_size(bytes: &usize) -> String {
+    match *bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
