@@ -12,7 +12,7 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: demo demo-down bench test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down
+.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down
 
 demo:
 	scripts/demo
@@ -20,10 +20,26 @@ demo:
 demo-down:
 	scripts/demo down
 
-# Micro-benchmarks; figures go to BENCHMARKS.md.
+# Benchmarks (not tests): criterion micro-benchmarks, python-jose beside
+# them, then the fleet and steady-state runs against a fresh control plane
+# per scenario (about 25 minutes; FLEET_SCENARIOS=es384-100 for one).
+# Figures go to BENCHMARKS.md.
 bench:
 	cargo bench --locked --bench protocol
+	scripts/bench-python-jose
+	cargo bench --locked --bench fleet
 	scripts/bench-report
+
+# Coverage-guided fuzzing of the parsers (nightly and cargo-fuzz; CI runs
+# the same parsers as property tests). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := smart_configuration token_response private_key
+fuzz:
+	cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t && \
+	  (cd fuzz && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done
 
 test: lint oidc-deps cluster-up
 	cargo test --locked --all-targets

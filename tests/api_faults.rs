@@ -186,7 +186,12 @@ async fn a_killed_operator_adopts_the_key_it_made_and_makes_no_second_one() {
     wait_for(
         "a key Secret created and the status write after it held",
         WAIT,
-        || async { Some((key_secrets(&secrets).await, held(&proxy, "PATCH", &status).await)) },
+        || async {
+            Some((
+                key_secrets(&secrets).await,
+                held(&proxy, "PATCH", &status).await,
+            ))
+        },
         |(keys, held)| keys.len() == 1 && *held,
     )
     .await;
@@ -225,9 +230,7 @@ async fn a_killed_operator_adopts_the_key_it_made_and_makes_no_second_one() {
         "c to become Ready after two crashes",
         WAIT,
         || async { sbcs.get_opt("c").await.ok().flatten() },
-        |sbc| {
-            support::operator::condition(sbc, "Ready").is_some_and(|c| c.status == "True")
-        },
+        |sbc| support::operator::condition(sbc, "Ready").is_some_and(|c| c.status == "True"),
     )
     .await;
     assert_eq!(keys_generated(operator.port).await, Some(0));

@@ -303,12 +303,24 @@ async fn broken_metadata_gives_a_condition_that_names_the_problem_and_no_token_r
     let userinfo = format!("http://admin:s3cret@{}/token", server.addr);
     // (case, what the server answers, what the condition must say)
     let cases: Vec<(&str, Behaviour, &str)> = vec![
-        ("malformed", metadata_answer(b"{\"token_endpoint\": ".to_vec()), "not a JSON object"),
+        (
+            "malformed",
+            metadata_answer(b"{\"token_endpoint\": ".to_vec()),
+            "not a JSON object",
+        ),
         ("huge", Behaviour::oversized(3 << 20), "1 MiB"),
         ("relative", endpoint("/token"), "not an absolute URL"),
         ("userinfo", endpoint(&userinfo), "user:password@"),
-        ("missing", metadata_answer(b"{}".to_vec()), "set spec.tokenEndpoint"),
-        ("array", metadata_answer(b"[1, 2]".to_vec()), "not a JSON object"),
+        (
+            "missing",
+            metadata_answer(b"{}".to_vec()),
+            "set spec.tokenEndpoint",
+        ),
+        (
+            "array",
+            metadata_answer(b"[1, 2]".to_vec()),
+            "not a JSON object",
+        ),
     ];
     for (case, behaviour, _) in &cases {
         server.on(

@@ -18,22 +18,25 @@ pub mod validate;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::core::ApiResource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
 use tokio::sync::Semaphore;
 
-use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClient};
+use crate::crd::{
+    CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClient,
+    SmartBackendClientStatus,
+};
 use crate::metrics::Metrics;
 use crate::smart::{AccessToken, HttpClient, HttpPolicy};
 use discovery_cache::DiscoveryCache;
@@ -91,6 +94,30 @@ pub(crate) struct ClientMemory {
     pub handled_refresh: Option<String>,
     /// Whether the last token attempt failed.
     pub last_attempt_failed: Option<bool>,
+    /// The status this process last wrote, and when.
+    pub written_status: Option<(Instant, SmartBackendClientStatus)>,
+}
+
+/// How long the status this process wrote is trusted over a watch cache
+/// that does not show it yet. Longer lags mean someone else wrote status
+/// since, and the cache wins.
+const WATCH_LAG_TOLERANCE: Duration = Duration::from_secs(30);
+
+impl ClientMemory {
+    /// The status to compare against: the one this process last wrote while
+    /// the watch cache has not caught up with it, else the cached one. A
+    /// reconcile triggered by the operator's own Secret write otherwise sees
+    /// the status from before its last write and writes the same change
+    /// again.
+    pub fn current_status(&mut self, cached: SmartBackendClientStatus) -> SmartBackendClientStatus {
+        match self.written_status.take() {
+            Some((at, written)) if at.elapsed() < WATCH_LAG_TOLERANCE && written != cached => {
+                self.written_status = Some((at, written.clone()));
+                written
+            }
+            _ => cached,
+        }
+    }
 }
 
 /// Shared by every reconcile.
@@ -229,7 +256,9 @@ pub async fn run(
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let mut controllers = Vec::new();
     for scope in scopes(&ctx.settings) {
-        let (clients, secrets): (Api<DynamicObject>, Api<Secret>) = match &scope {
+        // Api<PartialObjectMeta<_>> makes metadata-only requests.
+        let (clients, secrets): (Api<DynamicObject>, Api<PartialObjectMeta<Secret>>) = match &scope
+        {
             Some(ns) => (
                 Api::namespaced_with(ctx.client.clone(), ns, &resource),
                 Api::namespaced(ctx.client.clone(), ns),
@@ -239,19 +268,33 @@ pub async fn run(
                 Api::all(ctx.client.clone()),
             ),
         };
-        // Only the operator's own Secrets are watched, never all Secrets.
+        // The cache keeps each resource without what reconcile never reads.
+        let writer = reflector::store::Writer::new(resource.clone());
+        let reader = writer.as_reader();
+        let resources = reflector(
+            writer,
+            watcher(clients, watcher::Config::default())
+                .default_backoff()
+                .modify(slim_for_reconcile),
+        )
+        .applied_objects();
+        // Only the operator's own Secrets are watched, never all Secrets,
+        // and only their metadata (see `secrets` above): the mapping needs
+        // nothing else, and token and key bytes never pass through the watch.
         let own_secrets =
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let secret_changes = watcher(secrets, own_secrets)
+            .default_backoff()
+            .touched_objects();
         let mapper_resource = resource.clone();
-        let controller =
-            Controller::new_with(clients, watcher::Config::default(), resource.clone())
-                .watches(secrets, own_secrets, move |secret: Secret| {
-                    let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
-                    let namespace = secret.meta().namespace.clone()?;
-                    Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
-                })
-                .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
-                .graceful_shutdown_on(shutdown.clone());
+        let controller = Controller::for_stream_with(resources, reader, resource.clone())
+            .watches_stream(secret_changes, move |secret: PartialObjectMeta<Secret>| {
+                let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
+                let namespace = secret.meta().namespace.clone()?;
+                Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
+            })
+            .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+            .graceful_shutdown_on(shutdown.clone());
         let ctx = ctx.clone();
         controllers.push(async move {
             controller
@@ -261,6 +304,34 @@ pub async fn run(
         });
     }
     futures_util::future::join_all(controllers).await;
+}
+
+/// Drops what reconcile never reads from a cached resource: managedFields
+/// (server-side apply makes them a large part of each object) and the
+/// annotation client-side `kubectl apply` keeps a whole copy in.
+fn slim_for_reconcile(object: &mut DynamicObject) {
+    object.metadata.managed_fields = None;
+    if let Some(annotations) = object.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Keeps only what the JWKS endpoint serves: the name and status.publicJwks.
+fn slim_for_jwks(object: &mut DynamicObject) {
+    let jwks = object
+        .data
+        .get("status")
+        .and_then(|s| s.get("publicJwks"))
+        .cloned();
+    object.metadata = kube::api::ObjectMeta {
+        name: object.metadata.name.take(),
+        namespace: object.metadata.namespace.take(),
+        ..Default::default()
+    };
+    object.data = match jwks {
+        Some(jwks) => serde_json::json!({"status": {"publicJwks": jwks}}),
+        None => serde_json::Value::Null,
+    };
 }
 
 /// Keeps a read-only cache of SmartBackendClients for the JWKS endpoint.
@@ -282,9 +353,13 @@ pub async fn watch_for_jwks(
         };
         let writer = kube::runtime::reflector::store::Writer::new(resource.clone());
         stores.push(writer.as_reader());
-        let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .for_each(|_| futures_util::future::ready(()));
+        let stream = reflector(
+            writer,
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(slim_for_jwks),
+        )
+        .for_each(|_| futures_util::future::ready(()));
         streams.push(stream);
     }
     jwks.set_stores(stores.clone());

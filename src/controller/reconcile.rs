@@ -74,7 +74,8 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
             return Ok(Action::await_change());
         }
     };
-    let previous = sbc.status.clone().unwrap_or_default();
+    let cached = sbc.status.clone().unwrap_or_default();
+    let previous = ctx.remember(&uid, |m| m.current_status(cached));
     let target = Target {
         name: &name,
         namespace: &namespace,
@@ -101,11 +102,15 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
     };
     if status != previous {
         patch_status(&ctx, &api, &name, json!({"status": status})).await?;
+        ctx.remember(&uid, |m| {
+            m.written_status = Some((std::time::Instant::now(), status.clone()))
+        });
     }
     let reference = sbc.object_ref(&());
     for event in &draft.events {
-        if let Err(error) = ctx.recorder.publish(event, &reference).await {
-            tracing::debug!(%error, "publishing an event failed");
+        match ctx.recorder.publish(event, &reference).await {
+            Ok(()) => ctx.metrics.write("event"),
+            Err(error) => tracing::debug!(%error, "publishing an event failed"),
         }
     }
     ctx.metrics.observe_reconcile(started.elapsed());
@@ -143,6 +148,8 @@ async fn patch_status(
     ctx.metrics.write("status");
     Ok(())
 }
+
+const TOKEN_PENDING: &str = "TokenPending";
 
 /// Between generating a key and the first token request that uses it.
 const KEY_PUBLICATION_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -564,14 +571,19 @@ fn finish(
         }
         None => match &parts[2] {
             Some(token) => token.clone(),
-            None => State::failed("TokenPending", "the first token is requested in a moment"),
+            None => State::failed(TOKEN_PENDING, "the first token is requested in a moment"),
         },
     };
     let previous_ready = previous
         .conditions
         .iter()
         .find(|c| c.type_ == conditions::READY);
-    if !ready.ok && previous_ready.is_none_or(|c| c.reason != ready.reason) {
+    // TokenPending is the normal moment between a new key and its first
+    // token, not worth a Warning.
+    if !ready.ok
+        && ready.reason != TOKEN_PENDING
+        && previous_ready.is_none_or(|c| c.reason != ready.reason)
+    {
         draft.events.push(Event {
             type_: EventType::Warning,
             reason: ready.reason.clone(),

@@ -44,6 +44,14 @@ pub fn rfc3339_ceil(t: SystemTime) -> String {
     rfc3339(t.checked_add(Duration::from_millis(999)).unwrap_or(t))
 }
 
+/// `t` rounded down to the second, as the Secret's annotations hold it. A
+/// fresh token's times are cut to this before anything is computed from
+/// them, so a later reconcile that reads them back computes the same.
+pub fn whole_second(t: SystemTime) -> SystemTime {
+    let seconds = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     s.parse::<Timestamp>().ok().map(SystemTime::from)
 }

@@ -294,7 +294,7 @@ async fn request(
         .unwrap_or_else(|| inputs.token_endpoint.to_string());
     let mut params = AssertionParams::new(&inputs.spec.client_id, &audience);
     params.jku = inputs.spec.jku.as_deref();
-    let issued_at = SystemTime::now();
+    let issued_at = secrets::whole_second(SystemTime::now());
     let assertion = smart::assertion::sign(inputs.key, &params).map_err(|e| {
         TokenError::InvalidResponse(format!("the assertion could not be signed: {e}"))
     })?;
@@ -314,7 +314,10 @@ async fn request(
     }
     let failed = result.is_err();
     ctx.remember(inputs.target.uid, |m| m.last_attempt_failed = Some(failed));
-    result.map(|token| (token, issued_at))
+    result.map(|mut token| {
+        token.expires_at = secrets::whole_second(token.expires_at);
+        (token, issued_at)
+    })
 }
 
 fn reason_for(error: &TokenError) -> &'static str {

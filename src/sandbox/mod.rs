@@ -9,7 +9,9 @@ mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use jsonwebtoken::jwk::JwkSet;
 
 use axum::Router;
 use axum::extract::{Form, State};
@@ -63,6 +65,8 @@ pub struct Sandbox {
     http: HttpClient,
     seen_jti: Mutex<HashMap<String, SystemTime>>,
     tokens: Mutex<HashMap<String, Issued>>,
+    /// JWK Sets fetched from jwks_uri, with when they were fetched.
+    jwks_cache: Mutex<HashMap<String, (Instant, JwkSet)>>,
 }
 
 impl Sandbox {
@@ -72,6 +76,7 @@ impl Sandbox {
             http,
             seen_jti: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            jwks_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -160,18 +165,18 @@ async fn token(
     let token = format!("sandbox-{}", uuid::Uuid::new_v4().simple());
     let lifetime = sandbox.config.token_lifetime;
     let scope = requested.join(" ");
-    sandbox
-        .tokens
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            token.clone(),
-            Issued {
-                client_id: verified.client.client_id.clone(),
-                scope: scope.clone(),
-                expires_at: SystemTime::now() + lifetime,
-            },
-        );
+    let now = SystemTime::now();
+    let mut tokens = sandbox.tokens.lock().unwrap_or_else(|e| e.into_inner());
+    tokens.retain(|_, issued| issued.expires_at > now);
+    tokens.insert(
+        token.clone(),
+        Issued {
+            client_id: verified.client.client_id.clone(),
+            scope: scope.clone(),
+            expires_at: now + lifetime,
+        },
+    );
+    drop(tokens);
     tracing::info!(client = %verified.client.client_id, %scope, "issued a token");
     axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime.as_secs(), "scope": scope}))
         .into_response()

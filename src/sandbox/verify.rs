@@ -1,6 +1,6 @@
 //! Verification of a client assertion, as a strict EHR does it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -48,7 +48,7 @@ pub async fn assertion(sandbox: &Sandbox, jwt: &str) -> Result<Verified, String>
         .find(|c| c.client_id == unverified.claims.iss)
         .cloned()
         .ok_or_else(|| format!("unknown client {:?}", unverified.claims.iss))?;
-    let jwks = client_jwks(sandbox, &client).await?;
+    let jwks = client_jwks(sandbox, &client, &kid).await?;
     let jwk = jwks
         .find(&kid)
         .ok_or_else(|| format!("no key with kid {kid} is registered for this client"))?;
@@ -89,7 +89,16 @@ pub async fn assertion(sandbox: &Sandbox, jwt: &str) -> Result<Verified, String>
     Ok(Verified { client })
 }
 
-async fn client_jwks(sandbox: &Sandbox, client: &SandboxClient) -> Result<JwkSet, String> {
+/// How long a JWK Set fetched from a jwks_uri is reused. A kid it does not
+/// hold triggers a fetch at once, as EHRs do, so a new key works at its
+/// first use.
+const JWKS_CACHE_TTL: Duration = Duration::from_secs(60);
+
+async fn client_jwks(
+    sandbox: &Sandbox,
+    client: &SandboxClient,
+    kid: &str,
+) -> Result<JwkSet, String> {
     if let Some(inline) = &client.jwks {
         return serde_json::from_value(inline.clone())
             .map_err(|e| format!("the registered JWKS is invalid: {e}"));
@@ -98,6 +107,16 @@ async fn client_jwks(sandbox: &Sandbox, client: &SandboxClient) -> Result<JwkSet
         .jwks_uri
         .as_deref()
         .ok_or("the client has neither jwks nor jwks_uri")?;
+    let cached = sandbox
+        .jwks_cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(uri)
+        .filter(|(fetched, jwks)| fetched.elapsed() < JWKS_CACHE_TTL && jwks.find(kid).is_some())
+        .map(|(_, jwks)| jwks.clone());
+    if let Some(jwks) = cached {
+        return Ok(jwks);
+    }
     let url = Url::parse(uri).map_err(|e| format!("jwks_uri is not a URL: {e}"))?;
     let response = sandbox
         .http
@@ -107,6 +126,12 @@ async fn client_jwks(sandbox: &Sandbox, client: &SandboxClient) -> Result<JwkSet
     if response.status != 200 {
         return Err(format!("jwks_uri answered HTTP {}", response.status));
     }
-    serde_json::from_slice(&response.body)
-        .map_err(|e| format!("jwks_uri did not return a JWK Set: {e}"))
+    let jwks: JwkSet = serde_json::from_slice(&response.body)
+        .map_err(|e| format!("jwks_uri did not return a JWK Set: {e}"))?;
+    sandbox
+        .jwks_cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uri.to_string(), (Instant::now(), jwks.clone()));
+    Ok(jwks)
 }

@@ -22,7 +22,10 @@ use futures_util::StreamExt;
 pub enum Fault {
     /// Answered by the proxy with this status (a Kubernetes Status body) and
     /// an optional Retry-After; the API server never sees the request.
-    Answer { status: u16, retry_after: Option<u64> },
+    Answer {
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// Forwarded, so the API server acts on it, but the answer is replaced
     /// by a 504: the sender cannot know whether it took effect.
     LoseAnswer,
