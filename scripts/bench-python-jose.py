@@ -13,8 +13,8 @@ import uuid
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jose import jwk, jwt
-from jose.backends import CryptographyECKey, CryptographyRSAKey
+from jose import jwt
+from jose.backends.cryptography_backend import CryptographyECKey, CryptographyRSAKey
 
 
 def pem(private_key):

@@ -355,3 +355,107 @@ async fn broken_metadata_gives_a_condition_that_names_the_problem_and_no_token_r
         "no token request follows broken metadata"
     );
 }
+
+#[tokio::test]
+async fn bad_resources_are_refused_at_apply_time_naming_the_field() {
+    let h = Harness::new("bad-input").await;
+    let good = json!({"fhirBaseUrl": "https://ehr.example.org/fhir", "clientId": "c", "scopes": ["system/Patient.rs"]});
+    let with = |path: &[&str], value: serde_json::Value| {
+        let mut spec = good.clone();
+        let mut at = &mut spec;
+        for key in &path[..path.len() - 1] {
+            at = at
+                .as_object_mut()
+                .unwrap()
+                .entry(key.to_string())
+                .or_insert(json!({}));
+        }
+        at[path[path.len() - 1]] = value;
+        spec
+    };
+    // (what is wrong, the spec, what the API server's refusal must name)
+    let cases = [
+        (
+            "not a URL",
+            with(&["fhirBaseUrl"], json!("ehr.example.org/fhir")),
+            "spec.fhirBaseUrl",
+        ),
+        (
+            "ftp URL",
+            with(&["fhirBaseUrl"], json!("ftp://ehr.example.org/fhir")),
+            "spec.fhirBaseUrl",
+        ),
+        (
+            "user:password@",
+            with(&["fhirBaseUrl"], json!("https://u:p@ehr.example.org/fhir")),
+            "without user:password@",
+        ),
+        (
+            "bad token endpoint",
+            with(&["tokenEndpoint"], json!("/oauth2/token")),
+            "spec.tokenEndpoint",
+        ),
+        ("no scopes", with(&["scopes"], json!([])), "spec.scopes"),
+        (
+            "scope with a space",
+            with(
+                &["scopes"],
+                json!(["system/Patient.rs system/Observation.rs"]),
+            ),
+            "spec.scopes[0]",
+        ),
+        (
+            "empty client id",
+            with(&["clientId"], json!("")),
+            "spec.clientId",
+        ),
+        (
+            "bad duration",
+            with(&["token", "refreshBefore"], json!("5 minutes")),
+            "spec.token.refreshBefore",
+        ),
+        (
+            "unknown algorithm",
+            with(&["signing", "algorithm"], json!("HS256")),
+            "spec.signing.algorithm",
+        ),
+        (
+            "small RSA key",
+            with(&["signing", "rsaKeySize"], json!(1024)),
+            "spec.signing.rsaKeySize",
+        ),
+        (
+            "key ref without key",
+            with(&["signing", "keySecretRef"], json!({"name": "k"})),
+            "spec.signing.keySecretRef.key",
+        ),
+        (
+            "reserved token parameter",
+            with(&["token", "extraParams"], json!({"scope": "x"})),
+            "must not set grant_type",
+        ),
+    ];
+    for (what, spec, names) in cases {
+        let body = json!({
+            "apiVersion": "smartbackend.dev/v1alpha1", "kind": "SmartBackendClient",
+            "metadata": {"name": "bad"}, "spec": spec,
+        });
+        let refused = h
+            .sbcs()
+            .patch(
+                "bad",
+                &kube::api::PatchParams::apply("e2e-tests").force(),
+                &kube::api::Patch::Apply(&body),
+            )
+            .await
+            .expect_err(what);
+        assert!(
+            refused.to_string().contains(names),
+            "{what}: the refusal should name {names:?}: {refused}"
+        );
+    }
+    assert!(
+        h.sbcs().get_opt("bad").await.unwrap().is_none(),
+        "nothing was stored"
+    );
+}

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
 use super::{SecretString, SigningKey};
@@ -92,12 +94,21 @@ pub fn sign(
     header.typ = Some("JWT".to_string());
     header.kid = Some(key.kid().to_string());
     header.jku = params.jku.map(str::to_string);
-    let jwt = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| {
-        AssertionError::Sign {
-            alg: key.algorithm().as_str(),
-            reason: e.to_string(),
-        }
-    })?;
+    let failed = |reason: String| AssertionError::Sign {
+        alg: key.algorithm().as_str(),
+        reason,
+    };
+    // JWS compact serialization, signed with the key parsed once (see
+    // keys::Signer): base64url(header) "." base64url(claims) "." signature.
+    let header = serde_json::to_vec(&header).map_err(|e| failed(e.to_string()))?;
+    let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
+    let mut jwt = String::with_capacity(1024);
+    URL_SAFE_NO_PAD.encode_string(header, &mut jwt);
+    jwt.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
+    let signature = key.signer.sign(jwt.as_bytes()).map_err(failed)?;
+    jwt.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
     Ok(ClientAssertion {
         jwt: SecretString::new(jwt),
         jti,

@@ -4,6 +4,7 @@
 
 mod jwk;
 mod parse;
+mod signer;
 
 use std::fmt;
 
@@ -14,6 +15,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 
 pub use jwk::{JwkSet, PublicJwk, PublicParams};
+pub(crate) use signer::Signer;
 
 use super::SigningAlgorithm;
 
@@ -177,20 +179,20 @@ impl PrivateKey {
                 actual: format!("{} key", self.describe()),
             });
         }
-        let encoding = match &self {
+        let signer = match &self {
             PrivateKey::Rsa(key) => {
                 let der = key.to_pkcs1_der().map_err(|e| KeyError::Encode {
                     format: "PKCS#1 DER",
                     reason: e.to_string(),
                 })?;
-                jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes())
+                Signer::rs384(der.as_bytes())?
             }
             PrivateKey::P384(key) => {
                 let der = key.to_pkcs8_der().map_err(|e| KeyError::Encode {
                     format: "PKCS#8 DER",
                     reason: e.to_string(),
                 })?;
-                jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes())
+                Signer::es384(der.as_bytes())?
             }
         };
         let kid = kid.unwrap_or_else(|| self.thumbprint());
@@ -198,7 +200,7 @@ impl PrivateKey {
             key: self,
             algorithm,
             kid,
-            encoding,
+            signer,
         })
     }
 }
@@ -220,7 +222,7 @@ pub struct SigningKey {
     key: PrivateKey,
     algorithm: SigningAlgorithm,
     kid: String,
-    pub(crate) encoding: jsonwebtoken::EncodingKey,
+    pub(crate) signer: Signer,
 }
 
 impl SigningKey {
