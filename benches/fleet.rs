@@ -254,6 +254,13 @@ fn apiserver_operator_writes(text: &str) -> f64 {
     })
 }
 
+/// Single-object reads (GET) of Secrets: what the operator reads per reconcile.
+fn apiserver_secret_reads(text: &str) -> f64 {
+    sum_metric(text, "apiserver_request_total{", |l| {
+        label(l, "verb") == "GET" && label(l, "resource") == "secrets"
+    })
+}
+
 fn operator_writes(text: &str) -> f64 {
     sum_metric(text, "smart_backend_api_writes_total", |_| true)
 }
@@ -548,6 +555,8 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
             "apiserver_request_total": api_writes / n,
             "by_kind": operator_writes_by_kind(&ops_after),
         },
+        "secret_reads_per_client": (apiserver_secret_reads(&api_after) - apiserver_secret_reads(&api_before)) / n,
+        "reconciles_per_client": (sum_metric(&ops_after, "smart_backend_reconciles_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_total", |_| true)) / n,
         "token_requests_per_client": (successful_token_requests(&ops_after) - successful_token_requests(&ops_before)) / n,
     });
 

@@ -33,6 +33,14 @@ impl JwksDirectory {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
+    /// Keeps the recently published JWKS of the clients `keep` accepts.
+    pub(crate) fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.recent
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(namespace, name), _| keep(namespace, name));
+    }
+
     pub(crate) fn set_stores(&self, stores: Vec<Store<DynamicObject>>) {
         *self.stores.write().unwrap_or_else(|e| e.into_inner()) = stores;
     }

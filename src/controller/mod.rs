@@ -129,7 +129,7 @@ pub struct Context {
     http: HttpClient,
     http_with_ca: Mutex<HashMap<String, HttpClient>>,
     discovery: DiscoveryCache,
-    recorder: Recorder,
+    reporter: Reporter,
     server_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// What this process knows about each client (by uid) that the watch
     /// cache may not show yet.
@@ -144,13 +144,10 @@ impl Context {
         jwks: Arc<JwksDirectory>,
     ) -> Result<Self, crate::smart::HttpError> {
         let http = HttpClient::new(settings.http.clone())?;
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "smart-backend-operator".into(),
-                instance: Some(settings.instance.clone()),
-            },
-        );
+        let reporter = Reporter {
+            controller: "smart-backend-operator".into(),
+            instance: Some(settings.instance.clone()),
+        };
         Ok(Self {
             discovery: DiscoveryCache::new(settings.discovery_ttl),
             client,
@@ -159,10 +156,19 @@ impl Context {
             jwks,
             http,
             http_with_ca: Mutex::new(HashMap::new()),
-            recorder,
+            reporter,
             server_limits: Mutex::new(HashMap::new()),
             memory: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A recorder for one reconcile's events. kube's Recorder keeps every
+    /// event of the last minutes in one cache that each publish scans under
+    /// a write lock, which made event publishing quadratic in the number of
+    /// clients (BENCHMARKS.md); the operator's events are already one per
+    /// state change, so the series counting that cache is for is not needed.
+    pub(crate) fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
     }
 
     /// Caps concurrent token requests to one authorization server, so that
@@ -255,6 +261,7 @@ pub async fn run(
     let resource = ApiResource::erase::<SmartBackendClient>(&());
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let mut controllers = Vec::new();
+    let mut stores = Vec::new();
     for scope in scopes(&ctx.settings) {
         // Api<PartialObjectMeta<_>> makes metadata-only requests.
         let (clients, secrets): (Api<DynamicObject>, Api<PartialObjectMeta<Secret>>) = match &scope
@@ -271,6 +278,7 @@ pub async fn run(
         // The cache keeps each resource without what reconcile never reads.
         let writer = reflector::store::Writer::new(resource.clone());
         let reader = writer.as_reader();
+        stores.push(reader.clone());
         let resources = reflector(
             writer,
             watcher(clients, watcher::Config::default())
@@ -303,7 +311,49 @@ pub async fn run(
                 .await
         });
     }
-    futures_util::future::join_all(controllers).await;
+    let prune = prune_forgotten_clients(ctx.clone(), stores);
+    tokio::select! {
+        _ = futures_util::future::join_all(controllers) => {}
+        _ = prune => {}
+    }
+}
+
+/// How often memory of deleted clients is dropped.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Drops per-client memory and published JWKS of clients that no longer
+/// exist. A deleted resource without finalizers is never reconciled again,
+/// so nothing else would let go of them.
+async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store<DynamicObject>>) {
+    for store in &stores {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let live: Vec<Arc<DynamicObject>> = stores.iter().flat_map(|s| s.state()).collect();
+        let uids: std::collections::HashSet<&str> = live
+            .iter()
+            .filter_map(|o| o.metadata.uid.as_deref())
+            .collect();
+        ctx.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| uids.contains(uid.as_str()));
+        let names: std::collections::HashSet<(&str, &str)> = live
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    o.metadata.namespace.as_deref()?,
+                    o.metadata.name.as_deref()?,
+                ))
+            })
+            .collect();
+        ctx.jwks
+            .retain(|namespace, name| names.contains(&(namespace, name)));
+    }
 }
 
 /// Drops what reconcile never reads from a cached resource: managedFields

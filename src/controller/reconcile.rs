@@ -106,11 +106,14 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
             m.written_status = Some((std::time::Instant::now(), status.clone()))
         });
     }
-    let reference = sbc.object_ref(&());
-    for event in &draft.events {
-        match ctx.recorder.publish(event, &reference).await {
-            Ok(()) => ctx.metrics.write("event"),
-            Err(error) => tracing::debug!(%error, "publishing an event failed"),
+    if !draft.events.is_empty() {
+        let reference = sbc.object_ref(&());
+        let recorder = ctx.recorder();
+        for event in &draft.events {
+            match recorder.publish(event, &reference).await {
+                Ok(()) => ctx.metrics.write("event"),
+                Err(error) => tracing::debug!(%error, "publishing an event failed"),
+            }
         }
     }
     ctx.metrics.observe_reconcile(started.elapsed());
