@@ -45,6 +45,15 @@ fn key_generation(c: &mut Criterion) {
             b.iter(|| PrivateKey::generate(alg, bits).unwrap())
         });
     }
+    // What a new ES384 client costs before its first token: the scalar, the
+    // public point and the thumbprint that becomes the kid.
+    group.bench_function("P-384+public-key+kid", |b| {
+        b.iter(|| {
+            PrivateKey::generate(SigningAlgorithm::ES384, 0)
+                .unwrap()
+                .thumbprint()
+        })
+    });
     group.finish();
 }
 

@@ -94,6 +94,9 @@ pub(crate) struct ClientMemory {
     pub handled_refresh: Option<String>,
     /// Whether the last token attempt failed.
     pub last_attempt_failed: Option<bool>,
+    /// The client's signing key, bound, with the fingerprint of the key
+    /// bytes, algorithm and kid it was bound from.
+    pub signing_key: Option<([u8; 32], crate::smart::SigningKey)>,
     /// The status this process last wrote, and when.
     pub written_status: Option<(Instant, SmartBackendClientStatus)>,
 }

@@ -195,11 +195,15 @@ impl PrivateKey {
                 Signer::es384(der.as_bytes())?
             }
         };
-        let kid = kid.unwrap_or_else(|| self.thumbprint());
+        // The public half is derived once here (for P-384 a scalar
+        // multiplication, the costliest step of binding a key).
+        let public = self.public_params();
+        let kid = kid.unwrap_or_else(|| public.thumbprint());
         Ok(SigningKey {
             key: self,
             algorithm,
             kid,
+            public,
             signer,
         })
     }
@@ -222,6 +226,7 @@ pub struct SigningKey {
     key: PrivateKey,
     algorithm: SigningAlgorithm,
     kid: String,
+    public: PublicParams,
     pub(crate) signer: Signer,
 }
 
@@ -239,9 +244,7 @@ impl SigningKey {
     }
 
     pub fn public_jwk(&self) -> PublicJwk {
-        self.key
-            .public_params()
-            .to_jwk(self.algorithm.as_str(), &self.kid)
+        self.public.to_jwk(self.algorithm.as_str(), &self.kid)
     }
 
     /// The JWK Set to register with the EHR, holding this key alone.
