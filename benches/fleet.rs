@@ -315,6 +315,7 @@ struct Observed {
 }
 
 async fn start_sandbox(clients: usize, operator_admin: u16, lifetime: Duration) -> u16 {
+    // The sandbox names its own URL in its metadata, so the port is chosen first.
     let port = support::process::free_port();
     let base_url = format!("http://127.0.0.1:{port}");
     let sandbox = Sandbox::new(

@@ -134,7 +134,7 @@ fn spawn_operator(ns: &str, kubeconfig: &std::path::Path) -> OperatorProcess {
     })
 }
 
-async fn held(proxy: &ApiProxy, method: &str, path_suffix: &str) -> bool {
+fn held(proxy: &ApiProxy, method: &str, path_suffix: &str) -> bool {
     proxy.faulted().iter().any(|s| {
         s.method == method && s.path.ends_with(path_suffix) && matches!(s.fault, Some(Fault::Hold))
     })
@@ -186,12 +186,7 @@ async fn a_killed_operator_adopts_the_key_it_made_and_makes_no_second_one() {
     wait_for(
         "a key Secret created and the status write after it held",
         WAIT,
-        || async {
-            Some((
-                key_secrets(&secrets).await,
-                held(&proxy, "PATCH", &status).await,
-            ))
-        },
+        || async { Some((key_secrets(&secrets).await, held(&proxy, "PATCH", &status))) },
         |(keys, held)| keys.len() == 1 && *held,
     )
     .await;
@@ -214,7 +209,7 @@ async fn a_killed_operator_adopts_the_key_it_made_and_makes_no_second_one() {
         || async {
             Some((
                 server.requests("/token").len(),
-                held(&proxy, "PATCH", &token_secret).await,
+                held(&proxy, "PATCH", &token_secret),
             ))
         },
         |(tokens, held)| *tokens == 1 && *held,

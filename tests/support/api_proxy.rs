@@ -94,13 +94,7 @@ impl ApiProxy {
             shared: shared.clone(),
         });
         let app = axum::Router::new().fallback(forward).with_state(upstream);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::serve_on_loopback(app).await;
         Self {
             shared,
             addr,

@@ -11,6 +11,18 @@ pub mod process;
 
 use smart_backend_operator::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 
+/// Serves `app` on a free loopback port for the rest of the test.
+pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// A fresh key for `alg` (2048-bit for RSA, to keep tests quick).
 pub fn signing_key(alg: SigningAlgorithm) -> SigningKey {
     PrivateKey::generate(alg, 2048)
