@@ -558,6 +558,7 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
         },
         "secret_reads_per_client": (apiserver_secret_reads(&api_after) - apiserver_secret_reads(&api_before)) / n,
         "reconciles_per_client": (sum_metric(&ops_after, "smart_backend_reconciles_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_total", |_| true)) / n,
+        "unchanged_reconciles_per_client": (sum_metric(&ops_after, "smart_backend_reconciles_unchanged_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_unchanged_total", |_| true)) / n,
         "token_requests_per_client": (successful_token_requests(&ops_after) - successful_token_requests(&ops_before)) / n,
     });
 
@@ -629,6 +630,9 @@ async fn steady_state(
         "rss_start_mib": rss_start as f64 / 1024.0,
         "rss_end_mib": operator.rss_kib() as f64 / 1024.0,
         "rss_samples_mib": rss_samples.iter().map(|k| *k as f64 / 1024.0).collect::<Vec<_>>(),
+        "secret_reads_per_refresh": (apiserver_secret_reads(&api_after) - apiserver_secret_reads(&api_before)) / refreshes.max(1.0),
+        "reconciles_per_refresh": (sum_metric(&ops_after, "smart_backend_reconciles_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_total", |_| true)) / refreshes.max(1.0),
+        "unchanged_reconciles_per_refresh": (sum_metric(&ops_after, "smart_backend_reconciles_unchanged_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_unchanged_total", |_| true)) / refreshes.max(1.0),
         "api_writes_per_refresh": {
             "operator_metrics": op_writes / refreshes.max(1.0),
             "apiserver_request_total": api_writes / refreshes.max(1.0),

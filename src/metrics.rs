@@ -32,6 +32,7 @@ pub struct WriteLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Counter,
+    pub reconciles_unchanged: Counter,
     pub reconcile_duration: Histogram,
     pub failures: Family<CategoryLabels, Counter>,
     pub token_requests: Family<TokenRequestLabels, Counter>,
@@ -46,6 +47,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("smart_backend");
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let reconciles_unchanged = Counter::default();
+        registry.register(
+            "reconciles_unchanged",
+            "Reconciles that found nothing changed since the last good outcome and ended without an API request",
+            reconciles_unchanged.clone(),
+        );
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "reconcile_duration_seconds",
@@ -91,6 +98,7 @@ impl Default for Metrics {
         Self {
             registry,
             reconciles,
+            reconciles_unchanged,
             reconcile_duration,
             failures,
             token_requests,

@@ -164,6 +164,21 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
         settled,
         "no API writes while nothing changes"
     );
+    // The first token's own writes (token Secret, status) triggered
+    // reconciles that found nothing changed and ended without an API
+    // request.
+    let metrics = reqwest::get(h.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unchanged: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("smart_backend_reconciles_unchanged_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the unchanged-reconciles counter is exported");
+    assert!(unchanged >= 1.0, "{metrics}");
 }
 
 #[tokio::test]

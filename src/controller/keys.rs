@@ -21,6 +21,9 @@ pub struct ResolvedKey {
     pub generated: bool,
     /// The regenerate-key annotation value this reconcile acted on.
     pub regeneration_handled: Option<String>,
+    /// For a key the operator generated: the resource versions at which
+    /// this reconcile read or wrote its Secret.
+    pub own_secret_versions: Vec<String>,
 }
 
 /// Why there is no usable key. `transient` failures (API trouble) are
@@ -191,6 +194,7 @@ async fn referenced(
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
+        own_secret_versions: Vec::new(),
     })
 }
 
@@ -271,7 +275,7 @@ async fn generated(
         )
         .await
     {
-        Ok(_) => Ok(ResolvedKey {
+        Ok(created) => Ok(ResolvedKey {
             signing,
             secret_name: secret_name.to_string(),
             generated: true,
@@ -280,6 +284,7 @@ async fn generated(
             } else {
                 None
             },
+            own_secret_versions: created.metadata.resource_version.into_iter().collect(),
         }),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let existing = api
@@ -342,12 +347,16 @@ async fn adopt(
         .iter()
         .flatten()
         .any(|r| r.uid == target.owner.uid);
+    let mut own_secret_versions: Vec<String> =
+        existing.metadata.resource_version.iter().cloned().collect();
     if has_owner != owner.is_some() {
         let patch =
             json!({"metadata": {"ownerReferences": owner.map(|o| vec![o]).unwrap_or_default()}});
-        api.patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+        let patched = api
+            .patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| api_failure("updating", secret_name, e))?;
+        own_secret_versions.extend(patched.metadata.resource_version);
     }
     Ok(ResolvedKey {
         signing: bind(
@@ -362,5 +371,6 @@ async fn adopt(
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
+        own_secret_versions,
     })
 }

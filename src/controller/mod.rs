@@ -14,17 +14,17 @@ pub mod schedule;
 pub mod secrets;
 mod token;
 pub mod validate;
+mod watched;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DynamicObject, PartialObjectMeta};
-use kube::core::ApiResource;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -33,15 +33,13 @@ use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
 use tokio::sync::Semaphore;
 
-use crate::crd::{
-    CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClient,
-    SmartBackendClientStatus,
-};
+use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClientStatus};
 use crate::metrics::Metrics;
 use crate::smart::{AccessToken, HttpClient, HttpPolicy};
 use discovery_cache::DiscoveryCache;
 pub use jwks::JwksDirectory;
 pub use schedule::Timing;
+pub use watched::WatchedClient;
 
 /// Operator-wide settings, from the `run` flags.
 #[derive(Clone, Debug)]
@@ -99,6 +97,38 @@ pub(crate) struct ClientMemory {
     pub signing_key: Option<([u8; 32], crate::smart::SigningKey)>,
     /// The status this process last wrote, and when.
     pub written_status: Option<(Instant, SmartBackendClientStatus)>,
+    /// The outcome of the last reconcile that ended with a good token, and
+    /// what it holds for.
+    pub settled: Option<Settled>,
+}
+
+/// A reconcile's outcome that stays true until the next refresh time while
+/// neither what the operator reads from the resource (its spec, by
+/// generation, and its two request annotations) nor the operator's Secrets
+/// for it change. Most reconciles are triggered by the operator's own writes
+/// (the token Secret, then the status); they end here, without an API
+/// request. A status edited by hand is put right at the next refresh.
+#[derive(Clone, Debug)]
+pub(crate) struct Settled {
+    pub generation: Option<i64>,
+    /// The refresh-requested and regenerate-key annotations.
+    pub requests: [Option<String>; 2],
+    /// Each Secret the operator manages for the client (name, and the
+    /// resource versions it was read or written at).
+    pub own_secrets: Vec<(String, Vec<String>)>,
+    /// The next refresh.
+    pub until: SystemTime,
+}
+
+impl Settled {
+    pub fn requests(meta: &kube::api::ObjectMeta) -> [Option<String>; 2] {
+        let annotations = meta.annotations.as_ref();
+        [
+            crate::crd::REFRESH_REQUESTED_ANNOTATION,
+            crate::crd::REGENERATE_KEY_ANNOTATION,
+        ]
+        .map(|key| annotations.and_then(|a| a.get(key)).cloned())
+    }
 }
 
 /// How long the status this process wrote is trusted over a watch cache
@@ -137,6 +167,9 @@ pub struct Context {
     /// What this process knows about each client (by uid) that the watch
     /// cache may not show yet.
     memory: Mutex<HashMap<String, ClientMemory>>,
+    /// The metadata (resource versions) of the Secrets the operator
+    /// manages, one store per watched scope.
+    own_secrets: RwLock<Vec<reflector::Store<PartialObjectMeta<Secret>>>>,
 }
 
 impl Context {
@@ -162,6 +195,7 @@ impl Context {
             reporter,
             server_limits: Mutex::new(HashMap::new()),
             memory: Mutex::new(HashMap::new()),
+            own_secrets: RwLock::new(Vec::new()),
         })
     }
 
@@ -195,6 +229,16 @@ impl Context {
     pub(crate) fn remember<R>(&self, uid: &str, f: impl FnOnce(&mut ClientMemory) -> R) -> R {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         f(memory.entry(uid.to_string()).or_default())
+    }
+
+    /// The resource version of a Secret the operator manages, as its watch
+    /// last showed it.
+    pub(crate) fn own_secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let reference = ObjectRef::new(name).within(namespace);
+        let stores = self.own_secrets.read().unwrap_or_else(|e| e.into_inner());
+        stores
+            .iter()
+            .find_map(|store| store.get(&reference)?.metadata.resource_version.clone())
     }
 
     pub(crate) fn forget(&self, uid: &str) {
@@ -240,7 +284,7 @@ impl Error {
     }
 }
 
-fn error_policy(_obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(_obj: Arc<WatchedClient>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failure(error.category());
     tracing::warn!(error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
@@ -261,25 +305,22 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let resource = ApiResource::erase::<SmartBackendClient>(&());
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
     let mut controllers = Vec::new();
     let mut stores = Vec::new();
+    let mut secret_stores = Vec::new();
     for scope in scopes(&ctx.settings) {
         // Api<PartialObjectMeta<_>> makes metadata-only requests.
-        let (clients, secrets): (Api<DynamicObject>, Api<PartialObjectMeta<Secret>>) = match &scope
+        let (clients, secrets): (Api<WatchedClient>, Api<PartialObjectMeta<Secret>>) = match &scope
         {
             Some(ns) => (
-                Api::namespaced_with(ctx.client.clone(), ns, &resource),
+                Api::namespaced(ctx.client.clone(), ns),
                 Api::namespaced(ctx.client.clone(), ns),
             ),
-            None => (
-                Api::all_with(ctx.client.clone(), &resource),
-                Api::all(ctx.client.clone()),
-            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
         // The cache keeps each resource without what reconcile never reads.
-        let writer = reflector::store::Writer::new(resource.clone());
+        let writer = reflector::store::Writer::default();
         let reader = writer.as_reader();
         stores.push(reader.clone());
         let resources = reflector(
@@ -290,19 +331,25 @@ pub async fn run(
         )
         .applied_objects();
         // Only the operator's own Secrets are watched, never all Secrets,
-        // and only their metadata (see `secrets` above): the mapping needs
-        // nothing else, and token and key bytes never pass through the watch.
+        // and only their metadata, of which only the resource version and
+        // the owning client are kept: token and key bytes never pass
+        // through the watch.
         let own_secrets =
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let secret_changes = watcher(secrets, own_secrets)
-            .default_backoff()
-            .touched_objects();
-        let mapper_resource = resource.clone();
-        let controller = Controller::for_stream_with(resources, reader, resource.clone())
-            .watches_stream(secret_changes, move |secret: PartialObjectMeta<Secret>| {
-                let client = secret.annotations().get(CLIENT_ANNOTATION)?.clone();
-                let namespace = secret.meta().namespace.clone()?;
-                Some(ObjectRef::new_with(&client, mapper_resource.clone()).within(&namespace))
+        let secret_writer = reflector::store::Writer::default();
+        secret_stores.push(secret_writer.as_reader());
+        let secret_changes = reflector(
+            secret_writer,
+            watcher(secrets, own_secrets)
+                .default_backoff()
+                .modify(slim_secret_metadata),
+        )
+        .touched_objects();
+        let controller = Controller::for_stream(resources, reader)
+            .watches_stream(secret_changes, |secret: PartialObjectMeta<Secret>| {
+                let client = secret.annotations().get(CLIENT_ANNOTATION)?;
+                let namespace = secret.meta().namespace.as_deref()?;
+                Some(ObjectRef::new(client).within(namespace))
             })
             .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
             .graceful_shutdown_on(shutdown.clone());
@@ -314,6 +361,7 @@ pub async fn run(
                 .await
         });
     }
+    *ctx.own_secrets.write().unwrap_or_else(|e| e.into_inner()) = secret_stores;
     let prune = prune_forgotten_clients(ctx.clone(), stores);
     tokio::select! {
         _ = futures_util::future::join_all(controllers) => {}
@@ -327,7 +375,7 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 /// Drops per-client memory and published JWKS of clients that no longer
 /// exist. A deleted resource without finalizers is never reconciled again,
 /// so nothing else would let go of them.
-async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store<DynamicObject>>) {
+async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store<WatchedClient>>) {
     for store in &stores {
         if store.wait_until_ready().await.is_err() {
             return;
@@ -336,10 +384,10 @@ async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
     loop {
         tick.tick().await;
-        let live: Vec<Arc<DynamicObject>> = stores.iter().flat_map(|s| s.state()).collect();
+        let live: Vec<Arc<WatchedClient>> = stores.iter().flat_map(|s| s.state()).collect();
         let uids: std::collections::HashSet<&str> = live
             .iter()
-            .filter_map(|o| o.metadata.uid.as_deref())
+            .filter_map(|o| o.meta().uid.as_deref())
             .collect();
         ctx.memory
             .lock()
@@ -347,12 +395,7 @@ async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store
             .retain(|uid, _| uids.contains(uid.as_str()));
         let names: std::collections::HashSet<(&str, &str)> = live
             .iter()
-            .filter_map(|o| {
-                Some((
-                    o.metadata.namespace.as_deref()?,
-                    o.metadata.name.as_deref()?,
-                ))
-            })
+            .filter_map(|o| Some((o.meta().namespace.as_deref()?, o.meta().name.as_deref()?)))
             .collect();
         ctx.jwks
             .retain(|namespace, name| names.contains(&(namespace, name)));
@@ -362,67 +405,86 @@ async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store
 /// Drops what reconcile never reads from a cached resource: managedFields
 /// (server-side apply makes them a large part of each object) and the
 /// annotation client-side `kubectl apply` keeps a whole copy in.
-fn slim_for_reconcile(object: &mut DynamicObject) {
-    object.metadata.managed_fields = None;
-    if let Some(annotations) = object.metadata.annotations.as_mut() {
+fn slim_for_reconcile(object: &mut WatchedClient) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
-/// Keeps only what the JWKS endpoint serves: the name and status.publicJwks.
-fn slim_for_jwks(object: &mut DynamicObject) {
-    let jwks = object
-        .data
-        .get("status")
-        .and_then(|s| s.get("publicJwks"))
-        .cloned();
-    object.metadata = kube::api::ObjectMeta {
-        name: object.metadata.name.take(),
-        namespace: object.metadata.namespace.take(),
+/// Keeps what the controller reads from its own Secrets' metadata: where
+/// they are, their version, and the client they belong to.
+fn slim_secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    let client = meta
+        .annotations
+        .take()
+        .and_then(|mut a| a.remove_entry(CLIENT_ANNOTATION));
+    *meta = kube::api::ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        resource_version: meta.resource_version.take(),
+        annotations: client.map(|entry| BTreeMap::from([entry])),
         ..Default::default()
-    };
-    object.data = match jwks {
-        Some(jwks) => serde_json::json!({"status": {"publicJwks": jwks}}),
-        None => serde_json::Value::Null,
     };
 }
 
-/// Keeps a read-only cache of SmartBackendClients for the JWKS endpoint.
-/// Runs on every replica, leader or not; `ready` turns true after the
-/// first full list.
+/// Keeps the JWKS directory's copy of each client's `status.publicJwks` up
+/// to date. Runs on every replica, leader or not; `ready` turns true after
+/// the first full list.
 pub async fn watch_for_jwks(
     client: Client,
     settings: Settings,
     jwks: Arc<JwksDirectory>,
     ready: Arc<AtomicBool>,
 ) {
-    let resource = ApiResource::erase::<SmartBackendClient>(&());
-    let mut stores = Vec::new();
-    let mut streams = Vec::new();
-    for scope in scopes(&settings) {
-        let api: Api<DynamicObject> = match &scope {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
+    let scopes = scopes(&settings);
+    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
+    let streams = scopes.into_iter().map(|scope| {
+        let api: Api<WatchedClient> = match &scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
         };
-        let writer = kube::runtime::reflector::store::Writer::new(resource.clone());
-        stores.push(writer.as_reader());
-        let stream = reflector(
-            writer,
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(slim_for_jwks),
-        )
-        .for_each(|_| futures_util::future::ready(()));
-        streams.push(stream);
-    }
-    jwks.set_stores(stores.clone());
-    let readiness = async move {
-        for store in stores {
-            let _ = store.wait_until_ready().await;
-        }
-        ready.store(true, Ordering::SeqCst);
-    };
-    tokio::join!(futures_util::future::join_all(streams), readiness);
+        let (jwks, ready, remaining) = (jwks.clone(), ready.clone(), remaining.clone());
+        let mut listed = false;
+        // A (re)list is collected whole, then replaces the scope's entries.
+        let mut relist: Vec<(String, String, String)> = Vec::new();
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::Init) => relist.clear(),
+                    Ok(watcher::Event::InitApply(client)) => relist.extend(published_jwks(&client)),
+                    Ok(watcher::Event::InitDone) => {
+                        jwks.replace_watched(scope.as_deref(), std::mem::take(&mut relist));
+                        if !listed {
+                            listed = true;
+                            if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                                ready.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    Ok(watcher::Event::Apply(client)) => match published_jwks(&client) {
+                        Some((namespace, name, document)) => {
+                            jwks.set_watched(namespace, name, document)
+                        }
+                        None => jwks.remove_watched(&client),
+                    },
+                    Ok(watcher::Event::Delete(client)) => jwks.remove_watched(&client),
+                    Err(_) => {}
+                }
+                futures_util::future::ready(())
+            })
+    });
+    futures_util::future::join_all(streams).await;
+}
+
+/// A client's namespace, name and published JWKS, if it has one.
+fn published_jwks(client: &WatchedClient) -> Option<(String, String, String)> {
+    let client = client.0.as_ref().ok()?;
+    let jwks = client.status.as_ref()?.public_jwks.clone()?;
+    Some((client.namespace()?, client.name_any(), jwks))
 }
 
 use kube::ResourceExt;

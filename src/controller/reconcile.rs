@@ -8,7 +8,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -19,7 +19,7 @@ use super::conditions::{self, State};
 use super::discovery_cache::Source;
 use super::keys::{self, KeyRequest};
 use super::validate::{self, ValidSpec};
-use super::{Context, Error, Target, secrets, token};
+use super::{Context, Error, Settled, Target, WatchedClient, secrets, token};
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
 use crate::smart::discovery::{AlgorithmSource, SmartConfiguration};
 use crate::smart::{HttpClient, HttpPolicy, SigningAlgorithm};
@@ -35,41 +35,52 @@ pub(super) struct Draft {
     pub events: Vec<Event>,
     /// Nothing was evaluated (waiting out a backoff): leave the status as is.
     pub keep_status: bool,
+    /// The Secrets the operator manages for the client, with the resource
+    /// versions this reconcile read and wrote.
+    pub own_secrets: Vec<(String, Vec<String>)>,
 }
 
-pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+impl Draft {
+    /// Notes a version at which one of the operator's own Secrets for this
+    /// client was read or written.
+    pub fn saw_own_secret(&mut self, name: &str, version: Option<String>) {
+        let Some(version) = version else { return };
+        match self.own_secrets.iter_mut().find(|(n, _)| n == name) {
+            Some((_, versions)) => versions.push(version),
+            None => self.own_secrets.push((name.to_string(), vec![version])),
+        }
+    }
+}
+
+pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let name = obj
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectKey("name"))?;
-    let namespace = obj
-        .metadata
+    let meta = obj.meta();
+    let name = meta.name.clone().ok_or(Error::MissingObjectKey("name"))?;
+    let namespace = meta
         .namespace
         .clone()
         .ok_or(Error::MissingObjectKey("namespace"))?;
-    let uid = obj
-        .metadata
-        .uid
-        .clone()
-        .ok_or(Error::MissingObjectKey("uid"))?;
-    if obj.metadata.deletion_timestamp.is_some() {
+    let uid = meta.uid.clone().ok_or(Error::MissingObjectKey("uid"))?;
+    if meta.deletion_timestamp.is_some() {
         ctx.jwks.remove(&namespace, &name);
         ctx.forget(&uid);
         return Ok(Action::await_change());
     }
+    if let Some(action) = settled_action(&ctx, &uid, &namespace, meta) {
+        ctx.metrics.reconciles_unchanged.inc();
+        ctx.metrics.observe_reconcile(started.elapsed());
+        return Ok(action);
+    }
     let api: Api<SmartBackendClient> = Api::namespaced(ctx.client.clone(), &namespace);
-    // Parsed here rather than by the watch, so one resource that cannot be
-    // read does not stall the others.
-    let sbc: SmartBackendClient = match serde_json::to_value(obj.as_ref())
-        .and_then(serde_json::from_value)
-    {
+    let sbc = match &obj.0 {
         Ok(sbc) => sbc,
-        Err(error) => {
-            let message = format!("the resource cannot be read: {error}; fix it with kubectl edit");
+        Err(unreadable) => {
+            let message = format!(
+                "the resource cannot be read: {}; fix it with kubectl edit",
+                unreadable.error
+            );
             let status = json!({"status": {"conditions": [conditions::condition(
-                conditions::READY, &State::failed("InvalidResource", message), obj.metadata.generation, &[], Timestamp::now())]}});
+                conditions::READY, &State::failed("InvalidResource", message), meta.generation, &[], Timestamp::now())]}});
             patch_status(&ctx, &api, &name, status).await?;
             return Ok(Action::await_change());
         }
@@ -93,8 +104,9 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
         fields: previous.clone(),
         events: Vec::new(),
         keep_status: false,
+        own_secrets: Vec::new(),
     };
-    let action = steps(&ctx, &sbc, &target, &previous, &mut draft).await;
+    let action = steps(&ctx, sbc, &target, &previous, &mut draft).await;
     let status = if draft.keep_status {
         previous.clone()
     } else {
@@ -106,6 +118,8 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
             m.written_status = Some((std::time::Instant::now(), status.clone()))
         });
     }
+    let settled = settled(&status, &draft, &sbc.metadata);
+    ctx.remember(&uid, |m| m.settled = settled);
     if !draft.events.is_empty() {
         let reference = sbc.object_ref(&());
         let recorder = ctx.recorder();
@@ -150,6 +164,51 @@ async fn patch_status(
     .map_err(Error::PatchStatus)?;
     ctx.metrics.write("status");
     Ok(())
+}
+
+/// The outcome worth remembering: a good token, nothing pending, and the
+/// next refresh known.
+fn settled(
+    status: &SmartBackendClientStatus,
+    draft: &Draft,
+    reconciled: &ObjectMeta,
+) -> Option<Settled> {
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == conditions::READY && c.status == "True");
+    if !ready || draft.keep_status || !draft.token.as_ref().is_some_and(|t| t.ok) {
+        return None;
+    }
+    Some(Settled {
+        generation: reconciled.generation,
+        requests: Settled::requests(reconciled),
+        own_secrets: draft.own_secrets.clone(),
+        until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?,
+    })
+}
+
+/// When nothing the operator reads changed since the last settled outcome
+/// (see [`Settled`]) and the next refresh is still ahead: the wait until it,
+/// without an API request. Anything else is a full reconcile.
+fn settled_action(ctx: &Context, uid: &str, namespace: &str, meta: &ObjectMeta) -> Option<Action> {
+    let settled = ctx.remember(uid, |m| m.settled.take())?;
+    let unchanged = settled.generation == meta.generation
+        && settled.requests == Settled::requests(meta)
+        && settled.own_secrets.iter().all(|(name, versions)| {
+            ctx.own_secret_version(namespace, name)
+                .is_some_and(|v| versions.contains(&v))
+        });
+    let wait = settled
+        .until
+        .duration_since(std::time::SystemTime::now())
+        .ok()
+        .filter(|w| !w.is_zero())?;
+    if !unchanged {
+        return None;
+    }
+    ctx.remember(uid, |m| m.settled = Some(settled));
+    Some(Action::requeue(wait))
 }
 
 const TOKEN_PENDING: &str = "TokenPending";
@@ -209,6 +268,12 @@ async fn steps(
             return Action::requeue(ctx.settings.timing.backoff_base);
         }
     };
+    if let Some(secret) = &existing_token {
+        draft.saw_own_secret(
+            &spec.token_secret_name,
+            secret.metadata.resource_version.clone(),
+        );
+    }
     if let Some(secret) = &existing_token
         && !secrets::is_owned_by(secret, target.uid)
     {
@@ -284,6 +349,9 @@ async fn steps(
             action: "GenerateKey".into(),
             secondary: None,
         });
+    }
+    for version in &key.own_secret_versions {
+        draft.saw_own_secret(&key.secret_name, Some(version.clone()));
     }
     if key.regeneration_handled.is_some() {
         draft.fields.handled_key_regeneration = key.regeneration_handled.clone();

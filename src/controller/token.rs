@@ -116,23 +116,25 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
         issued_at,
         inputs_hash: &inputs_hash,
     });
-    if let Err(error) = apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await
-    {
-        // Keep the token: the next attempt writes it instead of minting another.
-        let pending = PendingToken {
-            token: token.clone(),
-            issued_at,
-            inputs_hash: inputs_hash.clone(),
-        };
-        ctx.remember(target.uid, |m| m.pending = Some(pending));
-        draft.token = Some(State::failed(
-            "TokenSecretWriteFailed",
-            format!(
-                "a token was obtained but writing Secret {} failed: {error}; retrying the write",
-                spec.token_secret_name
-            ),
-        ));
-        return Action::requeue(timing.backoff_base);
+    match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
+        Ok(version) => draft.saw_own_secret(&spec.token_secret_name, version),
+        Err(error) => {
+            // Keep the token: the next attempt writes it instead of minting another.
+            let pending = PendingToken {
+                token: token.clone(),
+                issued_at,
+                inputs_hash: inputs_hash.clone(),
+            };
+            ctx.remember(target.uid, |m| m.pending = Some(pending));
+            draft.token = Some(State::failed(
+                "TokenSecretWriteFailed",
+                format!(
+                    "a token was obtained but writing Secret {} failed: {error}; retrying the write",
+                    spec.token_secret_name
+                ),
+            ));
+            return Action::requeue(timing.backoff_base);
+        }
     }
 
     let next = schedule::refresh_at(
@@ -211,19 +213,22 @@ async fn keep(
             data: updated.data.clone(),
             ..Secret::default()
         };
-        if let Err(error) = apply_secret(
+        let written = apply_secret(
             ctx,
             inputs.target.namespace,
             &spec.token_secret_name,
             &desired,
         )
-        .await
-        {
-            draft.token = Some(State::failed(
-                "TokenSecretWriteFailed",
-                format!("updating Secret {} failed: {error}", spec.token_secret_name),
-            ));
-            return Action::requeue(ctx.settings.timing.backoff_base);
+        .await;
+        match written {
+            Ok(version) => draft.saw_own_secret(&spec.token_secret_name, version),
+            Err(error) => {
+                draft.token = Some(State::failed(
+                    "TokenSecretWriteFailed",
+                    format!("updating Secret {} failed: {error}", spec.token_secret_name),
+                ));
+                return Action::requeue(ctx.settings.timing.backoff_base);
+            }
         }
     }
     record_expiry(ctx, inputs.target.uid, stored.expires_at);
@@ -396,19 +401,21 @@ fn failed(
     Action::requeue(delay)
 }
 
+/// Applies the token Secret; returns the resource version it made.
 async fn apply_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,
     secret: &Secret,
-) -> Result<(), kube::Error> {
+) -> Result<Option<String>, kube::Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(secret),
-    )
-    .await?;
+    let written = api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await?;
     ctx.metrics.write("token_secret");
-    Ok(())
+    Ok(written.metadata.resource_version)
 }
