@@ -9,7 +9,7 @@ use serde_json::json;
 use super::conditions::State;
 use super::secrets::{self, PRIVATE_KEY_FILE};
 use super::validate::KeySource;
-use super::{Context, Target};
+use super::{Context, KnownKeySecret, Target};
 use crate::crd::{FIELD_MANAGER, GeneratedKeyPolicy, REGENERATE_KEY_ANNOTATION};
 use crate::smart::{KeyError, PrivateKey, SigningAlgorithm, SigningKey};
 
@@ -208,6 +208,9 @@ async fn generated(
 ) -> Result<ResolvedKey, KeyFailure> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
+    if let Some(known) = known_key(ctx, target, request, secret_name, owner.is_some()) {
+        return Ok(known);
+    }
     if let Some(existing) = api
         .get_opt(secret_name)
         .await
@@ -253,6 +256,7 @@ async fn generated(
         request.kid,
         "the generated key",
     )?;
+    let owned = owner.is_some();
     let secret = secrets::build_key_secret(secrets::KeySecretInput {
         name: secret_name,
         namespace: target.namespace,
@@ -275,17 +279,20 @@ async fn generated(
         )
         .await
     {
-        Ok(created) => Ok(ResolvedKey {
-            signing,
-            secret_name: secret_name.to_string(),
-            generated: true,
-            regeneration_handled: if asked {
-                regenerate.map(str::to_string)
-            } else {
-                None
-            },
-            own_secret_versions: created.metadata.resource_version.into_iter().collect(),
-        }),
+        Ok(created) => {
+            remember_key(ctx, target, request, secret_name, &created, owned, &signing);
+            Ok(ResolvedKey {
+                signing,
+                secret_name: secret_name.to_string(),
+                generated: true,
+                regeneration_handled: if asked {
+                    regenerate.map(str::to_string)
+                } else {
+                    None
+                },
+                own_secret_versions: created.metadata.resource_version.into_iter().collect(),
+            })
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let existing = api
                 .get(secret_name)
@@ -347,30 +354,85 @@ async fn adopt(
         .iter()
         .flatten()
         .any(|r| r.uid == target.owner.uid);
+    let signing = bind(
+        ctx,
+        target,
+        &pem.0,
+        key,
+        Some(request.algorithm),
+        request.kid,
+        &whose,
+    )?;
     let mut own_secret_versions: Vec<String> =
         existing.metadata.resource_version.iter().cloned().collect();
-    if has_owner != owner.is_some() {
+    let owned = owner.is_some();
+    let current = if has_owner != owned {
         let patch =
             json!({"metadata": {"ownerReferences": owner.map(|o| vec![o]).unwrap_or_default()}});
         let patched = api
             .patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| api_failure("updating", secret_name, e))?;
-        own_secret_versions.extend(patched.metadata.resource_version);
-    }
+        own_secret_versions.extend(patched.metadata.resource_version.clone());
+        patched
+    } else {
+        existing
+    };
+    remember_key(ctx, target, request, secret_name, &current, owned, &signing);
     Ok(ResolvedKey {
-        signing: bind(
-            ctx,
-            target,
-            &pem.0,
-            key,
-            Some(request.algorithm),
-            request.kid,
-            &whose,
-        )?,
+        signing,
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
         own_secret_versions,
     })
+}
+
+/// The generated key as this process last saw it, when the watch shows its
+/// Secret unchanged since and nothing asks for a different key: no read,
+/// no parse.
+fn known_key(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    owned: bool,
+) -> Option<ResolvedKey> {
+    let known = ctx.remember(target.uid, |m| m.generated_key.clone())?;
+    let version = ctx.own_secret_version(target.namespace, secret_name)?;
+    let same = known.name == secret_name
+        && known.version == version
+        && known.kid.as_deref() == request.kid
+        && known.owned == owned
+        && known.signing.algorithm() == request.algorithm;
+    same.then(|| ResolvedKey {
+        signing: known.signing,
+        secret_name: secret_name.to_string(),
+        generated: false,
+        regeneration_handled: None,
+        own_secret_versions: vec![version],
+    })
+}
+
+fn remember_key(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    secret: &Secret,
+    owned: bool,
+    signing: &SigningKey,
+) {
+    let known = secret
+        .metadata
+        .resource_version
+        .clone()
+        .map(|version| KnownKeySecret {
+            name: secret_name.to_string(),
+            version,
+            kid: request.kid.map(str::to_string),
+            owned,
+            signing: signing.clone(),
+        });
+    ctx.remember(target.uid, |m| m.generated_key = known);
 }

@@ -95,6 +95,10 @@ pub(crate) struct ClientMemory {
     /// The client's signing key, bound, with the fingerprint of the key
     /// bytes, algorithm and kid it was bound from.
     pub signing_key: Option<([u8; 32], crate::smart::SigningKey)>,
+    /// The token Secret as this process last read or wrote it.
+    pub token_secret: Option<KnownTokenSecret>,
+    /// The generated key's Secret as this process last read or wrote it.
+    pub generated_key: Option<KnownKeySecret>,
     /// The status this process last wrote, and when.
     pub written_status: Option<(Instant, SmartBackendClientStatus)>,
     /// The outcome of the last reconcile that ended with a good token, and
@@ -129,6 +133,28 @@ impl Settled {
         ]
         .map(|key| annotations.and_then(|a| a.get(key)).cloned())
     }
+}
+
+/// A generated key Secret at one resource version, bound. While the watch
+/// shows that version, the Secret need not be read again.
+#[derive(Clone)]
+pub(crate) struct KnownKeySecret {
+    pub name: String,
+    pub version: String,
+    pub kid: Option<String>,
+    /// Whether the Secret carries the owner reference (generatedKeyPolicy).
+    pub owned: bool,
+    pub signing: crate::smart::SigningKey,
+}
+
+/// A token Secret at one resource version, written or read for one
+/// generation of the resource, owned by it and matching its template.
+#[derive(Clone)]
+pub(crate) struct KnownTokenSecret {
+    pub name: String,
+    pub version: String,
+    pub generation: Option<i64>,
+    pub stored: secrets::StoredToken,
 }
 
 /// How long the status this process wrote is trusted over a watch cache
@@ -319,15 +345,13 @@ pub async fn run(
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
-        // The cache keeps each resource without what reconcile never reads.
+        // The cache keeps only what reconcile reads (see `watched`).
         let writer = reflector::store::Writer::default();
         let reader = writer.as_reader();
         stores.push(reader.clone());
         let resources = reflector(
             writer,
-            watcher(clients, watcher::Config::default())
-                .default_backoff()
-                .modify(slim_for_reconcile),
+            watcher(clients, watcher::Config::default()).default_backoff(),
         )
         .applied_objects();
         // Only the operator's own Secrets are watched, never all Secrets,
@@ -399,17 +423,6 @@ async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store
             .collect();
         ctx.jwks
             .retain(|namespace, name| names.contains(&(namespace, name)));
-    }
-}
-
-/// Drops what reconcile never reads from a cached resource: managedFields
-/// (server-side apply makes them a large part of each object) and the
-/// annotation client-side `kubectl apply` keeps a whole copy in.
-fn slim_for_reconcile(object: &mut WatchedClient) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 

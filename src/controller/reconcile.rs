@@ -257,8 +257,23 @@ async fn steps(
         return Action::requeue(wait);
     }
 
+    // The token Secret as this process last wrote or read it, when the watch
+    // shows it unchanged since: then it is not read again.
+    let known_token = token::known(
+        ctx,
+        target,
+        &spec.token_secret_name,
+        sbc.metadata.generation,
+    );
+    if let Some(known) = &known_token {
+        draft.saw_own_secret(&spec.token_secret_name, Some(known.version.clone()));
+    }
     let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
-    let existing_token = match secrets_api.get_opt(&spec.token_secret_name).await {
+    let read = match &known_token {
+        Some(_) => Ok(None),
+        None => secrets_api.get_opt(&spec.token_secret_name).await,
+    };
+    let existing_token = match read {
         Ok(secret) => secret,
         Err(error) => {
             draft.token = Some(State::failed(
@@ -388,6 +403,8 @@ async fn steps(
             token_endpoint: &discovered.token_endpoint,
             key: &key.signing,
             existing: existing_token.as_ref(),
+            known: known_token.map(|k| k.stored),
+            generation: sbc.metadata.generation,
             previous,
         },
         draft,

@@ -15,7 +15,7 @@ use super::reconcile::Draft;
 use super::schedule;
 use super::secrets::{self, StoredToken, TokenSecretInput, rfc3339};
 use super::validate::ValidSpec;
-use super::{Context, PendingToken, Target};
+use super::{Context, KnownTokenSecret, PendingToken, Target};
 use crate::crd::{FIELD_MANAGER, REFRESH_REQUESTED_ANNOTATION, SmartBackendClientStatus};
 use crate::smart::{
     self, AccessToken, AssertionParams, ErrorClass, HttpClient, SigningKey, TokenError,
@@ -28,8 +28,45 @@ pub(super) struct Inputs<'a> {
     pub http: &'a HttpClient,
     pub token_endpoint: &'a Url,
     pub key: &'a SigningKey,
+    /// The token Secret as read now; `None` when it does not exist or
+    /// when `known` stands for it.
     pub existing: Option<&'a Secret>,
+    /// What the token Secret holds, known without reading it.
+    pub known: Option<StoredToken>,
+    pub generation: Option<i64>,
     pub previous: &'a SmartBackendClientStatus,
+}
+
+/// The token Secret as this process last wrote or read it, when the watch
+/// shows that version still and the resource's generation is the same.
+pub(super) fn known(
+    ctx: &Context,
+    target: &Target<'_>,
+    name: &str,
+    generation: Option<i64>,
+) -> Option<KnownTokenSecret> {
+    let known = ctx.remember(target.uid, |m| m.token_secret.clone())?;
+    let version = ctx.own_secret_version(target.namespace, name)?;
+    (known.name == name && known.version == version && known.generation == generation)
+        .then_some(known)
+}
+
+/// Remembers the token Secret at `version` as holding `stored`.
+fn remember(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    version: Option<String>,
+    stored: Option<StoredToken>,
+) {
+    let known = version
+        .zip(stored)
+        .map(|(version, stored)| KnownTokenSecret {
+            name: inputs.spec.token_secret_name.clone(),
+            version,
+            generation: inputs.generation,
+            stored,
+        });
+    ctx.remember(inputs.target.uid, |m| m.token_secret = known);
 }
 
 /// A per-client number in [0, 1), stable across reconciles of the same
@@ -63,7 +100,10 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
     } = inputs;
     let timing = &ctx.settings.timing;
     let inputs_hash = secrets::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
-    let stored = inputs.existing.and_then(secrets::read_token_secret);
+    let stored = inputs
+        .known
+        .clone()
+        .or_else(|| inputs.existing.and_then(secrets::read_token_secret));
     let requested = pending_refresh_request(ctx, target, previous);
 
     if let Some(stored) = &stored {
@@ -117,7 +157,15 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
         inputs_hash: &inputs_hash,
     });
     match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
-        Ok(version) => draft.saw_own_secret(&spec.token_secret_name, version),
+        Ok(version) => {
+            remember(
+                ctx,
+                inputs,
+                version.clone(),
+                secrets::read_token_secret(&secret),
+            );
+            draft.saw_own_secret(&spec.token_secret_name, version);
+        }
         Err(error) => {
             // Keep the token: the next attempt writes it instead of minting another.
             let pending = PendingToken {
@@ -193,6 +241,12 @@ async fn keep(
 ) -> Action {
     let spec = inputs.spec;
     if let Some(existing) = inputs.existing
+        && !secrets::template_drifted(existing, spec)
+    {
+        let version = existing.metadata.resource_version.clone();
+        remember(ctx, inputs, version, Some(stored.clone()));
+    }
+    if let Some(existing) = inputs.existing
         && secrets::template_drifted(existing, spec)
     {
         let mut updated = existing.clone();
@@ -221,7 +275,10 @@ async fn keep(
         )
         .await;
         match written {
-            Ok(version) => draft.saw_own_secret(&spec.token_secret_name, version),
+            Ok(version) => {
+                remember(ctx, inputs, version.clone(), Some(stored.clone()));
+                draft.saw_own_secret(&spec.token_secret_name, version);
+            }
             Err(error) => {
                 draft.token = Some(State::failed(
                     "TokenSecretWriteFailed",

@@ -3,13 +3,18 @@
 //! Typed, because a cached `DynamicObject` keeps the resource as a JSON
 //! tree whose every object is a B-tree of boxed strings: several times the
 //! memory of the typed resource, for every client, all the time
-//! (BENCHMARKS.md). And infallible to deserialize, because a typed watch
-//! fails its whole list when one object cannot be read: a resource the
-//! operator cannot read is kept with its metadata and the reason, so that
-//! reconcile can say so on that resource while the others carry on.
+//! (BENCHMARKS.md). Read with only the metadata the operator uses, so that
+//! `managedFields` (a tree as large as the resource itself, parsed on every
+//! watch event otherwise) is skipped unparsed. And infallible to
+//! deserialize, because a typed watch fails its whole list when one object
+//! cannot be read: a resource whose spec or status the operator cannot
+//! read is kept with its metadata and the reason, so that reconcile can say
+//! so on that resource while the others carry on.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Deserializer};
@@ -27,26 +32,69 @@ pub struct Unreadable {
 #[derive(Clone, Debug)]
 pub struct WatchedClient(pub Result<SmartBackendClient, Unreadable>);
 
+/// The metadata fields reconcile reads (identity, version, generation,
+/// deletion, and the request annotations); serde skips the rest unparsed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMetadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    generation: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    metadata: WireMetadata,
+    spec: Option<serde_json::Value>,
+    status: Option<serde_json::Value>,
+}
+
+/// `kubectl apply` keeps a whole copy of the resource in this annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 impl<'de> Deserialize<'de> for WatchedClient {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        match SmartBackendClient::deserialize(&value) {
-            Ok(client) => Ok(Self(Ok(client))),
-            Err(error) => {
-                // Without readable metadata there is nothing to report on;
-                // the API server never sends such an object.
-                let metadata = value
-                    .get("metadata")
-                    .map(ObjectMeta::deserialize)
-                    .transpose()
-                    .map_err(serde::de::Error::custom)?
-                    .unwrap_or_default();
-                Ok(Self(Err(Unreadable {
-                    metadata,
-                    error: error.to_string(),
-                })))
-            }
+        let Wire {
+            metadata,
+            spec,
+            status,
+        } = Wire::deserialize(deserializer)?;
+        let mut annotations = metadata.annotations;
+        if let Some(annotations) = annotations.as_mut() {
+            annotations.remove(LAST_APPLIED);
         }
+        let metadata = ObjectMeta {
+            name: metadata.name,
+            namespace: metadata.namespace,
+            uid: metadata.uid,
+            resource_version: metadata.resource_version,
+            generation: metadata.generation,
+            deletion_timestamp: metadata.deletion_timestamp,
+            annotations,
+            ..ObjectMeta::default()
+        };
+        let typed = spec
+            .ok_or_else(|| "the resource has no spec".to_string())
+            .and_then(|spec| serde_json::from_value(spec).map_err(|e| format!("spec: {e}")))
+            .and_then(|spec| {
+                let status = status
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| format!("status: {e}"))?;
+                Ok((spec, status))
+            });
+        Ok(Self(match typed {
+            Ok((spec, status)) => Ok(SmartBackendClient {
+                metadata,
+                spec,
+                status,
+            }),
+            Err(error) => Err(Unreadable { metadata, error }),
+        }))
     }
 }
 
@@ -117,5 +165,27 @@ mod tests {
 
         let no_metadata = json!({"metadata": 7, "spec": {}});
         assert!(serde_json::from_value::<WatchedClient>(no_metadata).is_err());
+
+        // Only the metadata reconcile reads is kept.
+        let applied = json!({
+            "metadata": {"name": "c", "namespace": "n", "uid": "u3", "generation": 2,
+                "resourceVersion": "7",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "a": "b"},
+                "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"fhirBaseUrl": "https://ehr.example.org/fhir", "clientId": "c", "scopes": ["system/*.rs"]}
+        });
+        let watched: WatchedClient = serde_json::from_value(applied).unwrap();
+        let meta = watched.meta();
+        assert_eq!(meta.generation, Some(2));
+        assert_eq!(meta.resource_version.as_deref(), Some("7"));
+        assert!(meta.managed_fields.is_none());
+        assert_eq!(
+            meta.annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
     }
 }
