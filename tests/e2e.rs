@@ -228,6 +228,31 @@ async fn a_deleted_token_secret_comes_back() {
     assert!(!Harness::value(&back, "access_token").is_empty());
 }
 
+#[tokio::test]
+async fn a_token_secret_emptied_by_hand_is_refilled() {
+    let h = Harness::new("e2e-emptied").await;
+    let _server = ready_client_c(&h).await;
+    // Settled: the operator knows the Secret at the version it wrote and
+    // reads it no more; a change by someone else must still be seen.
+    let first = Harness::value(&h.secret("c-token").await.unwrap(), "access_token");
+    h.secrets()
+        .patch(
+            "c-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"access_token": ""}})),
+        )
+        .await
+        .expect("empty the token");
+    let refilled = wait_for(
+        "the token Secret to hold a token again",
+        WAIT,
+        || async { h.secrets().get_opt("c-token").await.ok().flatten() },
+        |s| !Harness::value(s, "access_token").is_empty(),
+    )
+    .await;
+    assert_ne!(Harness::value(&refilled, "access_token"), first);
+}
+
 fn token_json(token: &str, expires_in: u64) -> Behaviour {
     Behaviour::json(
         200,
