@@ -485,7 +485,10 @@ pub async fn watch_for_jwks(
                         None => jwks.remove_watched(&client),
                     },
                     Ok(watcher::Event::Delete(client)) => jwks.remove_watched(&client),
-                    Err(_) => {}
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "watching SmartBackendClients for the JWKS endpoint failed; retrying with backoff"
+                    ),
                 }
                 futures_util::future::ready(())
             })
