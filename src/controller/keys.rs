@@ -83,7 +83,7 @@ pub async fn resolve(
 /// key (for P-384 a scalar multiplication in pure Rust, a third of the
 /// operator's CPU per refresh in the steady-state profile) and parses the
 /// key into aws-lc, so the result is kept per client for as long as the key
-/// bytes, algorithm and kid stay the same.
+/// bytes, algorithm and kid stay the same. Returns it with that fingerprint.
 fn bind(
     ctx: &Context,
     target: &Target<'_>,
@@ -92,7 +92,7 @@ fn bind(
     algorithm: Option<SigningAlgorithm>,
     kid: Option<&str>,
     whose: &str,
-) -> Result<SigningKey, KeyFailure> {
+) -> Result<(SigningKey, [u8; 32]), KeyFailure> {
     let fingerprint = {
         use sha2::Digest;
         let mut hash = sha2::Sha256::new();
@@ -110,7 +110,7 @@ fn bind(
             .map(|(_, k)| k.clone())
     });
     if let Some(signing) = cached {
-        return Ok(signing);
+        return Ok((signing, fingerprint));
     }
     let signing = key
         .into_signing_key(algorithm, kid.map(str::to_string))
@@ -123,7 +123,7 @@ fn bind(
     ctx.remember(target.uid, |m| {
         m.signing_key = Some((fingerprint, signing.clone()))
     });
-    Ok(signing)
+    Ok((signing, fingerprint))
 }
 
 async fn referenced(
@@ -181,16 +181,17 @@ async fn referenced(
             ),
         ));
     }
+    let (signing, _) = bind(
+        ctx,
+        target,
+        &bytes.0,
+        key,
+        Some(algorithm),
+        request.kid,
+        &whose,
+    )?;
     Ok(ResolvedKey {
-        signing: bind(
-            ctx,
-            target,
-            &bytes.0,
-            key,
-            Some(algorithm),
-            request.kid,
-            &whose,
-        )?,
+        signing,
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
@@ -247,7 +248,7 @@ async fn generated(
     let pem = key
         .to_pkcs8_pem()
         .map_err(|e| failure("KeyGenerationFailed", e.to_string()))?;
-    let signing = bind(
+    let (signing, fingerprint) = bind(
         ctx,
         target,
         pem.as_bytes(),
@@ -280,7 +281,15 @@ async fn generated(
         .await
     {
         Ok(created) => {
-            remember_key(ctx, target, request, secret_name, &created, owned, &signing);
+            remember_key(
+                ctx,
+                target,
+                request,
+                secret_name,
+                &created,
+                owned,
+                fingerprint,
+            );
             Ok(ResolvedKey {
                 signing,
                 secret_name: secret_name.to_string(),
@@ -354,7 +363,7 @@ async fn adopt(
         .iter()
         .flatten()
         .any(|r| r.uid == target.owner.uid);
-    let signing = bind(
+    let (signing, fingerprint) = bind(
         ctx,
         target,
         &pem.0,
@@ -378,7 +387,15 @@ async fn adopt(
     } else {
         existing
     };
-    remember_key(ctx, target, request, secret_name, &current, owned, &signing);
+    remember_key(
+        ctx,
+        target,
+        request,
+        secret_name,
+        &current,
+        owned,
+        fingerprint,
+    );
     Ok(ResolvedKey {
         signing,
         secret_name: secret_name.to_string(),
@@ -390,7 +407,7 @@ async fn adopt(
 
 /// The generated key as this process last saw it, when the watch shows its
 /// Secret unchanged since and nothing asks for a different key: no read,
-/// no parse.
+/// no parse. The key itself is the one `bind` keeps.
 fn known_key(
     ctx: &Context,
     target: &Target<'_>,
@@ -398,15 +415,20 @@ fn known_key(
     secret_name: &str,
     owned: bool,
 ) -> Option<ResolvedKey> {
-    let known = ctx.remember(target.uid, |m| m.generated_key.clone())?;
     let version = ctx.own_secret_version(target.namespace, secret_name)?;
-    let same = known.name == secret_name
-        && known.version == version
-        && known.kid.as_deref() == request.kid
-        && known.owned == owned
-        && known.signing.algorithm() == request.algorithm;
-    same.then(|| ResolvedKey {
-        signing: known.signing,
+    let signing = ctx.remember(target.uid, |m| {
+        let known = m.generated_key.as_ref()?;
+        let (fingerprint, signing) = m.signing_key.as_ref()?;
+        let same = known.name == secret_name
+            && known.version == version
+            && known.kid.as_deref() == request.kid
+            && known.owned == owned
+            && known.fingerprint == *fingerprint
+            && signing.algorithm() == request.algorithm;
+        same.then(|| signing.clone())
+    })?;
+    Some(ResolvedKey {
+        signing,
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
@@ -421,7 +443,7 @@ fn remember_key(
     secret_name: &str,
     secret: &Secret,
     owned: bool,
-    signing: &SigningKey,
+    fingerprint: [u8; 32],
 ) {
     let known = secret
         .metadata
@@ -432,7 +454,7 @@ fn remember_key(
             version,
             kid: request.kid.map(str::to_string),
             owned,
-            signing: signing.clone(),
+            fingerprint,
         });
     ctx.remember(target.uid, |m| m.generated_key = known);
 }

@@ -135,8 +135,9 @@ impl Settled {
     }
 }
 
-/// A generated key Secret at one resource version, bound. While the watch
-/// shows that version, the Secret need not be read again.
+/// A generated key Secret at one resource version, and the fingerprint of
+/// the key bound from it (kept in `signing_key`). While the watch shows
+/// that version, the Secret need not be read again.
 #[derive(Clone)]
 pub(crate) struct KnownKeySecret {
     pub name: String,
@@ -144,7 +145,7 @@ pub(crate) struct KnownKeySecret {
     pub kid: Option<String>,
     /// Whether the Secret carries the owner reference (generatedKeyPolicy).
     pub owned: bool,
-    pub signing: crate::smart::SigningKey,
+    pub fingerprint: [u8; 32],
 }
 
 /// A token Secret at one resource version, written or read for one

@@ -240,15 +240,16 @@ async fn keep(
     draft: &mut Draft,
 ) -> Action {
     let spec = inputs.spec;
+    let drifted = inputs
+        .existing
+        .filter(|existing| secrets::template_drifted(existing, spec));
     if let Some(existing) = inputs.existing
-        && !secrets::template_drifted(existing, spec)
+        && drifted.is_none()
     {
         let version = existing.metadata.resource_version.clone();
         remember(ctx, inputs, version, Some(stored.clone()));
     }
-    if let Some(existing) = inputs.existing
-        && secrets::template_drifted(existing, spec)
-    {
+    if let Some(existing) = drifted {
         let mut updated = existing.clone();
         let labels = updated.metadata.labels.get_or_insert_default();
         labels.extend(spec.template.labels.clone());
