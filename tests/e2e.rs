@@ -141,13 +141,8 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
 
     // Settled: reconciles triggered by our own writes write nothing more.
     let writes = || async {
-        let metrics = reqwest::get(h.admin_url("/metrics"))
+        operator_metrics(&h)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metrics
             .lines()
             .filter(|l| l.starts_with("smart_backend_api_writes_total"))
             .map(str::to_string)
@@ -167,18 +162,36 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
     // The first token's own writes (token Secret, status) triggered
     // reconciles that found nothing changed and ended without an API
     // request.
-    let metrics = reqwest::get(h.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = operator_metrics(&h).await;
     let unchanged: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("smart_backend_reconciles_unchanged_total "))
         .and_then(|v| v.trim().parse().ok())
         .expect("the unchanged-reconciles counter is exported");
     assert!(unchanged >= 1.0, "{metrics}");
+}
+
+async fn operator_metrics(h: &Harness) -> String {
+    reqwest::get(h.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits for the token Secret `c-token` to hold a token other than `first`.
+async fn wait_for_new_token(h: &Harness, what: &str, first: &str) -> Secret {
+    wait_for(
+        what,
+        WAIT,
+        || async { h.secrets().get_opt("c-token").await.ok().flatten() },
+        |s| {
+            let token = Harness::value(s, "access_token");
+            !token.is_empty() && token != first
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -218,13 +231,7 @@ async fn a_deleted_token_secret_comes_back() {
         .delete("c-token", &Default::default())
         .await
         .expect("delete");
-    let back = wait_for(
-        "the token Secret to come back",
-        WAIT,
-        || async { h.secrets().get_opt("c-token").await.ok().flatten() },
-        |s| Harness::value(s, "access_token") != first,
-    )
-    .await;
+    let back = wait_for_new_token(&h, "the token Secret to come back", &first).await;
     assert!(!Harness::value(&back, "access_token").is_empty());
 }
 
@@ -243,13 +250,7 @@ async fn a_token_secret_emptied_by_hand_is_refilled() {
         )
         .await
         .expect("empty the token");
-    let refilled = wait_for(
-        "the token Secret to hold a token again",
-        WAIT,
-        || async { h.secrets().get_opt("c-token").await.ok().flatten() },
-        |s| !Harness::value(s, "access_token").is_empty(),
-    )
-    .await;
+    let refilled = wait_for_new_token(&h, "the token Secret to hold a token again", &first).await;
     assert_ne!(Harness::value(&refilled, "access_token"), first);
 }
 
