@@ -81,6 +81,7 @@ fn parsing(c: &mut Criterion) {
         content_type: Some("application/json".into()),
         retry_after: None,
         location: None,
+        date: None,
         body,
     };
     let now = SystemTime::now();

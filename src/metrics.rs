@@ -40,6 +40,8 @@ pub struct Metrics {
     pub keys_generated: Counter,
     pub earliest_expiry_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub leader: Gauge<i64, AtomicI64>,
+    pub scope_narrowed: Counter,
+    pub clock_skew_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -95,6 +97,18 @@ impl Default for Metrics {
             "1 when this replica holds the leader lease",
             leader.clone(),
         );
+        let scope_narrowed = Counter::default();
+        registry.register(
+            "tokens_scope_narrowed",
+            "Tokens issued with fewer scopes than requested",
+            scope_narrowed.clone(),
+        );
+        let clock_skew_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "clock_skew_seconds",
+            "The largest difference last seen between this host's clock and an authorization server's Date header (server minus local)",
+            clock_skew_seconds.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -106,6 +120,8 @@ impl Default for Metrics {
             keys_generated,
             earliest_expiry_seconds,
             leader,
+            scope_narrowed,
+            clock_skew_seconds,
         }
     }
 }

@@ -323,8 +323,12 @@ async fn an_outage_keeps_the_token_secret_byte_for_byte_and_recovery_follows() {
 }
 
 #[tokio::test]
-async fn invalid_client_is_permanent_and_token_requests_stay_bounded() {
-    let h = Harness::new("e2e-invalid").await;
+async fn a_client_the_ehr_does_not_know_yet_awaits_registration_quietly() {
+    // Waiting retries come no more often than the refresh floor.
+    let h = Harness::with("e2e-invalid", |s| {
+        s.timing.min_refresh_interval = Duration::from_secs(20)
+    })
+    .await;
     let other = support::signing_key(SigningAlgorithm::ES384);
     let server = OidcServer::start(
         &[Client {
@@ -338,22 +342,33 @@ async fn invalid_client_is_permanent_and_token_requests_stay_bounded() {
     );
     h.apply("c", spec(&server, "c")).await;
     let sbc = h
-        .wait_condition("c", "Ready", "False", Some("InvalidClient"))
+        .wait_condition("c", "Ready", "False", Some("AwaitingRegistration"))
         .await;
     let message = &condition(&sbc, "TokenReady").unwrap().message;
     let kid = sbc.status.as_ref().unwrap().kid.clone().unwrap();
-    assert!(
-        message.contains(&kid) && message.contains("client c"),
-        "the message names the kid and client: {message}"
-    );
+    for needed in [kid.as_str(), "client id c", "/jwks/", "system/Patient.rs"] {
+        assert!(
+            message.contains(needed),
+            "the message tells the EHR's administrators {needed}: {message}"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (requests, issued) = server.stats().await;
     assert_eq!(issued, 0);
-    assert!(
-        requests <= 2,
-        "a permanent error must not be retried in a loop ({requests} requests)"
+    assert_eq!(
+        requests, 1,
+        "a client awaiting registration is retried slowly, not at the 0.5 s backoff"
     );
     assert!(h.secret("c-token").await.is_none());
+    let reasons = h.event_reasons("c").await;
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| *r == "AwaitingRegistration")
+            .count(),
+        1,
+        "one event, not a stream: {reasons:?}"
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ fn response(status: u16, body: Vec<u8>, retry_after: Option<String>) -> HttpResp
         content_type: Some("application/json".into()),
         retry_after,
         location: None,
+        date: None,
         body,
     }
 }

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         content_type: Some("application/json".into()),
         retry_after: None,
         location: None,
+        date: None,
         body: body.to_vec(),
     };
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);

@@ -73,6 +73,15 @@ pub struct RunArgs {
     /// Token requests in flight at once per authorization server.
     #[arg(long, default_value_t = 4)]
     pub per_server_concurrency: usize,
+    /// How far before the signing time an assertion's `iat` is set, for
+    /// servers whose clock is a little behind (`exp - iat` stays ≤ 300 s).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub assertion_backdate: Duration,
+    /// Report a server whose `Date` header differs from this host's clock by
+    /// more than this (reason `ClockSkew` in events and the gauge
+    /// `smart_backend_clock_skew_seconds`).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub clock_skew_warning: Duration,
     /// Cache-Control max-age of the JWKS endpoint, seconds.
     #[arg(long, default_value_t = 300)]
     pub jwks_max_age: u64,
@@ -137,6 +146,10 @@ impl RunArgs {
             concurrency: self.concurrency,
             per_server_concurrency: self.per_server_concurrency,
             instance: instance_name(),
+            clocks: controller::Clocks {
+                assertion_backdate: self.assertion_backdate,
+                skew_warning: self.clock_skew_warning,
+            },
         }
     }
 
@@ -301,6 +314,9 @@ async fn lead(
             () = wait_true(stopped.clone()) => return Ok(()),
         }
         tracing::info!("leading: starting the controllers");
+        // Nothing learned in an earlier term is trusted: another leader
+        // may have written since.
+        ctx.forget_leader_state();
         metrics.leader.set(1);
         let controllers = tokio::spawn(controller::run(ctx.clone(), wait_true(stopped.clone())));
         let outcome = tokio::select! {
@@ -312,6 +328,10 @@ async fn lead(
             // Lost the lease: stop writing at once.
             None => {
                 controllers.abort();
+                // The JWKS this replica published as leader may be replaced
+                // by the new leader; from now on it serves what the status
+                // says, like any other replica.
+                ctx.forget_leader_state();
                 tracing::warn!("lost the leader lease: controllers stopped");
             }
             Some(Ok(())) => {

@@ -4,6 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::reason::{Failure, Reason};
+
 pub const READY: &str = "Ready";
 pub const DISCOVERED: &str = "Discovered";
 pub const KEY_READY: &str = "KeyReady";
@@ -17,25 +19,41 @@ const MAX_MESSAGE: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     pub ok: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl State {
-    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
+    pub fn ok(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             ok: true,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
 
-    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
+    pub fn failed(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             ok: false,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
+    }
+
+    /// A condition this operator wrote earlier, read back; `None` for a
+    /// reason it does not know (written by another version).
+    pub fn read(condition: &Condition) -> Option<Self> {
+        Some(Self {
+            ok: condition.status == "True",
+            reason: Reason::parse(&condition.reason)?,
+            message: condition.message.clone(),
+        })
+    }
+}
+
+impl From<Failure> for State {
+    fn from(failure: Failure) -> Self {
+        State::failed(failure.reason, failure.message)
     }
 }
 
@@ -66,7 +84,7 @@ pub fn condition(
     Condition {
         type_: type_.to_string(),
         status: status.to_string(),
-        reason: state.reason.clone(),
+        reason: state.reason.as_str().to_string(),
         message,
         observed_generation: generation,
         last_transition_time,
@@ -81,10 +99,16 @@ mod tests {
     fn transition_time_moves_only_when_the_status_flips() {
         let t1 = Timestamp::from_second(1_000).unwrap();
         let t2 = Timestamp::from_second(2_000).unwrap();
-        let first = condition(READY, &State::ok("TokenIssued", "a"), Some(1), &[], t1);
+        let first = condition(
+            READY,
+            &State::ok(Reason::TokenIssued, "a"),
+            Some(1),
+            &[],
+            t1,
+        );
         let same = condition(
             READY,
-            &State::ok("TokenIssued", "b"),
+            &State::ok(Reason::TokenIssued, "b"),
             Some(2),
             std::slice::from_ref(&first),
             t2,
@@ -92,7 +116,7 @@ mod tests {
         assert_eq!(same.last_transition_time, Time(t1));
         let flipped = condition(
             READY,
-            &State::failed("InvalidClient", "c"),
+            &State::failed(Reason::InvalidClient, "c"),
             Some(2),
             &[same],
             t2,
@@ -104,7 +128,13 @@ mod tests {
     #[test]
     fn long_messages_are_bounded() {
         let t = Timestamp::from_second(1_000).unwrap();
-        let c = condition(READY, &State::failed("X", "é".repeat(2000)), None, &[], t);
+        let c = condition(
+            READY,
+            &State::failed(Reason::InvalidSpec, "é".repeat(2000)),
+            None,
+            &[],
+            t,
+        );
         assert!(c.message.len() <= MAX_MESSAGE + 4);
     }
 }

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::conditions::State;
+use super::reason::{Failure, Reason};
 use super::secrets::{self, PRIVATE_KEY_FILE};
 use super::validate::KeySource;
 use super::{Context, KnownKeySecret, Target};
@@ -26,28 +26,18 @@ pub struct ResolvedKey {
     pub own_secret_versions: Vec<String>,
 }
 
-/// Why there is no usable key. `transient` failures (API trouble) are
-/// retried with backoff; the others wait for the user.
-pub struct KeyFailure {
-    pub state: State,
-    pub transient: bool,
+fn failure(reason: Reason, message: String) -> Failure {
+    Failure::new(reason, message)
 }
 
-fn failure(reason: &str, message: String) -> KeyFailure {
-    KeyFailure {
-        state: State::failed(reason, message),
-        transient: false,
-    }
-}
-
-fn api_failure(action: &str, secret: &str, error: kube::Error) -> KeyFailure {
-    KeyFailure {
-        state: State::failed(
-            "KeySecretUnavailable",
-            format!("{action} Secret {secret} failed: {error}; retrying"),
-        ),
-        transient: true,
-    }
+fn api_failure(verb: &str, target: &Target<'_>, secret: &str, error: kube::Error) -> Failure {
+    Failure::api(
+        Reason::KeySecretUnavailable,
+        verb,
+        target.namespace,
+        secret,
+        &error,
+    )
 }
 
 /// What the reconciler knows when it needs the key.
@@ -66,7 +56,7 @@ pub async fn resolve(
     ctx: &Context,
     target: &Target<'_>,
     request: &KeyRequest<'_>,
-) -> Result<ResolvedKey, KeyFailure> {
+) -> Result<ResolvedKey, Failure> {
     match request.source {
         KeySource::Referenced { secret_name, key } => {
             referenced(ctx, target, request, secret_name, key).await
@@ -92,7 +82,7 @@ fn bind(
     algorithm: Option<SigningAlgorithm>,
     kid: Option<&str>,
     whose: &str,
-) -> Result<(SigningKey, [u8; 32]), KeyFailure> {
+) -> Result<(SigningKey, [u8; 32]), Failure> {
     let fingerprint = {
         use sha2::Digest;
         let mut hash = sha2::Sha256::new();
@@ -115,8 +105,7 @@ fn bind(
     let signing = key
         .into_signing_key(algorithm, kid.map(str::to_string))
         .map_err(|e| {
-            failure(
-                "KeyInvalid",
+            failure(Reason::KeyInvalid,
                 format!("{whose}: {e}; set spec.signing.algorithm to match the key, or provide a key of the right type"),
             )
         })?;
@@ -132,15 +121,14 @@ async fn referenced(
     request: &KeyRequest<'_>,
     secret_name: &str,
     key_name: &str,
-) -> Result<ResolvedKey, KeyFailure> {
+) -> Result<ResolvedKey, Failure> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let secret = api
         .get_opt(secret_name)
         .await
-        .map_err(|e| api_failure("reading", secret_name, e))?
+        .map_err(|e| api_failure("get", target, secret_name, e))?
         .ok_or_else(|| {
-            failure(
-                "KeySecretNotFound",
+            failure(Reason::KeySecretNotFound,
                 format!(
                     "Secret {secret_name} (spec.signing.keySecretRef.name) does not exist in namespace {}: create it with the private key under the key {key_name:?}",
                     target.namespace
@@ -151,7 +139,7 @@ async fn referenced(
     let Some(bytes) = data.get(key_name) else {
         let present: Vec<&str> = data.keys().map(String::as_str).collect();
         return Err(failure(
-            "KeyInvalid",
+            Reason::KeyInvalid,
             format!(
                 "Secret {secret_name} has no key {key_name:?} (spec.signing.keySecretRef.key); it has: {}",
                 if present.is_empty() {
@@ -163,8 +151,9 @@ async fn referenced(
         ));
     };
     let whose = format!("the key in Secret {secret_name} (key {key_name:?})");
-    let key = PrivateKey::parse(&bytes.0)
-        .map_err(|e: KeyError| failure("KeyInvalid", format!("{whose} cannot be used: {e}")))?;
+    let key = PrivateKey::parse(&bytes.0).map_err(|e: KeyError| {
+        failure(Reason::KeyInvalid, format!("{whose} cannot be used: {e}"))
+    })?;
     let algorithm = request
         .explicit_algorithm
         .unwrap_or_else(|| key.algorithm());
@@ -173,7 +162,7 @@ async fn referenced(
         && !offered.iter().any(|a| a == algorithm.as_str())
     {
         return Err(failure(
-            "KeyAlgorithmNotAccepted",
+            Reason::KeyAlgorithmNotAccepted,
             format!(
                 "{whose} is a {} key for {algorithm}, but the server accepts only {}: provide a key the server accepts",
                 key.describe(),
@@ -206,7 +195,7 @@ async fn generated(
     secret_name: &str,
     policy: GeneratedKeyPolicy,
     rsa_bits: usize,
-) -> Result<ResolvedKey, KeyFailure> {
+) -> Result<ResolvedKey, Failure> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
     if let Some(known) = known_key(ctx, target, request, secret_name, owner.is_some()) {
@@ -215,7 +204,7 @@ async fn generated(
     if let Some(existing) = api
         .get_opt(secret_name)
         .await
-        .map_err(|e| api_failure("reading", secret_name, e))?
+        .map_err(|e| api_failure("get", target, secret_name, e))?
     {
         return adopt(ctx, &api, target, request, secret_name, existing, owner).await;
     }
@@ -227,7 +216,7 @@ async fn generated(
     let asked = regenerate.is_some() && regenerate != target.handled_key_regeneration;
     if published && !asked {
         return Err(failure(
-            "KeyMissing",
+            Reason::KeyMissing,
             format!(
                 "the signing key Secret {secret_name} was deleted after its public key (kid {}) was published; restore the Secret, or annotate this resource with {REGENERATE_KEY_ANNOTATION}=<any new value> to generate a new key, then register the new public key with the EHR",
                 target.status_kid.unwrap_or_default()
@@ -240,14 +229,14 @@ async fn generated(
         .await
         .map_err(|e| {
             failure(
-                "KeyGenerationFailed",
+                Reason::KeyGenerationFailed,
                 format!("key generation did not finish: {e}"),
             )
         })?
-        .map_err(|e| failure("KeyGenerationFailed", e.to_string()))?;
+        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
     let pem = key
         .to_pkcs8_pem()
-        .map_err(|e| failure("KeyGenerationFailed", e.to_string()))?;
+        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
     let (signing, fingerprint) = bind(
         ctx,
         target,
@@ -306,11 +295,11 @@ async fn generated(
             let existing = api
                 .get(secret_name)
                 .await
-                .map_err(|e| api_failure("reading", secret_name, e))?;
+                .map_err(|e| api_failure("get", target, secret_name, e))?;
             let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
             adopt(ctx, &api, target, request, secret_name, existing, owner).await
         }
-        Err(e) => Err(api_failure("creating", secret_name, e)),
+        Err(e) => Err(api_failure("create", target, secret_name, e)),
     }
 }
 
@@ -322,10 +311,10 @@ async fn adopt(
     secret_name: &str,
     existing: Secret,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<ResolvedKey, KeyFailure> {
+) -> Result<ResolvedKey, Failure> {
     if !secrets::is_managed(&existing) {
         return Err(failure(
-            "KeySecretConflict",
+            Reason::KeySecretConflict,
             format!(
                 "Secret {secret_name} exists but was not created by the operator; rename it, or reference it with spec.signing.keySecretRef if it holds this client's key"
             ),
@@ -337,16 +326,16 @@ async fn adopt(
         .and_then(|d| d.get(PRIVATE_KEY_FILE))
         .ok_or_else(|| {
             failure(
-                "KeyInvalid",
+                Reason::KeyInvalid,
                 format!("Secret {secret_name} has no {PRIVATE_KEY_FILE}"),
             )
         })?;
     let whose = format!("the generated key in Secret {secret_name}");
     let key = PrivateKey::parse(&pem.0)
-        .map_err(|e| failure("KeyInvalid", format!("{whose} cannot be used: {e}")))?;
+        .map_err(|e| failure(Reason::KeyInvalid, format!("{whose} cannot be used: {e}")))?;
     if key.algorithm() != request.algorithm {
         return Err(failure(
-            "KeyAlgorithmMismatch",
+            Reason::KeyAlgorithmMismatch,
             format!(
                 "{whose} is for {} but {} is now required (the server's list or spec.signing.algorithm changed); set spec.signing.algorithm: {}, or delete the Secret and annotate this resource with {REGENERATE_KEY_ANNOTATION} to generate a new key (then register it with the EHR)",
                 key.algorithm(),
@@ -381,7 +370,7 @@ async fn adopt(
         let patched = api
             .patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| api_failure("updating", secret_name, e))?;
+            .map_err(|e| api_failure("patch", target, secret_name, e))?;
         own_secret_versions.extend(patched.metadata.resource_version.clone());
         patched
     } else {

@@ -6,11 +6,15 @@
 //! has come. Each step records a condition; one status patch ends it.
 
 mod conditions;
+mod discover;
 mod discovery_cache;
+mod draft;
 pub mod jwks;
 mod keys;
+pub mod reason;
 mod reconcile;
 pub mod schedule;
+mod scopes;
 pub mod secrets;
 mod token;
 pub mod validate;
@@ -55,6 +59,26 @@ pub struct Settings {
     pub per_server_concurrency: usize,
     /// Identifies this replica in events.
     pub instance: String,
+    pub clocks: Clocks,
+}
+
+/// How the operator deals with clocks that disagree.
+#[derive(Clone, Debug)]
+pub struct Clocks {
+    /// `iat` is set this far in the past (`exp - iat` stays at most 300 s).
+    pub assertion_backdate: Duration,
+    /// A server's `Date` further than this from the local clock is
+    /// reported (`ClockSkew`).
+    pub skew_warning: Duration,
+}
+
+impl Default for Clocks {
+    fn default() -> Self {
+        Self {
+            assertion_backdate: crate::smart::assertion::DEFAULT_BACKDATE,
+            skew_warning: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -67,6 +91,7 @@ impl Default for Settings {
             concurrency: 16,
             per_server_concurrency: 4,
             instance: "smart-backend-operator".into(),
+            clocks: Clocks::default(),
         }
     }
 }
@@ -104,6 +129,8 @@ pub(crate) struct ClientMemory {
     /// The outcome of the last reconcile that ended with a good token, and
     /// what it holds for.
     pub settled: Option<Settled>,
+    /// Whether the token endpoint's clock was last seen skewed (and said).
+    pub clock_skewed: bool,
 }
 
 /// A reconcile's outcome that stays true until the next refresh time while
@@ -266,6 +293,17 @@ impl Context {
         stores
             .iter()
             .find_map(|store| store.get(&reference)?.metadata.resource_version.clone())
+    }
+
+    /// Forgets what this replica learned while leading: per-client memory
+    /// and the JWKS it published ahead of the status. Called whenever
+    /// leadership is gained or lost, so that no state outlives a term.
+    pub fn forget_leader_state(&self) {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.jwks.retain(|_, _| false);
     }
 
     pub(crate) fn forget(&self, uid: &str) {

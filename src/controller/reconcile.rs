@@ -3,7 +3,7 @@
 //! end, and only when it changed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -13,44 +13,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use url::Url;
 
 use super::conditions::{self, State};
-use super::discovery_cache::Source;
+use super::discover;
+use super::draft::{Draft, Slot};
 use super::keys::{self, KeyRequest};
-use super::validate::{self, ValidSpec};
+use super::reason::{Failure, Reason};
+use super::validate;
 use super::{Context, Error, Settled, Target, WatchedClient, secrets, token};
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
-use crate::smart::discovery::{AlgorithmSource, SmartConfiguration};
-use crate::smart::{HttpClient, HttpPolicy, SigningAlgorithm};
-
-/// The status being built during a reconcile.
-pub(super) struct Draft {
-    pub discovered: Option<State>,
-    pub key: Option<State>,
-    pub token: Option<State>,
-    /// A failure that is about the resource as a whole (bad spec, suspend).
-    pub overall: Option<State>,
-    pub fields: SmartBackendClientStatus,
-    pub events: Vec<Event>,
-    /// Nothing was evaluated (waiting out a backoff): leave the status as is.
-    pub keep_status: bool,
-    /// The Secrets the operator manages for the client, with the resource
-    /// versions this reconcile read and wrote.
-    pub own_secrets: Vec<(String, Vec<String>)>,
-}
-
-impl Draft {
-    /// Notes a version at which one of the operator's own Secrets for this
-    /// client was read or written.
-    pub fn saw_own_secret(&mut self, name: &str, version: Option<String>) {
-        let Some(version) = version else { return };
-        match self.own_secrets.iter_mut().find(|(n, _)| n == name) {
-            Some((_, versions)) => versions.push(version),
-            None => self.own_secrets.push((name.to_string(), vec![version])),
-        }
-    }
-}
 
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -80,7 +51,7 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
                 unreadable.error
             );
             let status = json!({"status": {"conditions": [conditions::condition(
-                conditions::READY, &State::failed("InvalidResource", message), meta.generation, &[], Timestamp::now())]}});
+                conditions::READY, &State::failed(Reason::InvalidResource, message), meta.generation, &[], Timestamp::now())]}});
             patch_status(&ctx, &api, &name, status).await?;
             return Ok(Action::await_change());
         }
@@ -96,21 +67,20 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         status_kid: previous.kid.as_deref(),
         handled_key_regeneration: previous.handled_key_regeneration.as_deref(),
     };
-    let mut draft = Draft {
-        discovered: None,
-        key: None,
-        token: None,
-        overall: None,
-        fields: previous.clone(),
-        events: Vec::new(),
-        keep_status: false,
-        own_secrets: Vec::new(),
+    let mut draft = Draft::new(&previous);
+    let action = match steps(&ctx, sbc, &target, &previous, &mut draft).await {
+        Ok(action) => action,
+        Err((slot, failure)) => {
+            ctx.metrics.failure(failure.reason.category());
+            let timing = &ctx.settings.timing;
+            let now = SystemTime::now();
+            draft.fail(slot, failure, &previous, timing, now, rand::random())
+        }
     };
-    let action = steps(&ctx, sbc, &target, &previous, &mut draft).await;
     let status = if draft.keep_status {
         previous.clone()
     } else {
-        finish(&mut draft, &previous, sbc.metadata.generation)
+        draft.finish(&previous, sbc.metadata.generation, SystemTime::now())
     };
     if status != previous {
         patch_status(&ctx, &api, &name, json!({"status": status})).await?;
@@ -211,50 +181,46 @@ fn settled_action(ctx: &Context, uid: &str, namespace: &str, meta: &ObjectMeta) 
     Some(Action::requeue(wait))
 }
 
-const TOKEN_PENDING: &str = "TokenPending";
-
 /// Between generating a key and the first token request that uses it.
 const KEY_PUBLICATION_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A permanent problem: wait for a change to the resource, with a slow
-/// safety retry in case the world changed instead (a Secret created, a
-/// registration fixed).
-fn wait_for_change(ctx: &Context) -> Action {
-    Action::requeue(ctx.settings.timing.permanent_retry)
+/// A failure and the condition it belongs to.
+type StepFailure = (Slot, Failure);
+
+fn at(slot: Slot) -> impl FnOnce(Failure) -> StepFailure {
+    move |failure| (slot, failure)
 }
 
+/// The steps, in order. The first that fails ends the reconcile; its
+/// failure becomes a condition and a retry time in one place
+/// ([`Draft::fail`]).
 async fn steps(
     ctx: &Context,
     sbc: &SmartBackendClient,
     target: &Target<'_>,
     previous: &SmartBackendClientStatus,
     draft: &mut Draft,
-) -> Action {
-    let spec = match validate::validate(sbc, target.name, ctx.settings.http.allow_http) {
-        Ok(spec) => spec,
-        Err(invalid) => {
-            draft.overall = Some(State::failed(
-                "InvalidSpec",
-                format!("{invalid}; the operator retries when the resource changes"),
-            ));
-            return wait_for_change(ctx);
-        }
-    };
-    draft.fields.token_secret_name = Some(spec.token_secret_name.clone());
-    if sbc.spec.suspend {
-        draft.overall = Some(State::failed(
-            "Suspended",
-            "spec.suspend is true: nothing is refreshed, existing Secrets are kept",
-        ));
-        return Action::await_change();
-    }
-
+) -> Result<Action, StepFailure> {
     // After a failure, wait out the backoff even though our own status write
     // (or any other event) triggers a reconcile sooner. A spec change or a
     // new refresh request ends the wait.
     if let Some(wait) = backoff_remaining(ctx, sbc, target, previous) {
         draft.keep_status = true;
-        return Action::requeue(wait);
+        return Ok(Action::requeue(wait));
+    }
+    let spec = validate::validate(sbc, target.name, ctx.settings.http.allow_http)
+        .map_err(|invalid| Failure::new(Reason::InvalidSpec, invalid.to_string()))
+        .map_err(at(Slot::Overall))?;
+    draft.fields.token_secret_name = Some(spec.token_secret_name.clone());
+    if sbc.spec.suspend {
+        draft.set(
+            Slot::Overall,
+            State::failed(
+                Reason::Suspended,
+                "spec.suspend is true: nothing is refreshed, existing Secrets are kept",
+            ),
+        );
+        return Ok(Action::await_change());
     }
 
     // The token Secret as this process last wrote or read it, when the watch
@@ -268,62 +234,43 @@ async fn steps(
     if let Some(known) = &known_token {
         draft.saw_own_secret(&spec.token_secret_name, Some(known.version.clone()));
     }
-    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
-    let read = match &known_token {
-        Some(_) => Ok(None),
-        None => secrets_api.get_opt(&spec.token_secret_name).await,
-    };
-    let existing_token = match read {
-        Ok(secret) => secret,
-        Err(error) => {
-            draft.token = Some(State::failed(
-                "TokenSecretUnavailable",
-                format!("reading Secret {} failed: {error}", spec.token_secret_name),
-            ));
-            return Action::requeue(ctx.settings.timing.backoff_base);
-        }
+    let existing_token = match &known_token {
+        Some(_) => None,
+        None => Api::<Secret>::namespaced(ctx.client.clone(), target.namespace)
+            .get_opt(&spec.token_secret_name)
+            .await
+            .map_err(|error| {
+                let (ns, name) = (target.namespace, &spec.token_secret_name);
+                Failure::api(Reason::TokenSecretUnavailable, "get", ns, name, &error)
+            })
+            .map_err(at(Slot::Token))?,
     };
     if let Some(secret) = &existing_token {
         draft.saw_own_secret(
             &spec.token_secret_name,
             secret.metadata.resource_version.clone(),
         );
-    }
-    if let Some(secret) = &existing_token
-        && !secrets::is_owned_by(secret, target.uid)
-    {
-        draft.token = Some(State::failed(
-            "TargetSecretConflict",
-            format!(
-                "Secret {} exists and was not written by the operator for this resource; it is left untouched: choose another spec.token.secretName, or delete that Secret",
-                spec.token_secret_name
-            ),
-        ));
-        return wait_for_change(ctx);
-    }
-
-    let http = match http_client(ctx, target.namespace, &spec).await {
-        Ok(http) => http,
-        Err(state) => {
-            draft.discovered = Some(state);
-            return wait_for_change(ctx);
+        if !secrets::is_owned_by(secret, target.uid) {
+            return Err((
+                Slot::Token,
+                Failure::new(
+                    Reason::TargetSecretConflict,
+                    format!(
+                        "Secret {} exists and was not written by the operator for this resource; it is left untouched: choose another spec.token.secretName, or delete that Secret",
+                        spec.token_secret_name
+                    ),
+                ),
+            ));
         }
-    };
+    }
 
-    let Some(discovered) = discover(ctx, &http, &spec, draft).await else {
-        return match &draft.discovered {
-            Some(state) if state.reason == "DiscoveryUnavailable" => {
-                let failures = previous.consecutive_failures + 1;
-                let delay =
-                    super::schedule::backoff(failures, None, &ctx.settings.timing, rand::random());
-                draft.fields.consecutive_failures = failures;
-                draft.fields.next_refresh_time =
-                    Some(secrets::rfc3339_ceil(std::time::SystemTime::now() + delay));
-                Action::requeue(delay)
-            }
-            _ => wait_for_change(ctx),
-        };
-    };
+    let http = discover::http_client(ctx, target.namespace, &spec)
+        .await
+        .map_err(at(Slot::Discovered))?;
+    let discovered = discover::discover(ctx, &http, &spec)
+        .await
+        .map_err(at(Slot::Discovered))?;
+    draft.set(Slot::Discovered, discovered.state.clone());
 
     let key_request = KeyRequest {
         source: &spec.key,
@@ -335,18 +282,9 @@ async fn steps(
         }),
         kid: spec.kid.as_deref(),
     };
-    let key = match keys::resolve(ctx, target, &key_request).await {
-        Ok(key) => key,
-        Err(failure) => {
-            let transient = failure.transient;
-            draft.key = Some(failure.state);
-            return if transient {
-                Action::requeue(ctx.settings.timing.backoff_base)
-            } else {
-                wait_for_change(ctx)
-            };
-        }
-    };
+    let key = keys::resolve(ctx, target, &key_request)
+        .await
+        .map_err(at(Slot::Key))?;
     if key.generated {
         ctx.metrics.keys_generated.inc();
         ctx.metrics.write("key_secret");
@@ -373,15 +311,18 @@ async fn steps(
     }
     let jwks = key.signing.public_jwks().to_json();
     ctx.jwks.publish(target.namespace, target.name, &jwks);
-    draft.key = Some(State::ok(
-        "KeyReady",
-        format!(
-            "{} key, kid {}, in Secret {}",
-            key.signing.algorithm(),
-            key.signing.kid(),
-            key.secret_name
+    draft.set(
+        Slot::Key,
+        State::ok(
+            Reason::KeyReady,
+            format!(
+                "{} key, kid {}, in Secret {}",
+                key.signing.algorithm(),
+                key.signing.kid(),
+                key.secret_name
+            ),
         ),
-    ));
+    );
     draft.fields.algorithm = Some(key.signing.algorithm());
     draft.fields.kid = Some(key.signing.kid().to_string());
     draft.fields.key_secret_name = Some(key.secret_name.clone());
@@ -391,7 +332,7 @@ async fn steps(
         // Publish first, use after: the status (and so every replica's JWKS
         // endpoint) carries the new key before any server is asked to
         // verify a signature made with it.
-        return Action::requeue(KEY_PUBLICATION_DELAY);
+        return Ok(Action::requeue(KEY_PUBLICATION_DELAY));
     }
 
     token::refresh(
@@ -410,6 +351,7 @@ async fn steps(
         draft,
     )
     .await
+    .map_err(at(Slot::Token))
 }
 
 /// Time left before the retry that the last failure scheduled, if that
@@ -432,264 +374,4 @@ fn backoff_remaining(
         .duration_since(std::time::SystemTime::now())
         .ok()
         .filter(|d| !d.is_zero())
-}
-
-/// The HTTP client for this resource: the shared one, or one that also
-/// trusts the CA bundle the spec names.
-async fn http_client(
-    ctx: &Context,
-    namespace: &str,
-    spec: &ValidSpec,
-) -> Result<HttpClient, State> {
-    let Some((secret_name, key)) = &spec.ca_bundle else {
-        return Ok(ctx.http.clone());
-    };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = api
-        .get_opt(secret_name)
-        .await
-        .map_err(|e| State::failed("CaBundleUnavailable", format!("reading Secret {secret_name} failed: {e}")))?
-        .ok_or_else(|| {
-            State::failed(
-                "CaBundleNotFound",
-                format!("Secret {secret_name} (spec.tls.caBundleSecretRef) does not exist in namespace {namespace}"),
-            )
-        })?;
-    let pem = secret
-        .data
-        .and_then(|d| d.get(key).cloned())
-        .ok_or_else(|| {
-            State::failed(
-                "CaBundleInvalid",
-                format!("Secret {secret_name} has no key {key:?}"),
-            )
-        })?;
-    let cache_key = crate::smart::secret::fingerprint(&pem.0);
-    if let Some(client) = ctx
-        .http_with_ca
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&cache_key)
-    {
-        return Ok(client.clone());
-    }
-    let client = HttpClient::new(HttpPolicy {
-        extra_roots_pem: Some(pem.0),
-        ..ctx.settings.http.clone()
-    })
-    .map_err(|e| {
-        State::failed(
-            "CaBundleInvalid",
-            format!("Secret {secret_name} key {key:?}: {e}"),
-        )
-    })?;
-    ctx.http_with_ca
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(cache_key, client.clone());
-    Ok(client)
-}
-
-pub(super) struct Discovered {
-    pub token_endpoint: Url,
-    pub algorithm: SigningAlgorithm,
-    pub config: Option<Arc<SmartConfiguration>>,
-}
-
-/// Finds the token endpoint and the algorithm for a generated key.
-async fn discover(
-    ctx: &Context,
-    http: &HttpClient,
-    spec: &ValidSpec,
-    draft: &mut Draft,
-) -> Option<Discovered> {
-    // Both set: nothing to discover.
-    if let (Some(endpoint), Some(algorithm)) = (&spec.token_endpoint, spec.algorithm) {
-        draft.discovered = Some(State::ok(
-            "Configured",
-            "spec.tokenEndpoint and spec.signing.algorithm are set; discovery is skipped",
-        ));
-        return Some(Discovered {
-            token_endpoint: endpoint.clone(),
-            algorithm,
-            config: None,
-        });
-    }
-    let scopes: Vec<String> = spec.scope.split(' ').map(str::to_string).collect();
-    match ctx.discovery.get(http, &spec.fhir_base_url).await {
-        Ok((config, source)) => {
-            let choice = match config.choose_algorithm(spec.algorithm) {
-                Ok(choice) => choice,
-                Err(error) => {
-                    draft.discovered = Some(State::failed(
-                        "NoSupportedAlgorithm",
-                        format!(
-                            "{error}; if the server does accept RS384 or ES384, set spec.signing.algorithm"
-                        ),
-                    ));
-                    return None;
-                }
-            };
-            let token_endpoint = spec
-                .token_endpoint
-                .clone()
-                .unwrap_or_else(|| config.token_endpoint.clone());
-            let how = match choice.source {
-                AlgorithmSource::Explicit => "set in spec.signing.algorithm",
-                AlgorithmSource::ServerMetadata => "the server's first supported choice",
-                AlgorithmSource::DefaultWithoutServerList => {
-                    "the default: the server lists no algorithms"
-                }
-            };
-            let mut message = format!(
-                "token endpoint {token_endpoint}; {} ({how})",
-                choice.algorithm
-            );
-            let warnings = config.warnings(&scopes, Some(choice));
-            if !warnings.is_empty() {
-                let list: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-                message.push_str(&format!("; warnings: {}", list.join("; ")));
-            }
-            if let Source::StaleAfterError(why) = source {
-                message.push_str(&format!(
-                    "; using the cached configuration because re-discovery failed: {why}"
-                ));
-            }
-            draft.discovered = Some(State::ok("Discovered", message));
-            Some(Discovered {
-                token_endpoint,
-                algorithm: choice.algorithm,
-                config: Some(config),
-            })
-        }
-        Err(error) if spec.token_endpoint.is_some() => {
-            // The endpoint is configured; metadata was only wanted for the
-            // algorithm. RS384 is the one every SMART server must accept.
-            let algorithm = spec.algorithm.unwrap_or(SigningAlgorithm::RS384);
-            draft.discovered = Some(State::ok(
-                "Configured",
-                format!(
-                    "spec.tokenEndpoint is set; discovery failed ({error}), so {algorithm} is used"
-                ),
-            ));
-            spec.token_endpoint.clone().map(|endpoint| Discovered {
-                token_endpoint: endpoint,
-                algorithm,
-                config: None,
-            })
-        }
-        Err(error) => {
-            let reason = if error.is_transient() {
-                "DiscoveryUnavailable"
-            } else {
-                "DiscoveryFailed"
-            };
-            draft.discovered = Some(State::failed(reason, error.to_string()));
-            None
-        }
-    }
-}
-
-/// Composes Ready from the other conditions and fills in the status.
-fn finish(
-    draft: &mut Draft,
-    previous: &SmartBackendClientStatus,
-    generation: Option<i64>,
-) -> SmartBackendClientStatus {
-    let now = Timestamp::now();
-    let mut status = draft.fields.clone();
-    status.observed_generation = generation;
-    let mut list = Vec::new();
-    for (type_, state) in [
-        (conditions::DISCOVERED, &draft.discovered),
-        (conditions::KEY_READY, &draft.key),
-        (conditions::TOKEN_READY, &draft.token),
-    ] {
-        match state {
-            Some(state) => list.push(conditions::condition(
-                type_,
-                state,
-                generation,
-                &previous.conditions,
-                now,
-            )),
-            None => {
-                if let Some(old) = previous.conditions.iter().find(|c| c.type_ == type_) {
-                    list.push(old.clone());
-                }
-            }
-        }
-    }
-    // Ready is True only when every other condition is: evaluated now, or
-    // carried over from the last reconcile.
-    let effective = |state: &Option<State>, type_: &str| -> Option<State> {
-        state.clone().or_else(|| {
-            previous
-                .conditions
-                .iter()
-                .find(|c| c.type_ == type_)
-                .map(|c| State {
-                    ok: c.status == "True",
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                })
-        })
-    };
-    let parts = [
-        effective(&draft.discovered, conditions::DISCOVERED),
-        effective(&draft.key, conditions::KEY_READY),
-        effective(&draft.token, conditions::TOKEN_READY),
-    ];
-    let first_failure = draft
-        .overall
-        .clone()
-        .or_else(|| parts.iter().flatten().find(|s| !s.ok).cloned());
-    let ready = match first_failure {
-        Some(mut failed) => {
-            if let (Some(expires), Some(secret)) =
-                (&status.token_expires_at, &status.token_secret_name)
-                && secrets::parse_rfc3339(expires).is_some_and(|t| t > std::time::SystemTime::now())
-                && !failed.message.contains("stays valid")
-            {
-                failed.message.push_str(&format!(
-                    "; the token in Secret {secret} stays valid until {expires}"
-                ));
-            }
-            failed
-        }
-        None => match &parts[2] {
-            Some(token) => token.clone(),
-            None => State::failed(TOKEN_PENDING, "the first token is requested in a moment"),
-        },
-    };
-    let previous_ready = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == conditions::READY);
-    // TokenPending is the normal moment between a new key and its first
-    // token, not worth a Warning.
-    if !ready.ok
-        && ready.reason != TOKEN_PENDING
-        && previous_ready.is_none_or(|c| c.reason != ready.reason)
-    {
-        draft.events.push(Event {
-            type_: EventType::Warning,
-            reason: ready.reason.clone(),
-            note: Some(ready.message.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
-        });
-    }
-    list.insert(
-        0,
-        conditions::condition(
-            conditions::READY,
-            &ready,
-            generation,
-            &previous.conditions,
-            now,
-        ),
-    );
-    status.conditions = list;
-    status
 }

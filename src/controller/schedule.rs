@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::reason::Class;
+
 /// A mounted Secret reaches a pod up to kubelet's sync period plus its
 /// cache delay after it is written: about two minutes in the worst case.
 pub const PROPAGATION_LEAD: Duration = Duration::from_secs(150);
@@ -91,6 +93,26 @@ pub fn backoff(
     }
 }
 
+/// When to look again after a failure of `class`, the `failures`-th in a
+/// row: permanent problems wait for a change (with a slow safety retry),
+/// transient ones back off (never sooner than `Retry-After`), and waiting
+/// ones back off quietly, never more often than the refresh floor.
+pub fn after_failure(
+    class: Class,
+    failures: u32,
+    retry_after: Option<Duration>,
+    timing: &Timing,
+    jitter: f64,
+) -> Duration {
+    match class {
+        Class::Permanent => timing.permanent_retry,
+        Class::Transient => backoff(failures, retry_after, timing, jitter),
+        Class::Waiting | Class::Ok => backoff(failures, None, timing, jitter)
+            .max(timing.min_refresh_interval)
+            .min(timing.backoff_max.max(timing.min_refresh_interval)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +190,38 @@ mod tests {
         assert_eq!(
             backoff(1, Some(Duration::from_secs(86_400)), &t, 0.5),
             Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn each_class_of_failure_has_its_own_retry() {
+        let t = Timing::default();
+        let wait = Some(Duration::from_secs(600));
+        assert_eq!(
+            after_failure(Class::Permanent, 1, None, &t, 0.5),
+            t.permanent_retry
+        );
+        assert_eq!(
+            after_failure(Class::Transient, 1, wait, &t, 0.5),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            after_failure(Class::Transient, 2, None, &t, 0.5),
+            Duration::from_secs(10)
+        );
+        // Waiting ignores Retry-After, starts at the refresh floor and
+        // settles at the backoff cap.
+        assert_eq!(
+            after_failure(Class::Waiting, 1, wait, &t, 0.5),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            after_failure(Class::Waiting, 4, None, &t, 0.5),
+            Duration::from_secs(40)
+        );
+        assert_eq!(
+            after_failure(Class::Waiting, 9, None, &t, 0.5),
+            t.backoff_max
         );
     }
 }

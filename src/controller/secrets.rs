@@ -149,7 +149,7 @@ pub fn build_token_secret(input: &TokenSecretInput<'_>) -> Secret {
     meta.owner_references = Some(vec![input.owner.clone()]);
     let token = input.token.access_token.expose();
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
-    let data = BTreeMap::from([
+    let mut data = BTreeMap::from([
         ("access_token".to_string(), bytes(token)),
         (
             "authorization".to_string(),
@@ -158,14 +158,15 @@ pub fn build_token_secret(input: &TokenSecretInput<'_>) -> Secret {
         ("token_type".to_string(), bytes("Bearer")),
         ("expires_at".to_string(), bytes(&expires_at)),
         (
-            "scope".to_string(),
-            bytes(input.token.scope.as_deref().unwrap_or(&spec.scope)),
-        ),
-        (
             "fhir_base_url".to_string(),
             bytes(spec.fhir_base_url.as_str()),
         ),
     ]);
+    // The granted scopes only when the server stated them: repeating the
+    // request would claim a grant nobody made.
+    if let Some(scope) = &input.token.scope {
+        data.insert("scope".to_string(), bytes(scope));
+    }
     Secret {
         metadata: meta,
         type_: Some("Opaque".into()),

@@ -10,16 +10,16 @@ use kube::runtime::events::{Event, EventType};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::conditions::State;
-use super::reconcile::Draft;
+use super::draft::Draft;
+use super::reason::{self, Failure, Reason};
 use super::schedule;
+use super::scopes;
 use super::secrets::{self, StoredToken, TokenSecretInput, rfc3339};
 use super::validate::ValidSpec;
 use super::{Context, KnownTokenSecret, PendingToken, Target};
 use crate::crd::{FIELD_MANAGER, REFRESH_REQUESTED_ANNOTATION, SmartBackendClientStatus};
 use crate::smart::{
-    self, AccessToken, AssertionParams, ErrorClass, HttpClient, SigningKey, TokenError,
-    TokenRequest,
+    self, AccessToken, AssertionParams, HttpClient, SigningKey, TokenError, TokenRequest, assertion,
 };
 
 pub(super) struct Inputs<'a> {
@@ -90,7 +90,11 @@ fn until(t: SystemTime) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draft) -> Action {
+pub(super) async fn refresh(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    draft: &mut Draft,
+) -> Result<Action, Failure> {
     let Inputs {
         target,
         spec,
@@ -134,15 +138,15 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
 
     let (token, issued_at) = match take_pending(ctx, target.uid, &inputs_hash) {
         Some(pending) => (pending.token, pending.issued_at),
-        None => match request(ctx, inputs).await {
+        None => match request(ctx, inputs, draft).await {
             Ok(pair) => pair,
-            Err(error) => {
+            Err(failure) => {
                 // The request was acted on; retries now follow the backoff.
                 if let Some(value) = requested {
                     mark_handled(ctx, target.uid, value);
                     draft.fields.handled_refresh_request = Some(value.to_string());
                 }
-                return failed(ctx, inputs, stored.as_ref(), &error, draft);
+                return Err(failure);
             }
         },
     };
@@ -174,14 +178,15 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
                 inputs_hash: inputs_hash.clone(),
             };
             ctx.remember(target.uid, |m| m.pending = Some(pending));
-            draft.token = Some(State::failed(
-                "TokenSecretWriteFailed",
-                format!(
-                    "a token was obtained but writing Secret {} failed: {error}; retrying the write",
-                    spec.token_secret_name
-                ),
-            ));
-            return Action::requeue(timing.backoff_base);
+            let mut failure = Failure::api(
+                Reason::TokenSecretWriteFailed,
+                "patch",
+                target.namespace,
+                &spec.token_secret_name,
+                &error,
+            );
+            failure.message = format!("a token was obtained, but {}", failure.message);
+            return Err(failure);
         }
     }
 
@@ -215,19 +220,36 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, draft: &mut Draf
             smart::token::DEFAULT_EXPIRES_IN.as_secs()
         ));
     }
+    let state = scopes::token_state(&spec.scope, token.scope.as_deref(), message);
+    if state.reason == Reason::ScopeNarrowed {
+        ctx.metrics.scope_narrowed.inc();
+        let was_narrowed = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == super::conditions::TOKEN_READY && c.reason == "ScopeNarrowed");
+        if !was_narrowed {
+            draft.events.push(Event {
+                type_: EventType::Warning,
+                reason: Reason::ScopeNarrowed.as_str().into(),
+                note: Some(state.message.clone()),
+                action: "RequestToken".into(),
+                secondary: None,
+            });
+        }
+    }
     record_expiry(ctx, target.uid, token.expires_at);
     let fields = &mut draft.fields;
     fields.token_expires_at = Some(rfc3339(token.expires_at));
     fields.last_refresh_time = Some(rfc3339(issued_at));
     fields.next_refresh_time = Some(rfc3339(next));
-    fields.granted_scopes = Some(token.scope.clone().unwrap_or_else(|| spec.scope.clone()));
+    fields.granted_scopes = token.scope.clone();
     fields.consecutive_failures = 0;
     if let Some(value) = requested {
         mark_handled(ctx, target.uid, value);
         fields.handled_refresh_request = Some(value.to_string());
     }
-    draft.token = Some(State::ok("TokenIssued", message));
-    Action::requeue(until(next).max(Duration::from_secs(1)))
+    draft.token = Some(state);
+    Ok(Action::requeue(until(next).max(Duration::from_secs(1))))
 }
 
 /// The stored token is good: nothing to request, and at most a metadata
@@ -238,7 +260,7 @@ async fn keep(
     stored: &StoredToken,
     refresh_at: SystemTime,
     draft: &mut Draft,
-) -> Action {
+) -> Result<Action, Failure> {
     let spec = inputs.spec;
     let drifted = inputs
         .existing
@@ -281,11 +303,13 @@ async fn keep(
                 draft.saw_own_secret(&spec.token_secret_name, version);
             }
             Err(error) => {
-                draft.token = Some(State::failed(
-                    "TokenSecretWriteFailed",
-                    format!("updating Secret {} failed: {error}", spec.token_secret_name),
+                return Err(Failure::api(
+                    Reason::TokenSecretWriteFailed,
+                    "patch",
+                    inputs.target.namespace,
+                    &spec.token_secret_name,
+                    &error,
                 ));
-                return Action::requeue(ctx.settings.timing.backoff_base);
             }
         }
     }
@@ -296,19 +320,21 @@ async fn keep(
     if fields.last_refresh_time.is_none() {
         fields.last_refresh_time = Some(rfc3339(stored.issued_at));
     }
-    if let Some(scope) = &stored.scope {
-        fields.granted_scopes = Some(scope.clone());
-    }
+    fields.granted_scopes = stored.scope.clone();
     fields.consecutive_failures = 0;
-    draft.token = Some(State::ok(
-        "TokenIssued",
-        format!(
-            "token valid until {}; next refresh at {}",
-            rfc3339(stored.expires_at),
-            rfc3339(refresh_at)
-        ),
+    let validity = format!(
+        "token valid until {}; next refresh at {}",
+        rfc3339(stored.expires_at),
+        rfc3339(refresh_at)
+    );
+    draft.token = Some(scopes::token_state(
+        &spec.scope,
+        stored.scope.as_deref(),
+        validity,
     ));
-    Action::requeue(until(refresh_at).max(Duration::from_secs(1)))
+    Ok(Action::requeue(
+        until(refresh_at).max(Duration::from_secs(1)),
+    ))
 }
 
 fn take_pending(ctx: &Context, uid: &str, inputs_hash: &str) -> Option<PendingToken> {
@@ -346,7 +372,8 @@ fn record_expiry(ctx: &Context, uid: &str, expires_at: SystemTime) {
 async fn request(
     ctx: &Context,
     inputs: &Inputs<'_>,
-) -> Result<(AccessToken, SystemTime), TokenError> {
+    draft: &mut Draft,
+) -> Result<(AccessToken, SystemTime), Failure> {
     let authority = inputs.token_endpoint.authority().to_string();
     let limit = ctx.server_limit(&authority);
     let _permit = limit.acquire().await;
@@ -357,11 +384,20 @@ async fn request(
         .unwrap_or_else(|| inputs.token_endpoint.to_string());
     let mut params = AssertionParams::new(&inputs.spec.client_id, &audience);
     params.jku = inputs.spec.jku.as_deref();
+    let backdate = ctx.settings.clocks.assertion_backdate;
+    params.backdate = backdate.min(MAX_BACKDATE);
+    params.lifetime = assertion::DEFAULT_LIFETIME.min(assertion::MAX_LIFETIME - params.backdate);
     let issued_at = secrets::whole_second(SystemTime::now());
     let assertion = smart::assertion::sign(inputs.key, &params).map_err(|e| {
-        TokenError::InvalidResponse(format!("the assertion could not be signed: {e}"))
+        Failure::new(
+            Reason::SigningFailed,
+            format!(
+                "the assertion could not be signed with key kid {}: {e}; check the key",
+                inputs.key.kid()
+            ),
+        )
     })?;
-    let result = smart::token::request_token(
+    let exchange = smart::token::exchange(
         inputs.http,
         &TokenRequest {
             token_endpoint: inputs.token_endpoint,
@@ -371,92 +407,94 @@ async fn request(
         },
     )
     .await;
+    if let Some(skew) = exchange.clock_skew {
+        observe_clock(ctx, inputs, skew, draft);
+    }
+    let result = exchange.result;
     match &result {
         Ok(_) => ctx.metrics.token_request("success", "none"),
         Err(error) => ctx.metrics.token_request("failure", error.category()),
     }
     let failed = result.is_err();
     ctx.remember(inputs.target.uid, |m| m.last_attempt_failed = Some(failed));
-    result.map(|mut token| {
-        token.expires_at = secrets::whole_second(token.expires_at);
-        (token, issued_at)
-    })
-}
-
-fn reason_for(error: &TokenError) -> &'static str {
-    match error.category() {
-        "invalid_client" => "InvalidClient",
-        "invalid_scope" => "InvalidScope",
-        "invalid_grant" => "InvalidGrant",
-        "unauthorized_client" => "UnauthorizedClient",
-        "invalid_request" => "InvalidRequest",
-        "unsupported_grant_type" => "UnsupportedGrantType",
-        "rate_limited" => "RateLimited",
-        "server_unavailable" | "temporarily_unavailable" | "server_error" => {
-            "TokenEndpointUnavailable"
+    match result {
+        Ok(mut token) => {
+            token.expires_at = secrets::whole_second(token.expires_at);
+            Ok((token, issued_at))
         }
-        "timeout" => "TokenEndpointTimeout",
-        "connect" => "TokenEndpointUnreachable",
-        "invalid_response" => "InvalidTokenResponse",
-        _ => "TokenRequestFailed",
+        Err(error) => Err(token_failure(ctx, inputs, &error)),
     }
 }
 
-fn failed(
-    ctx: &Context,
-    inputs: &Inputs<'_>,
-    stored: Option<&StoredToken>,
-    error: &TokenError,
-    draft: &mut Draft,
-) -> Action {
-    let timing = &ctx.settings.timing;
+/// The most `iat` is backdated, whatever the flag says.
+const MAX_BACKDATE: Duration = Duration::from_secs(60);
+
+/// Notes the server's clock: the gauge always, and past the threshold a
+/// note on TokenReady and one Warning event until the clocks agree again.
+fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draft) {
+    ctx.metrics.clock_skew_seconds.set(skew as f64);
+    let skewed = skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs();
+    let warned = ctx.remember(inputs.target.uid, |m| {
+        std::mem::replace(&mut m.clock_skewed, skewed)
+    });
+    if !skewed {
+        return;
+    }
+    let note = clock_note(skew, inputs.token_endpoint.authority());
+    if !warned {
+        draft.events.push(Event {
+            type_: EventType::Warning,
+            reason: "ClockSkew".into(),
+            note: Some(note.clone()),
+            action: "RequestToken".into(),
+            secondary: None,
+        });
+    }
+    draft.clock_note = Some(note);
+}
+
+/// What a skewed clock means, in words.
+pub(super) fn clock_note(skew: i64, server: &str) -> String {
+    let direction = if skew > 0 { "ahead of" } else { "behind" };
+    format!(
+        "ClockSkew: the clock of {server} is {}s {direction} this host's (by its Date header); assertions may be refused as not yet valid or expired: check time synchronisation (NTP) on the nodes and at the server",
+        skew.unsigned_abs()
+    )
+}
+
+/// A refused or failed token request, in words a person can act on.
+fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Failure {
     // The endpoint may have moved: look again next time (the old result
     // stays as a fallback).
     ctx.discovery.mark_stale(&inputs.spec.fhir_base_url);
-    let failures = inputs.previous.consecutive_failures.saturating_add(1);
-    let delay = match error.class() {
-        ErrorClass::Permanent => timing.permanent_retry,
-        ErrorClass::Transient { retry_after } => {
-            schedule::backoff(failures, retry_after, timing, rand::random())
-        }
+    let previous = inputs.previous;
+    let never_had_token =
+        previous.last_refresh_time.is_none() && previous.token_expires_at.is_none();
+    let reason = reason::for_token_error(error, never_had_token);
+    let (spec, key) = (inputs.spec, inputs.key);
+    let message = match reason {
+        Reason::AwaitingRegistration => format!(
+            "{error}: no token has been obtained yet, so the EHR probably does not know this client; ask its administrators to register client id {} for the client_credentials grant with the public key kid {} ({}) by JWKS URL (the operator's /jwks/{}/{}) or by value (status.publicJwks), and the scopes {}",
+            spec.client_id,
+            key.kid(),
+            key.algorithm(),
+            inputs.target.namespace,
+            inputs.target.name,
+            spec.scope
+        ),
+        _ => smart::token::advice(error, &spec.client_id, key.kid(), inputs.token_endpoint),
     };
-    ctx.metrics.failure(error.category());
-    let mut message = smart::token::advice(
-        error,
-        &inputs.spec.client_id,
-        inputs.key.kid(),
-        inputs.token_endpoint,
-    );
-    match error.class() {
-        ErrorClass::Permanent => message.push_str(&format!(
-            "; fix the registration or the resource (the operator retries on any change, and every {}s)",
-            delay.as_secs()
-        )),
-        ErrorClass::Transient { .. } => message.push_str(&format!("; retrying in {}s", delay.as_secs())),
-    }
-    match stored {
-        Some(stored) if stored.expires_at > SystemTime::now() => message.push_str(&format!(
-            "; the token in Secret {} stays valid until {}",
-            inputs.spec.token_secret_name,
-            rfc3339(stored.expires_at)
-        )),
-        Some(_) => message.push_str(&format!(
-            "; the token in Secret {} has expired",
-            inputs.spec.token_secret_name
-        )),
-        None => {}
-    }
     tracing::info!(
         namespace = inputs.target.namespace,
         name = inputs.target.name,
-        category = error.category(),
-        failures,
+        reason = reason.as_str(),
         "token request failed"
     );
-    draft.fields.consecutive_failures = failures;
-    draft.fields.next_refresh_time = Some(secrets::rfc3339_ceil(SystemTime::now() + delay));
-    draft.token = Some(State::failed(reason_for(error), message));
-    Action::requeue(delay)
+    Failure {
+        reason,
+        message,
+        retry_after: error.retry_after(),
+    }
 }
 
 /// Applies the token Secret; returns the resource version it made.

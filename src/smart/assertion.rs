@@ -13,10 +13,15 @@ use super::{SecretString, SigningKey};
 pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
 /// Four minutes leaves room for clock skew below the cap.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(240);
+/// `iat` is set this far before the signing time, so that a server whose
+/// clock is a little behind does not see an assertion from the future.
+pub const DEFAULT_BACKDATE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssertionError {
-    #[error("assertion lifetime {0:?} exceeds the 300 s that SMART allows")]
+    #[error(
+        "assertion lifetime {0:?} (exp - iat, backdating included) exceeds the 300 s that SMART allows"
+    )]
     LifetimeTooLong(Duration),
     #[error("the clock is before 1970")]
     Clock,
@@ -32,7 +37,10 @@ pub struct AssertionParams<'a> {
     pub audience: &'a str,
     pub jku: Option<&'a str>,
     pub issued_at: SystemTime,
+    /// `exp` is `issued_at + lifetime`.
     pub lifetime: Duration,
+    /// `iat` is `issued_at - backdate`; `exp - iat` stays at most 300 s.
+    pub backdate: Duration,
 }
 
 impl<'a> AssertionParams<'a> {
@@ -43,6 +51,7 @@ impl<'a> AssertionParams<'a> {
             jku: None,
             issued_at: SystemTime::now(),
             lifetime: DEFAULT_LIFETIME,
+            backdate: DEFAULT_BACKDATE,
         }
     }
 }
@@ -72,15 +81,17 @@ pub fn sign(
     key: &SigningKey,
     params: &AssertionParams<'_>,
 ) -> Result<ClientAssertion, AssertionError> {
-    if params.lifetime > MAX_LIFETIME {
-        return Err(AssertionError::LifetimeTooLong(params.lifetime));
+    let span = params.lifetime + params.backdate;
+    if span > MAX_LIFETIME {
+        return Err(AssertionError::LifetimeTooLong(span));
     }
-    let iat = params
+    let now = params
         .issued_at
         .duration_since(UNIX_EPOCH)
         .map_err(|_| AssertionError::Clock)?
         .as_secs();
-    let exp = iat + params.lifetime.as_secs();
+    let iat = now.saturating_sub(params.backdate.as_secs());
+    let exp = now + params.lifetime.as_secs();
     let jti = uuid::Uuid::new_v4().to_string();
     let claims = Claims {
         iss: params.client_id,
@@ -162,7 +173,8 @@ mod tests {
         assert_eq!(claims["aud"], "https://ehr.example/token");
         assert_eq!(claims["jti"], assertion.jti.as_str());
         let iat = claims["iat"].as_u64().unwrap();
-        assert_eq!(claims["exp"].as_u64().unwrap() - iat, 240);
+        // Backdated by 5 s, expiring 240 s after signing.
+        assert_eq!(claims["exp"].as_u64().unwrap() - iat, 245);
         // JOSE form is r || s, 96 bytes; DER would be 102-104 and start 0x30.
         assert_eq!(signature.len(), 96);
         let verifying = p384::ecdsa::VerifyingKey::from(secret.public_key());
@@ -216,6 +228,14 @@ mod tests {
             sign(&key, &p),
             Err(AssertionError::LifetimeTooLong(_))
         ));
+        // Backdating counts: exp - iat may not pass 300 s either.
+        p.lifetime = Duration::from_secs(296);
+        assert!(matches!(
+            sign(&key, &p),
+            Err(AssertionError::LifetimeTooLong(_))
+        ));
+        p.lifetime = Duration::from_secs(295);
+        assert!(sign(&key, &p).is_ok());
     }
 
     #[test]

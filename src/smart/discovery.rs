@@ -75,7 +75,7 @@ impl fmt::Display for DiscoveryWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DiscoveryWarning::NoAlgorithmList => f.write_str(
-                "the server publishes no token_endpoint_auth_signing_alg_values_supported; using RS384, which SMART servers must accept",
+                "the server publishes no token_endpoint_auth_signing_alg_values_supported (SMART servers accept RS384, ES384 or both); a given key's own type decides, a generated key is RS384",
             ),
             DiscoveryWarning::MissingPrivateKeyJwt => f.write_str(
                 "token_endpoint_auth_methods_supported does not list private_key_jwt",

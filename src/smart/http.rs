@@ -3,7 +3,7 @@
 //! and a cap on how much of a response is read.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use url::Url;
 
@@ -87,7 +87,25 @@ pub struct HttpResponse {
     pub content_type: Option<String>,
     pub retry_after: Option<String>,
     pub location: Option<String>,
+    /// The server's `Date` header, for noticing a skewed clock.
+    pub date: Option<String>,
     pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The server's clock minus this host's, in whole seconds, from the
+    /// `Date` header, against the middle of the exchange. `Date` has a
+    /// resolution of one second, so a difference of a second or two is
+    /// noise.
+    pub fn clock_skew(&self, sent_at: SystemTime, received_at: SystemTime) -> Option<i64> {
+        let server = httpdate::parse_http_date(self.date.as_deref()?.trim()).ok()?;
+        let rtt = received_at.duration_since(sent_at).unwrap_or_default();
+        let local = sent_at + rtt / 2;
+        Some(match server.duration_since(local) {
+            Ok(ahead) => ahead.as_secs() as i64,
+            Err(behind) => -(behind.duration().as_secs() as i64),
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -220,10 +238,11 @@ impl HttpClient {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let (content_type, retry_after, location) = (
+        let (content_type, retry_after, location, date) = (
             header("content-type"),
             header("retry-after"),
             header("location"),
+            header("date"),
         );
         let status = response.status().as_u16();
         let limit = self.policy.max_body_bytes;
@@ -251,6 +270,7 @@ impl HttpClient {
             content_type,
             retry_after,
             location,
+            date,
             body,
         })
     }
@@ -339,6 +359,34 @@ mod tests {
                 .check_url(&Url::parse("http://ehr.internal.example:8080/").unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn clock_skew_is_read_from_the_date_header_in_both_directions() {
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let response = |date: Option<SystemTime>| HttpResponse {
+            status: 200,
+            content_type: None,
+            retry_after: None,
+            location: None,
+            date: date.map(httpdate::fmt_http_date),
+            body: Vec::new(),
+        };
+        let (sent, received) = (at(1_800_000_000), at(1_800_000_002));
+        assert_eq!(
+            response(Some(at(1_800_000_061))).clock_skew(sent, received),
+            Some(60)
+        );
+        assert_eq!(
+            response(Some(at(1_799_999_941))).clock_skew(sent, received),
+            Some(-60)
+        );
+        assert_eq!(response(None).clock_skew(sent, received), None);
+        let garbage = HttpResponse {
+            date: Some("yesterday".into()),
+            ..response(None)
+        };
+        assert_eq!(garbage.clock_skew(sent, received), None);
     }
 
     #[test]

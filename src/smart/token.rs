@@ -132,6 +132,14 @@ impl TokenError {
         }
     }
 
+    /// How long the server asked to wait, for a transient error.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.class() {
+            ErrorClass::Transient { retry_after } => retry_after,
+            ErrorClass::Permanent => None,
+        }
+    }
+
     /// The RFC 6749 error code, when the server gave one.
     pub fn oauth_code(&self) -> Option<&str> {
         match self {
@@ -168,12 +176,37 @@ pub struct AccessToken {
     pub scope: Option<String>,
 }
 
-/// Sends the token request. `sent_at` should be taken just before calling.
+/// Sends the token request.
 pub async fn request_token(
     client: &HttpClient,
     request: &TokenRequest<'_>,
 ) -> Result<AccessToken, TokenError> {
+    exchange(client, request).await.result
+}
+
+/// A token request's outcome, and what the answer said about the server's
+/// clock.
+pub struct Exchange {
+    pub result: Result<AccessToken, TokenError>,
+    /// The server's clock minus this host's, seconds, when it sent `Date`.
+    pub clock_skew: Option<i64>,
+}
+
+/// Sends the token request and notes the server's clock.
+pub async fn exchange(client: &HttpClient, request: &TokenRequest<'_>) -> Exchange {
     let sent_at = SystemTime::now();
+    let (result, clock_skew) = match send(client, request).await {
+        Ok(response) => {
+            let received_at = SystemTime::now();
+            let skew = response.clock_skew(sent_at, received_at);
+            (parse_token_response(&response, sent_at, received_at), skew)
+        }
+        Err(error) => (Err(error), None),
+    };
+    Exchange { result, clock_skew }
+}
+
+async fn send(client: &HttpClient, request: &TokenRequest<'_>) -> Result<HttpResponse, TokenError> {
     let mut form: Vec<(&str, &str)> = vec![
         ("grant_type", "client_credentials"),
         ("scope", request.scope),
@@ -183,11 +216,10 @@ pub async fn request_token(
     for (name, value) in request.extra_params {
         form.push((name.as_str(), value.as_str()));
     }
-    let response = client
+    client
         .post_form(request.token_endpoint, &form)
         .await
-        .map_err(TokenError::Transport)?;
-    parse_token_response(&response, sent_at, SystemTime::now())
+        .map_err(TokenError::Transport)
 }
 
 /// Turns a token endpoint's answer into a token or a classified error.

@@ -38,6 +38,7 @@ pub fn test_settings(namespace: &str) -> Settings {
         concurrency: 8,
         per_server_concurrency: 4,
         instance: "e2e".into(),
+        clocks: Default::default(),
     }
 }
 

@@ -71,6 +71,26 @@ fn token_secret_has_every_documented_key_and_round_trips() {
     assert_eq!(stored.expires_at, token.expires_at);
     assert_eq!(stored.issued_at, issued);
     assert_eq!(stored.inputs_hash, "abc");
+    assert_eq!(stored.scope.as_deref(), Some("system/Patient.rs"));
+
+    let unstated = AccessToken {
+        scope: None,
+        ..token
+    };
+    let secret = build_token_secret(&TokenSecretInput {
+        spec: &spec,
+        namespace: "ns",
+        client_name: "billing",
+        owner: owner(),
+        token: &unstated,
+        issued_at: issued,
+        inputs_hash: "abc",
+    });
+    assert!(
+        !secret.data.as_ref().unwrap().contains_key("scope"),
+        "no invented scope"
+    );
+    assert_eq!(read_token_secret(&secret).unwrap().scope, None);
 }
 
 #[test]

@@ -6,6 +6,7 @@ fn response(status: u16, body: &str) -> HttpResponse {
         content_type: Some("application/json".into()),
         retry_after: None,
         location: None,
+        date: None,
         body: body.as_bytes().to_vec(),
     }
 }

@@ -1,0 +1,183 @@
+//! The trust and discovery steps: which HTTP client to use (the shared one,
+//! or one that trusts the resource's CA bundle), then where the token
+//! endpoint is and which algorithm a generated key should have.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use url::Url;
+
+use super::Context;
+use super::conditions::State;
+use super::discovery_cache::Source;
+use super::reason::{Failure, Reason};
+use super::validate::ValidSpec;
+use crate::smart::discovery::{AlgorithmChoice, AlgorithmSource, SmartConfiguration};
+use crate::smart::{HttpClient, HttpPolicy, SigningAlgorithm};
+
+pub(super) struct Discovered {
+    pub token_endpoint: Url,
+    pub algorithm: SigningAlgorithm,
+    pub config: Option<Arc<SmartConfiguration>>,
+    /// The Discovered condition.
+    pub state: State,
+}
+
+/// The HTTP client for this resource: the shared one, or one that also
+/// trusts the CA bundle the spec names.
+pub(super) async fn http_client(
+    ctx: &Context,
+    namespace: &str,
+    spec: &ValidSpec,
+) -> Result<HttpClient, Failure> {
+    let Some((secret_name, key)) = &spec.ca_bundle else {
+        return Ok(ctx.http.clone());
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = api
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| Failure::api(Reason::CaBundleUnavailable, "get", namespace, secret_name, &e))?
+        .ok_or_else(|| {
+            Failure::new(
+                Reason::CaBundleNotFound,
+                format!("Secret {secret_name} (spec.tls.caBundleSecretRef) does not exist in namespace {namespace}: create it with the CA certificates (PEM) under the key {key:?}"),
+            )
+        })?;
+    let pem = secret
+        .data
+        .and_then(|d| d.get(key).cloned())
+        .ok_or_else(|| {
+            Failure::new(
+                Reason::CaBundleInvalid,
+                format!("Secret {secret_name} has no key {key:?} (spec.tls.caBundleSecretRef.key)"),
+            )
+        })?;
+    let cache_key = crate::smart::secret::fingerprint(&pem.0);
+    if let Some(client) = ctx
+        .http_with_ca
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&cache_key)
+    {
+        return Ok(client.clone());
+    }
+    let client = HttpClient::new(HttpPolicy {
+        extra_roots_pem: Some(pem.0),
+        ..ctx.settings.http.clone()
+    })
+    .map_err(|e| {
+        Failure::new(
+            Reason::CaBundleInvalid,
+            format!("Secret {secret_name} key {key:?}: {e}"),
+        )
+    })?;
+    ctx.http_with_ca
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(cache_key, client.clone());
+    Ok(client)
+}
+
+/// Finds the token endpoint and the algorithm for a generated key.
+pub(super) async fn discover(
+    ctx: &Context,
+    http: &HttpClient,
+    spec: &ValidSpec,
+) -> Result<Discovered, Failure> {
+    // Both set: nothing to discover.
+    if let (Some(endpoint), Some(algorithm)) = (&spec.token_endpoint, spec.algorithm) {
+        return Ok(Discovered {
+            token_endpoint: endpoint.clone(),
+            algorithm,
+            config: None,
+            state: State::ok(
+                Reason::Configured,
+                "spec.tokenEndpoint and spec.signing.algorithm are set; discovery is skipped",
+            ),
+        });
+    }
+    match ctx.discovery.get(http, &spec.fhir_base_url).await {
+        Ok((config, source)) => {
+            let choice = config.choose_algorithm(spec.algorithm).map_err(|error| {
+                Failure::new(
+                    Reason::NoSupportedAlgorithm,
+                    format!(
+                        "{error}; if the server does accept RS384 or ES384, set spec.signing.algorithm"
+                    ),
+                )
+            })?;
+            let token_endpoint = spec
+                .token_endpoint
+                .clone()
+                .unwrap_or_else(|| config.token_endpoint.clone());
+            let message = discovered_message(spec, &config, &token_endpoint, choice, &source);
+            Ok(Discovered {
+                token_endpoint,
+                algorithm: choice.algorithm,
+                config: Some(config),
+                state: State::ok(Reason::Discovered, message),
+            })
+        }
+        Err(error) => match &spec.token_endpoint {
+            // The endpoint is configured; metadata was only wanted for the
+            // algorithm of a generated key (a referenced key's own type
+            // decides for it).
+            Some(endpoint) => {
+                let algorithm = spec.algorithm.unwrap_or(SigningAlgorithm::RS384);
+                Ok(Discovered {
+                    token_endpoint: endpoint.clone(),
+                    algorithm,
+                    config: None,
+                    state: State::ok(
+                        Reason::Configured,
+                        format!(
+                            "spec.tokenEndpoint is set; discovery failed ({error}), so a generated key is {algorithm} (set spec.signing.algorithm to choose)"
+                        ),
+                    ),
+                })
+            }
+            None => {
+                let reason = if error.is_transient() {
+                    Reason::DiscoveryUnavailable
+                } else {
+                    Reason::DiscoveryFailed
+                };
+                Err(Failure::new(reason, error.to_string()))
+            }
+        },
+    }
+}
+
+fn discovered_message(
+    spec: &ValidSpec,
+    config: &SmartConfiguration,
+    token_endpoint: &Url,
+    choice: AlgorithmChoice,
+    source: &Source,
+) -> String {
+    let how = match choice.source {
+        AlgorithmSource::Explicit => "set in spec.signing.algorithm",
+        AlgorithmSource::ServerMetadata => "the server's first supported choice",
+        AlgorithmSource::DefaultWithoutServerList => {
+            "the server lists no algorithms: a referenced key's own type decides, a generated key uses this default"
+        }
+    };
+    let mut message = format!(
+        "token endpoint {token_endpoint}; {} ({how})",
+        choice.algorithm
+    );
+    let scopes: Vec<String> = spec.scope.split(' ').map(str::to_string).collect();
+    let warnings = config.warnings(&scopes, Some(choice));
+    if !warnings.is_empty() {
+        let list: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        message.push_str(&format!("; warnings: {}", list.join("; ")));
+    }
+    if let Source::StaleAfterError(why) = source {
+        message.push_str(&format!(
+            "; using the cached configuration because re-discovery failed: {why}"
+        ));
+    }
+    message
+}

@@ -1,0 +1,216 @@
+//! The status a reconcile builds: one condition per step, the status fields,
+//! and the events to publish. [`Draft::fail`] is the one place a failure
+//! becomes a condition and a retry time; [`Draft::finish`] composes Ready.
+//! Both are pure: time and jitter come in as arguments.
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+
+use super::conditions::{self, State};
+use super::reason::{Class, Failure, Reason};
+use super::schedule::{self, Timing};
+use super::secrets;
+use crate::crd::SmartBackendClientStatus;
+
+/// Which condition a step reports on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// About the resource as a whole (bad spec, suspend).
+    Overall,
+    Discovered,
+    Key,
+    Token,
+}
+
+/// The status being built during a reconcile.
+pub(super) struct Draft {
+    pub discovered: Option<State>,
+    pub key: Option<State>,
+    pub token: Option<State>,
+    pub overall: Option<State>,
+    pub fields: SmartBackendClientStatus,
+    pub events: Vec<Event>,
+    /// Nothing was evaluated (waiting out a backoff): leave the status as is.
+    pub keep_status: bool,
+    /// The Secrets the operator manages for the client, with the resource
+    /// versions this reconcile read and wrote.
+    pub own_secrets: Vec<(String, Vec<String>)>,
+    /// Said on TokenReady when the token endpoint's clock disagrees.
+    pub clock_note: Option<String>,
+}
+
+impl Draft {
+    pub fn new(previous: &SmartBackendClientStatus) -> Self {
+        Self {
+            discovered: None,
+            key: None,
+            token: None,
+            overall: None,
+            fields: previous.clone(),
+            events: Vec::new(),
+            keep_status: false,
+            own_secrets: Vec::new(),
+            clock_note: None,
+        }
+    }
+
+    /// Notes a version at which one of the operator's own Secrets for this
+    /// client was read or written.
+    pub fn saw_own_secret(&mut self, name: &str, version: Option<String>) {
+        let Some(version) = version else { return };
+        match self.own_secrets.iter_mut().find(|(n, _)| n == name) {
+            Some((_, versions)) => versions.push(version),
+            None => self.own_secrets.push((name.to_string(), vec![version])),
+        }
+    }
+
+    pub fn set(&mut self, slot: Slot, state: State) {
+        *match slot {
+            Slot::Overall => &mut self.overall,
+            Slot::Discovered => &mut self.discovered,
+            Slot::Key => &mut self.key,
+            Slot::Token => &mut self.token,
+        } = Some(state);
+    }
+
+    /// Records a failure on `slot`: counts it, says in the message when the
+    /// operator looks again, and schedules that look by the reason's class.
+    pub fn fail(
+        &mut self,
+        slot: Slot,
+        failure: Failure,
+        previous: &SmartBackendClientStatus,
+        timing: &Timing,
+        now: SystemTime,
+        jitter: f64,
+    ) -> Action {
+        let class = failure.reason.class();
+        let failures = previous.consecutive_failures.saturating_add(1);
+        let delay = schedule::after_failure(class, failures, failure.retry_after, timing, jitter);
+        let mut message = failure.message;
+        match class {
+            Class::Permanent => message.push_str(&format!(
+                "; fix the registration or the resource (the operator retries on any change to it, and every {}s)",
+                delay.as_secs()
+            )),
+            Class::Transient | Class::Waiting | Class::Ok => {
+                message.push_str(&format!("; retrying in {}s", delay.as_secs()))
+            }
+        }
+        self.fields.consecutive_failures = failures;
+        self.fields.next_refresh_time = Some(secrets::rfc3339_ceil(now + delay));
+        self.set(slot, State::failed(failure.reason, message));
+        Action::requeue(delay.max(Duration::from_secs(1)))
+    }
+
+    /// Composes Ready from the other conditions and fills in the status.
+    /// Conditions not evaluated in this reconcile are carried over.
+    pub fn finish(
+        &mut self,
+        previous: &SmartBackendClientStatus,
+        generation: Option<i64>,
+        now: SystemTime,
+    ) -> SmartBackendClientStatus {
+        let stamp = Timestamp::try_from(now).unwrap_or_else(|_| Timestamp::now());
+        if let (Some(token), Some(note)) = (&mut self.token, &self.clock_note) {
+            token.message = format!("{note}; {}", token.message);
+        }
+        let mut status = self.fields.clone();
+        status.observed_generation = generation;
+        let carried = |type_: &str| previous.conditions.iter().find(|c| c.type_ == type_);
+        let mut list = Vec::new();
+        let mut parts = Vec::new();
+        for (type_, state) in [
+            (conditions::DISCOVERED, &self.discovered),
+            (conditions::KEY_READY, &self.key),
+            (conditions::TOKEN_READY, &self.token),
+        ] {
+            match state {
+                Some(state) => {
+                    list.push(conditions::condition(
+                        type_,
+                        state,
+                        generation,
+                        &previous.conditions,
+                        stamp,
+                    ));
+                    parts.push(Some(state.clone()));
+                }
+                None => {
+                    list.extend(carried(type_).cloned());
+                    parts.push(carried(type_).and_then(State::read));
+                }
+            }
+        }
+        // Ready is True only when every other condition is.
+        let first_failure = self
+            .overall
+            .clone()
+            .or_else(|| parts.iter().flatten().find(|s| !s.ok).cloned());
+        let ready = match first_failure {
+            Some(mut failed) => {
+                failed.message.push_str(&token_note(&status, now));
+                failed
+            }
+            None => match &parts[2] {
+                Some(token) => token.clone(),
+                None => State::failed(
+                    Reason::TokenPending,
+                    "the first token is requested in a moment",
+                ),
+            },
+        };
+        let previous_reason = carried(conditions::READY).map(|c| c.reason.as_str());
+        if !ready.ok && previous_reason != Some(ready.reason.as_str()) {
+            // The normal moment between a new key and its first token, and
+            // a client the EHR does not know yet, are not worth a Warning.
+            let type_ = match ready.reason {
+                Reason::TokenPending => None,
+                Reason::AwaitingRegistration => Some(EventType::Normal),
+                _ => Some(EventType::Warning),
+            };
+            if let Some(type_) = type_ {
+                self.events.push(Event {
+                    type_,
+                    reason: ready.reason.as_str().into(),
+                    note: Some(ready.message.clone()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                });
+            }
+        }
+        list.insert(
+            0,
+            conditions::condition(
+                conditions::READY,
+                &ready,
+                generation,
+                &previous.conditions,
+                stamp,
+            ),
+        );
+        status.conditions = list;
+        status
+    }
+}
+
+/// What a failing Ready says about the token already in the Secret.
+fn token_note(status: &SmartBackendClientStatus, now: SystemTime) -> String {
+    let (Some(expires), Some(secret)) = (&status.token_expires_at, &status.token_secret_name)
+    else {
+        return String::new();
+    };
+    match secrets::parse_rfc3339(expires) {
+        Some(at) if at > now => {
+            format!("; the token in Secret {secret} stays valid until {expires}")
+        }
+        Some(_) => format!("; the token in Secret {secret} has expired"),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
