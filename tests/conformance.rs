@@ -148,6 +148,53 @@ fn run_token_command(args: &[&str]) -> std::process::Output {
         .expect("run the token command")
 }
 
+/// SMART lets a server publish no algorithm list; then the key in hand
+/// decides (an EC P-384 key signs with ES384), in the command as in the
+/// operator.
+#[tokio::test]
+async fn token_command_lets_the_key_decide_when_the_server_lists_no_algorithms() {
+    let key = support::signing_key(SigningAlgorithm::ES384);
+    let server = OidcServer::start_with(
+        &[Client {
+            id: "ec",
+            scope: "system/Patient.rs",
+            key: Some(&key),
+            registration: Registration::Inline,
+        }],
+        SCOPES,
+        300,
+        json!("omit"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("ec.pem");
+    std::fs::write(&key_path, key.private_key().to_pkcs8_pem().unwrap()).unwrap();
+    let output = run_token_command(&[
+        "--fhir-base-url",
+        &server.fhir_base_url,
+        "--client-id",
+        "ec",
+        "--key",
+        key_path.to_str().unwrap(),
+        "--scope",
+        "system/Patient.rs",
+        "--insecure-allow-http",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["algorithm"], "ES384");
+    assert_eq!(
+        report["algorithm_source"],
+        "the key's type (server lists none)"
+    );
+    assert_eq!(server.stats().await, (1, 1));
+}
+
 #[tokio::test]
 async fn token_command_works_for_both_algorithms_and_registrations() {
     let clients = both_algorithms_both_registrations();
@@ -306,7 +353,7 @@ async fn algorithm_choice_follows_the_servers_metadata() {
     let server = OidcServer::start_with(&clients, SCOPES, 300, json!("omit"));
     let base = Url::parse(&server.fhir_base_url).unwrap();
     let config = smart::discovery::discover(&http, &base).await.unwrap();
-    let choice = config.choose_algorithm(None).unwrap();
+    let choice = config.choose_algorithm(None, None).unwrap();
     assert_eq!(choice.algorithm, SigningAlgorithm::RS384);
     assert_eq!(
         config.warnings(&[], Some(choice)),
@@ -321,21 +368,21 @@ async fn algorithm_choice_follows_the_servers_metadata() {
     let server = OidcServer::start_with(&clients, SCOPES, 300, json!([]));
     let base = Url::parse(&server.fhir_base_url).unwrap();
     let config = smart::discovery::discover(&http, &base).await.unwrap();
-    let error = config.choose_algorithm(None).unwrap_err();
+    let error = config.choose_algorithm(None, None).unwrap_err();
     assert!(error.to_string().contains("an empty list"), "{error}");
     drop(server);
 
     let server = OidcServer::start_with(&clients, SCOPES, 300, json!(["RS256", "PS384"]));
     let base = Url::parse(&server.fhir_base_url).unwrap();
     let config = smart::discovery::discover(&http, &base).await.unwrap();
-    let error = config.choose_algorithm(None).unwrap_err();
+    let error = config.choose_algorithm(None, None).unwrap_err();
     assert!(error.to_string().contains("RS256, PS384"), "{error}");
 
     let server = OidcServer::start_with(&clients, SCOPES, 300, json!(["RS256", "RS384", "ES384"]));
     let base = Url::parse(&server.fhir_base_url).unwrap();
     let config = smart::discovery::discover(&http, &base).await.unwrap();
     assert_eq!(
-        config.choose_algorithm(None).unwrap().algorithm,
+        config.choose_algorithm(None, None).unwrap().algorithm,
         SigningAlgorithm::RS384
     );
     obtain(&server, "c1", &rsa, "system/Patient.rs", |_| {})

@@ -569,6 +569,41 @@ async fn algorithm_choice_follows_metadata_and_unsupported_lists_are_explained()
     let discovered = &condition(&sbc, "Discovered").unwrap().message;
     assert!(discovered.contains("lists no algorithms"), "{discovered}");
 
+    // The same server, no list: a referenced EC P-384 key signs with ES384.
+    let ec = support::signing_key(SigningAlgorithm::ES384);
+    let omit_ec = OidcServer::start_with(
+        &[Client {
+            id: "k",
+            scope: "system/Patient.rs",
+            key: Some(&ec),
+            registration: Registration::Inline,
+        }],
+        SCOPES,
+        300,
+        json!("omit"),
+    );
+    let pem = ec.private_key().to_pkcs8_pem().unwrap();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("k-key".into()),
+            ..Default::default()
+        },
+        data: Some([("key.pem".to_string(), ByteString(pem.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    h.secrets()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let mut referenced = spec(&omit_ec, "k");
+    referenced["signing"] = json!({"keySecretRef": {"name": "k-key", "key": "key.pem"}});
+    h.apply("k", referenced).await;
+    let sbc = h.wait_ready("k").await;
+    assert_eq!(
+        sbc.status.as_ref().unwrap().algorithm,
+        Some(SigningAlgorithm::ES384)
+    );
+
     let es = OidcServer::start_with(
         &[Client {
             id: "e",

@@ -65,7 +65,7 @@ proptest! {
     fn structured_metadata_parses_or_errors_cleanly(doc in json_value()) {
         if let Ok(config) = SmartConfiguration::parse(doc.to_string().as_bytes()) {
             prop_assert!(config.token_endpoint.has_host());
-            let _ = config.choose_algorithm(None);
+            let _ = config.choose_algorithm(None, None);
             let _ = config.warnings(&["system/Patient.rs".into()], None);
         }
     }

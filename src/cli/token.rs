@@ -124,21 +124,9 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
         }
         None => {
             let config = smart::discovery::discover(&client, &args.fhir_base_url).await?;
-            // With no explicit choice, a key already in hand decides among
-            // what the server offers.
-            let explicit = args.alg.or_else(|| {
-                let offered = config
-                    .token_endpoint_auth_signing_alg_values_supported
-                    .as_ref()?;
-                offered
-                    .iter()
-                    .any(|a| a == key.algorithm().as_str())
-                    .then(|| key.algorithm())
-            });
-            let mut choice = config.choose_algorithm(explicit)?;
-            if args.alg.is_none() && explicit.is_some() {
-                choice.source = AlgorithmSource::ServerMetadata;
-            }
+            // With no explicit choice, the key in hand decides among what
+            // the server offers, or alone when it offers no list.
+            let choice = config.choose_algorithm(args.alg, Some(key.algorithm()))?;
             warnings = config.warnings(&scopes, Some(choice));
             (config.token_endpoint, choice)
         }
@@ -175,6 +163,7 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
         algorithm_source: match choice.source {
             AlgorithmSource::Explicit => "explicit",
             AlgorithmSource::ServerMetadata => "server metadata",
+            AlgorithmSource::KeyType => "the key's type (server lists none)",
             AlgorithmSource::DefaultWithoutServerList => "default (server lists none)",
         },
         kid: signing.kid().to_string(),

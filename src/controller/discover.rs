@@ -100,7 +100,7 @@ pub(super) async fn discover(
     }
     match ctx.discovery.get(http, &spec.fhir_base_url).await {
         Ok((config, source)) => {
-            let choice = config.choose_algorithm(spec.algorithm).map_err(|error| {
+            let choice = config.choose_algorithm(spec.algorithm, None).map_err(|error| {
                 Failure::new(
                     Reason::NoSupportedAlgorithm,
                     format!(
@@ -160,7 +160,7 @@ fn discovered_message(
     let how = match choice.source {
         AlgorithmSource::Explicit => "set in spec.signing.algorithm",
         AlgorithmSource::ServerMetadata => "the server's first supported choice",
-        AlgorithmSource::DefaultWithoutServerList => {
+        AlgorithmSource::KeyType | AlgorithmSource::DefaultWithoutServerList => {
             "the server lists no algorithms: a referenced key's own type decides, a generated key uses this default"
         }
     };

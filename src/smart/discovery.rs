@@ -115,6 +115,8 @@ pub struct SmartConfiguration {
 pub enum AlgorithmSource {
     Explicit,
     ServerMetadata,
+    /// The server lists no algorithms and the key in hand decides.
+    KeyType,
     DefaultWithoutServerList,
 }
 
@@ -228,12 +230,16 @@ impl SmartConfiguration {
         })
     }
 
-    /// The explicit choice if there is one; otherwise the first algorithm in
-    /// the server's list, in the server's order, that this client supports;
-    /// RS384 when the server publishes no list.
+    /// The explicit choice if there is one. Otherwise, with a key in hand
+    /// (`key`: the algorithm its type can do), that key's algorithm when
+    /// the server lists it or lists nothing (SMART servers accept RS384,
+    /// ES384 or both, and the list is optional); else the first algorithm
+    /// in the server's list, in its order, that this client supports; RS384
+    /// for a key yet to be generated when the server lists none.
     pub fn choose_algorithm(
         &self,
         explicit: Option<SigningAlgorithm>,
+        key: Option<SigningAlgorithm>,
     ) -> Result<AlgorithmChoice, DiscoveryError> {
         if let Some(algorithm) = explicit {
             return Ok(AlgorithmChoice {
@@ -242,11 +248,23 @@ impl SmartConfiguration {
             });
         }
         let Some(offered) = &self.token_endpoint_auth_signing_alg_values_supported else {
-            return Ok(AlgorithmChoice {
-                algorithm: SigningAlgorithm::RS384,
-                source: AlgorithmSource::DefaultWithoutServerList,
+            return Ok(match key {
+                Some(algorithm) => AlgorithmChoice {
+                    algorithm,
+                    source: AlgorithmSource::KeyType,
+                },
+                None => AlgorithmChoice {
+                    algorithm: SigningAlgorithm::RS384,
+                    source: AlgorithmSource::DefaultWithoutServerList,
+                },
             });
         };
+        if let Some(algorithm) = key.filter(|k| offered.iter().any(|a| a == k.as_str())) {
+            return Ok(AlgorithmChoice {
+                algorithm,
+                source: AlgorithmSource::ServerMetadata,
+            });
+        }
         offered
             .iter()
             .find_map(|name| name.parse::<SigningAlgorithm>().ok())

@@ -39,7 +39,7 @@ fn the_first_supported_algorithm_in_server_order_is_chosen() {
     let mut doc = full();
     doc["token_endpoint_auth_signing_alg_values_supported"] =
         serde_json::json!(["RS256", "ES384", "RS384"]);
-    let choice = config(doc).choose_algorithm(None).unwrap();
+    let choice = config(doc).choose_algorithm(None, None).unwrap();
     assert_eq!(choice.algorithm, SigningAlgorithm::ES384);
     assert_eq!(choice.source, AlgorithmSource::ServerMetadata);
 }
@@ -49,7 +49,9 @@ fn an_explicit_algorithm_overrides_the_server_order_with_a_warning_if_unlisted()
     let mut doc = full();
     doc["token_endpoint_auth_signing_alg_values_supported"] = serde_json::json!(["ES384"]);
     let cfg = config(doc);
-    let choice = cfg.choose_algorithm(Some(SigningAlgorithm::RS384)).unwrap();
+    let choice = cfg
+        .choose_algorithm(Some(SigningAlgorithm::RS384), None)
+        .unwrap();
     assert_eq!(choice.algorithm, SigningAlgorithm::RS384);
     assert!(
         cfg.warnings(&[], Some(choice))
@@ -66,7 +68,7 @@ fn no_algorithm_list_means_rs384_and_a_warning() {
         .unwrap()
         .remove("token_endpoint_auth_signing_alg_values_supported");
     let cfg = config(doc);
-    let choice = cfg.choose_algorithm(None).unwrap();
+    let choice = cfg.choose_algorithm(None, None).unwrap();
     assert_eq!(choice.algorithm, SigningAlgorithm::RS384);
     assert_eq!(
         cfg.warnings(&[], Some(choice)),
@@ -75,17 +77,46 @@ fn no_algorithm_list_means_rs384_and_a_warning() {
 }
 
 #[test]
+fn with_no_algorithm_list_a_key_in_hand_decides() {
+    let mut doc = full();
+    doc.as_object_mut()
+        .unwrap()
+        .remove("token_endpoint_auth_signing_alg_values_supported");
+    let cfg = config(doc);
+    for key in [SigningAlgorithm::ES384, SigningAlgorithm::RS384] {
+        let choice = cfg.choose_algorithm(None, Some(key)).unwrap();
+        assert_eq!(choice.algorithm, key);
+        assert_eq!(choice.source, AlgorithmSource::KeyType);
+    }
+    let message = DiscoveryWarning::NoAlgorithmList.to_string();
+    assert!(!message.contains("must accept"), "{message}");
+}
+
+#[test]
+fn a_listed_key_algorithm_wins_over_the_servers_first_choice() {
+    let mut doc = full();
+    doc["token_endpoint_auth_signing_alg_values_supported"] = serde_json::json!(["RS384", "ES384"]);
+    let cfg = config(doc);
+    let choice = cfg
+        .choose_algorithm(None, Some(SigningAlgorithm::ES384))
+        .unwrap();
+    assert_eq!(choice.algorithm, SigningAlgorithm::ES384);
+    let choice = cfg.choose_algorithm(None, None).unwrap();
+    assert_eq!(choice.algorithm, SigningAlgorithm::RS384);
+}
+
+#[test]
 fn a_list_without_supported_algorithms_is_an_error_naming_the_offer() {
     let mut doc = full();
     doc["token_endpoint_auth_signing_alg_values_supported"] = serde_json::json!(["RS256", "ES256"]);
-    let err = config(doc).choose_algorithm(None).unwrap_err();
+    let err = config(doc).choose_algorithm(None, None).unwrap_err();
     assert!(err.to_string().contains("RS256, ES256"), "{err}");
 }
 
 #[test]
 fn complete_metadata_gives_no_warnings() {
     let cfg = config(full());
-    let choice = cfg.choose_algorithm(None).ok();
+    let choice = cfg.choose_algorithm(None, None).ok();
     let scopes = vec![
         "system/Observation.read".to_string(),
         "system/Patient.rs".to_string(),
@@ -105,7 +136,7 @@ fn imperfect_metadata_gives_warnings_not_errors() {
     }));
     let warnings = cfg.warnings(
         &["system/Patient.read".into()],
-        cfg.choose_algorithm(None).ok(),
+        cfg.choose_algorithm(None, None).ok(),
     );
     assert_eq!(
         warnings,
