@@ -66,6 +66,17 @@ pub struct SmartBackendClientSpec {
     )]
     pub scopes: Vec<String>,
 
+    /// OAuth issuer whose metadata names the token endpoint and the signing
+    /// algorithms, for servers behind a general OAuth server (Keycloak, Okta,
+    /// Entra ID, Ping) that publish no smart-configuration. Read from
+    /// {issuer-host}/.well-known/oauth-authorization-server{issuer-path}
+    /// (RFC 8414), else {issuer}/.well-known/openid-configuration; the
+    /// document must name this issuer. Replaces SMART discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(URL_RULE).message(URL_MESSAGE))]
+    pub issuer: Option<String>,
+
     /// Token endpoint URL. Set it to skip discovery of the endpoint (some
     /// servers publish no smart-configuration, or a tenant-specific URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]

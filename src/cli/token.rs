@@ -10,8 +10,8 @@ use url::Url;
 
 use super::keys::parse_algorithm;
 use crate::smart::{
-    self, AssertionParams, DiscoveryWarning, HttpClient, HttpPolicy, SigningAlgorithm,
-    TokenRequest,
+    self, AssertionParams, DiscoveryWarning, HttpClient, HttpPolicy, MetadataSource,
+    SigningAlgorithm, TokenRequest,
     discovery::{AlgorithmChoice, AlgorithmSource},
 };
 
@@ -35,6 +35,10 @@ pub struct TokenArgs {
     /// Key id; default: the RFC 7638 thumbprint of the public key.
     #[arg(long)]
     pub kid: Option<String>,
+    /// OAuth issuer whose RFC 8414 or OpenID Connect metadata names the
+    /// token endpoint and algorithms (instead of SMART discovery).
+    #[arg(long)]
+    pub issuer: Option<Url>,
     /// Token endpoint; skips discovery when given.
     #[arg(long)]
     pub token_endpoint: Option<Url>,
@@ -123,7 +127,11 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
             )
         }
         None => {
-            let config = smart::discovery::discover(&client, &args.fhir_base_url).await?;
+            let source = match &args.issuer {
+                Some(issuer) => MetadataSource::Issuer(issuer.clone()),
+                None => MetadataSource::Smart(args.fhir_base_url.clone()),
+            };
+            let config = source.fetch(&client).await?;
             // With no explicit choice, the key in hand decides among what
             // the server offers, or alone when it offers no list.
             let choice = config.choose_algorithm(args.alg, Some(key.algorithm()))?;

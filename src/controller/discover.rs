@@ -98,7 +98,7 @@ pub(super) async fn discover(
             ),
         });
     }
-    match ctx.discovery.get(http, &spec.fhir_base_url).await {
+    match ctx.discovery.get(http, &spec.metadata).await {
         Ok((config, source)) => {
             let choice = config.choose_algorithm(spec.algorithm, None).map_err(|error| {
                 Failure::new(
@@ -165,7 +165,8 @@ fn discovered_message(
         }
     };
     let mut message = format!(
-        "token endpoint {token_endpoint}; {} ({how})",
+        "token endpoint {token_endpoint} (from {}); {} ({how})",
+        spec.metadata.describe(),
         choice.algorithm
     );
     let scopes: Vec<String> = spec.scope.split(' ').map(str::to_string).collect();

@@ -1,4 +1,5 @@
-//! SMART configurations cached per FHIR base URL. An entry older than the
+//! Authorization metadata cached per document fetched (a SMART
+//! configuration, or an issuer's metadata). An entry older than the
 //! TTL, or marked stale after a token-endpoint error, is fetched again; if
 //! that fetch fails for a passing reason, the old result keeps serving.
 
@@ -6,10 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use url::Url;
-
-use crate::smart::HttpClient;
-use crate::smart::discovery::{self, DiscoveryError, SmartConfiguration};
+use crate::smart::discovery::{DiscoveryError, SmartConfiguration};
+use crate::smart::{HttpClient, MetadataSource};
 
 struct Entry {
     config: Arc<SmartConfiguration>,
@@ -48,14 +47,14 @@ impl DiscoveryCache {
     pub async fn get(
         &self,
         http: &HttpClient,
-        base: &Url,
+        source: &MetadataSource,
     ) -> Result<(Arc<SmartConfiguration>, Source), DiscoveryError> {
-        let key = base.as_str().trim_end_matches('/').to_string();
+        let key = source.key();
         let cached = self.cached(&key);
         if let Some((config, true)) = &cached {
             return Ok((config.clone(), Source::Fresh));
         }
-        match discovery::discover(http, base).await {
+        match source.fetch(http).await {
             Ok(config) => {
                 let config = Arc::new(config);
                 let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,15 +76,14 @@ impl DiscoveryCache {
         }
     }
 
-    /// Forces the next lookup of `base` to fetch again (the old entry is
+    /// Forces the next lookup of `source` to fetch again (the old entry is
     /// kept as a fallback).
-    pub fn mark_stale(&self, base: &Url) {
-        let key = base.as_str().trim_end_matches('/');
+    pub fn mark_stale(&self, source: &MetadataSource) {
         if let Some(entry) = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_mut(key)
+            .get_mut(&source.key())
         {
             entry.stale = true;
         }

@@ -466,7 +466,7 @@ pub(super) fn clock_note(skew: i64, server: &str) -> String {
 fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Failure {
     // The endpoint may have moved: look again next time (the old result
     // stays as a fallback).
-    ctx.discovery.mark_stale(&inputs.spec.fhir_base_url);
+    ctx.discovery.mark_stale(&inputs.spec.metadata);
     let previous = inputs.previous;
     let never_had_token =
         previous.last_refresh_time.is_none() && previous.token_expires_at.is_none();

@@ -6,8 +6,8 @@ use std::time::Duration;
 use url::Url;
 
 use crate::crd::{GeneratedKeyPolicy, SecretTemplate, SmartBackendClient};
-use crate::smart::SigningAlgorithm;
 use crate::smart::keys::{DEFAULT_RSA_BITS, RSA_GENERATE_BITS};
+use crate::smart::{MetadataSource, SigningAlgorithm};
 
 /// Where the signing key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct ValidSpec {
     pub client_id: String,
     /// Space-joined, as sent.
     pub scope: String,
+    /// Where the authorization metadata is read.
+    pub metadata: MetadataSource,
     pub token_endpoint: Option<Url>,
     pub audience: Option<String>,
     pub algorithm: Option<SigningAlgorithm>,
@@ -124,6 +126,10 @@ pub fn validate(
         .as_deref()
         .map(|u| url_field("tokenEndpoint", u, allow_http))
         .transpose()?;
+    let metadata = match spec.issuer.as_deref() {
+        Some(issuer) => MetadataSource::Issuer(url_field("issuer", issuer, allow_http)?),
+        None => MetadataSource::Smart(fhir_base_url.clone()),
+    };
     let jku = spec
         .signing
         .jku
@@ -184,6 +190,7 @@ pub fn validate(
     }
     Ok(ValidSpec {
         fhir_base_url,
+        metadata,
         client_id: spec.client_id.trim().to_string(),
         scope: scopes.join(" "),
         token_endpoint,

@@ -19,7 +19,7 @@ pub enum DiscoveryError {
         source: HttpError,
     },
     #[error(
-        "{url} answered HTTP {status}{detail}; check fhirBaseUrl (discovery reads {{fhirBaseUrl}}/.well-known/smart-configuration)"
+        "{url} answered HTTP {status}{detail}; check fhirBaseUrl (discovery reads {{fhirBaseUrl}}/.well-known/smart-configuration), or the issuer when one is set"
     )]
     Status {
         url: String,
@@ -44,6 +44,22 @@ pub enum DiscoveryError {
         "the server supports none of RS384 and ES384 for client assertions (it offers {offered}); this client cannot authenticate to it"
     )]
     NoSupportedAlgorithm { offered: String },
+    #[error(
+        "the issuer {issuer} publishes no usable metadata: {rfc8414}; and {openid}; check the issuer URL (it is the server's issuer identifier, e.g. https://sso.example.org/realms/fhir)"
+    )]
+    NoIssuerMetadata {
+        issuer: String,
+        rfc8414: Box<DiscoveryError>,
+        openid: Box<DiscoveryError>,
+    },
+    #[error(
+        "{url} names the issuer {found:?}, not {expected}; metadata for another issuer is not trusted: check the issuer URL"
+    )]
+    IssuerMismatch {
+        url: String,
+        expected: String,
+        found: String,
+    },
 }
 
 impl DiscoveryError {
@@ -54,6 +70,9 @@ impl DiscoveryError {
             DiscoveryError::Status { status, .. } => {
                 *status >= 500 || *status == 429 || *status == 408
             }
+            DiscoveryError::NoIssuerMetadata {
+                rfc8414, openid, ..
+            } => rfc8414.is_transient() || openid.is_transient(),
             _ => false,
         }
     }
@@ -142,10 +161,19 @@ pub async fn discover(
     client: &HttpClient,
     fhir_base_url: &Url,
 ) -> Result<SmartConfiguration, DiscoveryError> {
-    let url = well_known_url(fhir_base_url);
-    let shown = redact_userinfo(&url);
+    fetch_metadata(client, &well_known_url(fhir_base_url)).await
+}
+
+/// Fetches and parses a metadata document (SMART, RFC 8414 or OpenID
+/// Connect: the members this client reads have the same names in all
+/// three), and checks the token endpoint it names.
+pub async fn fetch_metadata(
+    client: &HttpClient,
+    url: &Url,
+) -> Result<SmartConfiguration, DiscoveryError> {
+    let shown = redact_userinfo(url);
     let response = client
-        .get(&url)
+        .get(url)
         .await
         .map_err(|source| DiscoveryError::Fetch {
             url: shown.clone(),
