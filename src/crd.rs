@@ -250,6 +250,11 @@ pub struct SmartBackendClientStatus {
     /// the operator's /jwks/{namespace}/{name} for jwks_uri registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_jwks: Option<String>,
+    /// The public URL of this client's JWK Set, for jwks_uri registration;
+    /// set when the operator runs with --jwks-public-url (the chart sets it
+    /// from its Ingress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
     /// The last refresh-requested-at annotation value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_refresh_request: Option<String>,

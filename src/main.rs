@@ -28,12 +28,27 @@ enum Command {
     Crd,
     /// Discover, sign an assertion and obtain one access token.
     Token(Box<cli::token::TokenArgs>),
+    /// The kubectl plugin (also installed as `kubectl-smart`).
+    Kubectl(cli::plugin::PluginArgs),
+}
+
+/// Installed as `kubectl-smart`, the binary is the kubectl plugin.
+fn invoked_as_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s == "kubectl-smart"))
+        .unwrap_or(false)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
+    let command = if invoked_as_plugin() {
+        Command::Kubectl(cli::plugin::PluginArgs::parse())
+    } else {
+        Cli::parse().command
+    };
+    let result = match &command {
         Command::Run(args) => cli::run::run(args).await,
         Command::Sandbox(args) => cli::sandbox::run(args).await,
         Command::Crd => smart_backend_operator::crd::crd_yaml()
@@ -42,6 +57,7 @@ async fn main() -> std::process::ExitCode {
         Command::Keygen(args) => cli::keys::keygen(args),
         Command::Jwks(args) => cli::keys::jwks(args),
         Command::Token(args) => cli::token::run(args).await,
+        Command::Kubectl(args) => cli::plugin::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -75,6 +75,28 @@ fn bad_values_fail_at_install_time_with_a_clear_message() {
 }
 
 #[test]
+fn the_public_jwks_url_comes_from_the_value_or_the_ingress_host() {
+    let render = |sets: &[&str]| {
+        let mut args = vec!["template", "r", CHART];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = helm(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!render(&[]).contains("- --jwks-public-url"));
+    assert!(
+        render(&["ingress.enabled=true", "ingress.host=jwks.example.org"])
+            .contains("- --jwks-public-url=https://jwks.example.org")
+    );
+    assert!(
+        render(&["operator.jwksPublicUrl=https://keys.example.org/ops"])
+            .contains("- --jwks-public-url=https://keys.example.org/ops")
+    );
+}
+
+#[test]
 fn the_charts_crd_is_the_generated_one() {
     let generated =
         std::fs::read_to_string(repo_root().join("crds/smartbackendclients.smartbackend.dev.yaml"))

@@ -1,7 +1,9 @@
-//! The one-shot commands: `keygen`, `jwks` and `token`. Each has a clap
-//! argument struct and a `run` function; `main.rs` only dispatches.
+//! The commands: `run`, `sandbox`, the one-shot `keygen`, `jwks` and
+//! `token`, and the kubectl plugin. Each has a clap argument struct and a
+//! `run` function; `main.rs` only dispatches.
 
 pub mod keys;
+pub mod plugin;
 pub mod run;
 pub mod sandbox;
 pub mod token;

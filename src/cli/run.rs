@@ -17,6 +17,7 @@ use crate::controller::{self, Context, JwksDirectory, Settings, Timing};
 use crate::http::{AdminState, router};
 use crate::metrics::Metrics;
 use crate::smart::HttpPolicy;
+use url::Url;
 
 fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
@@ -82,6 +83,11 @@ pub struct RunArgs {
     /// `smart_backend_clock_skew_seconds`).
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub clock_skew_warning: Duration,
+    /// The public base URL at which EHRs reach this operator's /jwks/ (the
+    /// Ingress), e.g. https://jwks.example-hospital.org; each client's
+    /// status.jwksUri is built from it.
+    #[arg(long, env = "SBO_JWKS_PUBLIC_URL")]
+    pub jwks_public_url: Option<Url>,
     /// Cache-Control max-age of the JWKS endpoint, seconds.
     #[arg(long, default_value_t = 300)]
     pub jwks_max_age: u64,
@@ -146,6 +152,7 @@ impl RunArgs {
             concurrency: self.concurrency,
             per_server_concurrency: self.per_server_concurrency,
             instance: instance_name(),
+            jwks_public_url: self.jwks_public_url.clone(),
             clocks: controller::Clocks {
                 assertion_backdate: self.assertion_backdate,
                 skew_warning: self.clock_skew_warning,

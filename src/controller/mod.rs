@@ -60,6 +60,9 @@ pub struct Settings {
     /// Identifies this replica in events.
     pub instance: String,
     pub clocks: Clocks,
+    /// Where EHRs reach the operator's `/jwks/` (an Ingress), for
+    /// `status.jwksUri`; unset when it is not exposed.
+    pub jwks_public_url: Option<url::Url>,
 }
 
 /// How the operator deals with clocks that disagree.
@@ -92,6 +95,7 @@ impl Default for Settings {
             per_server_concurrency: 4,
             instance: "smart-backend-operator".into(),
             clocks: Clocks::default(),
+            jwks_public_url: None,
         }
     }
 }

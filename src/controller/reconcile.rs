@@ -327,6 +327,11 @@ async fn steps(
     draft.fields.kid = Some(key.signing.kid().to_string());
     draft.fields.key_secret_name = Some(key.secret_name.clone());
     draft.fields.public_jwks = Some(jwks);
+    draft.fields.jwks_uri = ctx
+        .settings
+        .jwks_public_url
+        .as_ref()
+        .map(|base| jwks_uri(base, target.namespace, target.name));
     draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
     if key.generated {
         // Publish first, use after: the status (and so every replica's JWKS
@@ -352,6 +357,14 @@ async fn steps(
     )
     .await
     .map_err(at(Slot::Token))
+}
+
+/// `{base}/jwks/{namespace}/{name}`, keeping any path prefix in the base.
+pub(super) fn jwks_uri(base: &url::Url, namespace: &str, name: &str) -> String {
+    format!(
+        "{}/jwks/{namespace}/{name}",
+        base.as_str().trim_end_matches('/')
+    )
 }
 
 /// Time left before the retry that the last failure scheduled, if that

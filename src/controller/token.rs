@@ -473,15 +473,20 @@ fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Fail
     let reason = reason::for_token_error(error, never_had_token);
     let (spec, key) = (inputs.spec, inputs.key);
     let message = match reason {
-        Reason::AwaitingRegistration => format!(
-            "{error}: no token has been obtained yet, so the EHR probably does not know this client; ask its administrators to register client id {} for the client_credentials grant with the public key kid {} ({}) by JWKS URL (the operator's /jwks/{}/{}) or by value (status.publicJwks), and the scopes {}",
-            spec.client_id,
-            key.kid(),
-            key.algorithm(),
-            inputs.target.namespace,
-            inputs.target.name,
-            spec.scope
-        ),
+        Reason::AwaitingRegistration => {
+            let (namespace, name) = (inputs.target.namespace, inputs.target.name);
+            let jwks_url = match &ctx.settings.jwks_public_url {
+                Some(base) => super::reconcile::jwks_uri(base, namespace, name),
+                None => format!("the operator's /jwks/{namespace}/{name}, once exposed"),
+            };
+            format!(
+                "{error}: no token has been obtained yet, so the EHR probably does not know this client; ask its administrators to register client id {} for the client_credentials grant with the public key kid {} ({}) by JWKS URL ({jwks_url}) or by value (status.publicJwks), and the scopes {} (kubectl smart register {name} -n {namespace} prints all of it)",
+                spec.client_id,
+                key.kid(),
+                key.algorithm(),
+                spec.scope
+            )
+        }
         _ => smart::token::advice(error, &spec.client_id, key.kid(), inputs.token_endpoint),
     };
     tracing::info!(

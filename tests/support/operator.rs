@@ -39,6 +39,7 @@ pub fn test_settings(namespace: &str) -> Settings {
         per_server_concurrency: 4,
         instance: "e2e".into(),
         clocks: Default::default(),
+        jwks_public_url: None,
     }
 }
 

@@ -44,3 +44,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/* Where EHRs fetch /jwks/: the value, else the Ingress host. */}}
+{{- define "sbo.jwksPublicUrl" -}}
+{{- if .Values.operator.jwksPublicUrl -}}
+{{- .Values.operator.jwksPublicUrl -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.host -}}
+{{- printf "https://%s" .Values.ingress.host -}}
+{{- end -}}
+{{- end -}}
