@@ -138,6 +138,17 @@ pub struct SigningSpec {
     #[schemars(extend("enum" = [2048, 3072, 4096]))]
     pub rsa_key_size: Option<u32>,
 
+    /// A shared JWK Set (a name) this client's public keys also go into,
+    /// served at the operator's /jwks/{namespace}/sets/{name}: for EHRs that
+    /// register one JWKS URL per application for all its clients. Every
+    /// client in the namespace that names the set contributes its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub jwks_set: Option<String>,
+
     /// URL of this client's JWK Set, sent as jku in the assertion header
     /// (some servers use it to find the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]

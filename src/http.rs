@@ -1,7 +1,7 @@
 //! The admin HTTP server every replica runs: `/healthz`, `/readyz` (ready
 //! after the first watch sync), `/metrics` (Prometheus text) and
 //! `/jwks/{namespace}/{name}`, each client's public JWK Set for `jwks_uri`
-//! registration.
+//! registration, and `/jwks/{namespace}/sets/{set}`, shared sets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +34,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/jwks/{namespace}/{name}", get(jwks))
+        .route("/jwks/{namespace}/sets/{set}", get(jwks_set))
         .with_state(state)
 }
 
@@ -71,7 +72,19 @@ async fn jwks(
     State(state): State<AdminState>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
-    match state.jwks.get(&namespace, &name) {
+    jwks_response(&state, state.jwks.get(&namespace, &name))
+}
+
+async fn jwks_set(
+    State(state): State<AdminState>,
+    Path((namespace, set)): Path<(String, String)>,
+) -> Response {
+    jwks_response(&state, state.jwks.get_set(&namespace, &set))
+}
+
+/// A JWK Set with the cache headers key rotation relies on, or 404.
+fn jwks_response(state: &AdminState, body: Option<String>) -> Response {
+    match body {
         Some(body) => (
             [
                 (header::CONTENT_TYPE, "application/json".to_string()),
@@ -85,7 +98,7 @@ async fn jwks(
             .into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            "no such client, or it has no key yet",
+            "no such client or set, or it has no key yet",
         )
             .into_response(),
     }

@@ -21,7 +21,6 @@ pub mod validate;
 mod watched;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,14 +33,14 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{reflector, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
 use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClientStatus};
 use crate::metrics::Metrics;
 use crate::smart::{AccessToken, HttpClient, HttpPolicy};
 use discovery_cache::DiscoveryCache;
-pub use jwks::JwksDirectory;
+pub use jwks::{JwksDirectory, Published, watch_for_jwks};
 pub use schedule::Timing;
 pub use watched::WatchedClient;
 
@@ -485,65 +484,3 @@ fn slim_secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
         ..Default::default()
     };
 }
-
-/// Keeps the JWKS directory's copy of each client's `status.publicJwks` up
-/// to date. Runs on every replica, leader or not; `ready` turns true after
-/// the first full list.
-pub async fn watch_for_jwks(
-    client: Client,
-    settings: Settings,
-    jwks: Arc<JwksDirectory>,
-    ready: Arc<AtomicBool>,
-) {
-    let scopes = scopes(&settings);
-    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
-    let streams = scopes.into_iter().map(|scope| {
-        let api: Api<WatchedClient> = match &scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let (jwks, ready, remaining) = (jwks.clone(), ready.clone(), remaining.clone());
-        let mut listed = false;
-        // A (re)list is collected whole, then replaces the scope's entries.
-        let mut relist: Vec<(String, String, String)> = Vec::new();
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .for_each(move |event| {
-                match event {
-                    Ok(watcher::Event::Init) => relist.clear(),
-                    Ok(watcher::Event::InitApply(client)) => relist.extend(published_jwks(&client)),
-                    Ok(watcher::Event::InitDone) => {
-                        jwks.replace_watched(scope.as_deref(), std::mem::take(&mut relist));
-                        if !listed {
-                            listed = true;
-                            if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                                ready.store(true, Ordering::SeqCst);
-                            }
-                        }
-                    }
-                    Ok(watcher::Event::Apply(client)) => match published_jwks(&client) {
-                        Some((namespace, name, document)) => {
-                            jwks.set_watched(namespace, name, document)
-                        }
-                        None => jwks.remove_watched(&client),
-                    },
-                    Ok(watcher::Event::Delete(client)) => jwks.remove_watched(&client),
-                    Err(error) => tracing::warn!(
-                        %error,
-                        "watching SmartBackendClients for the JWKS endpoint failed; retrying with backoff"
-                    ),
-                }
-                futures_util::future::ready(())
-            })
-    });
-    futures_util::future::join_all(streams).await;
-}
-
-/// A client's namespace, name and published JWKS, if it has one.
-fn published_jwks(client: &WatchedClient) -> Option<(String, String, String)> {
-    let client = client.0.as_ref().ok()?;
-    let jwks = client.status.as_ref()?.public_jwks.clone()?;
-    Some((client.namespace()?, client.name_any(), jwks))
-}
-
-use kube::ResourceExt;

@@ -310,7 +310,15 @@ async fn steps(
         draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
     }
     let jwks = key.signing.public_jwks().to_json();
-    ctx.jwks.publish(target.namespace, target.name, &jwks);
+    let jwks_set = sbc.spec.signing.jwks_set.clone();
+    ctx.jwks.publish(
+        target.namespace,
+        target.name,
+        super::Published {
+            jwks: jwks.clone(),
+            set: jwks_set.clone(),
+        },
+    );
     draft.set(
         Slot::Key,
         State::ok(
@@ -331,7 +339,7 @@ async fn steps(
         .settings
         .jwks_public_url
         .as_ref()
-        .map(|base| jwks_uri(base, target.namespace, target.name));
+        .map(|base| jwks_uri(base, target.namespace, target.name, jwks_set.as_deref()));
     draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
     if key.generated {
         // Publish first, use after: the status (and so every replica's JWKS
@@ -352,6 +360,7 @@ async fn steps(
             known: known_token.map(|k| k.stored),
             generation: sbc.metadata.generation,
             previous,
+            jwks_set: sbc.spec.signing.jwks_set.as_deref(),
         },
         draft,
     )
@@ -359,12 +368,14 @@ async fn steps(
     .map_err(at(Slot::Token))
 }
 
-/// `{base}/jwks/{namespace}/{name}`, keeping any path prefix in the base.
-pub(super) fn jwks_uri(base: &url::Url, namespace: &str, name: &str) -> String {
-    format!(
-        "{}/jwks/{namespace}/{name}",
-        base.as_str().trim_end_matches('/')
-    )
+/// `{base}/jwks/{namespace}/{name}`, or the shared set's
+/// `{base}/jwks/{namespace}/sets/{set}`, keeping any path in the base.
+pub(super) fn jwks_uri(base: &url::Url, namespace: &str, name: &str, set: Option<&str>) -> String {
+    let base = base.as_str().trim_end_matches('/');
+    match set {
+        Some(set) => format!("{base}/jwks/{namespace}/sets/{set}"),
+        None => format!("{base}/jwks/{namespace}/{name}"),
+    }
 }
 
 /// Time left before the retry that the last failure scheduled, if that

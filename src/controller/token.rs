@@ -35,6 +35,8 @@ pub(super) struct Inputs<'a> {
     pub known: Option<StoredToken>,
     pub generation: Option<i64>,
     pub previous: &'a SmartBackendClientStatus,
+    /// The shared JWK Set the client's keys also go into.
+    pub jwks_set: Option<&'a str>,
 }
 
 /// The token Secret as this process last wrote or read it, when the watch
@@ -475,9 +477,13 @@ fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Fail
     let message = match reason {
         Reason::AwaitingRegistration => {
             let (namespace, name) = (inputs.target.namespace, inputs.target.name);
-            let jwks_url = match &ctx.settings.jwks_public_url {
-                Some(base) => super::reconcile::jwks_uri(base, namespace, name),
-                None => format!("the operator's /jwks/{namespace}/{name}, once exposed"),
+            let set = inputs.jwks_set;
+            let jwks_url = match (&ctx.settings.jwks_public_url, set) {
+                (Some(base), _) => super::reconcile::jwks_uri(base, namespace, name, set),
+                (None, Some(set)) => {
+                    format!("the operator's /jwks/{namespace}/sets/{set}, once exposed")
+                }
+                (None, None) => format!("the operator's /jwks/{namespace}/{name}, once exposed"),
             };
             format!(
                 "{error}: no token has been obtained yet, so the EHR probably does not know this client; ask its administrators to register client id {} for the client_credentials grant with the public key kid {} ({}) by JWKS URL ({jwks_url}) or by value (status.publicJwks), and the scopes {} (kubectl smart register {name} -n {namespace} prints all of it)",
