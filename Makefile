@@ -7,12 +7,13 @@
 #                    control plane and a real OAuth server (builds what is missing)
 #   make lint        cargo fmt --check and clippy with warnings denied
 #   make cluster-up / cluster-down   the local control plane on its own
+#   make keycloak-up / keycloak-down Keycloak on loopback on its own
 
 SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down
+.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down keycloak-up keycloak-down
 
 demo:
 	scripts/demo
@@ -41,7 +42,7 @@ fuzz:
 	  (cd fuzz && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
 
-test: lint oidc-deps cluster-up
+test: lint oidc-deps cluster-up keycloak-up
 	cargo test --locked --all-targets
 
 lint: lint-dockerfile
@@ -75,3 +76,10 @@ cluster-up:
 
 cluster-down:
 	$(CONTROL_PLANE) down
+
+# Keycloak from Maven Central on loopback, the second conformance server.
+keycloak-up:
+	tests/keycloak/keycloak up
+
+keycloak-down:
+	tests/keycloak/keycloak down
