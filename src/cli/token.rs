@@ -139,7 +139,9 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
             (config.token_endpoint, choice)
         }
     };
-    let signing = key.into_signing_key(Some(choice.algorithm), args.kid.clone())?;
+    let signing = key
+        .into_signing_key(Some(choice.algorithm), args.kid.clone())?
+        .for_one_signature();
     let audience = args
         .audience
         .clone()

@@ -205,6 +205,43 @@ mod tests {
     }
 
     #[test]
+    fn one_shot_signatures_verify_like_the_fast_ones() {
+        let rsa_pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/keys/rsa2048-pkcs1.pem"
+        ))
+        .unwrap();
+        let rsa_key = PrivateKey::parse(&rsa_pem).unwrap();
+        let PrivateKey::Rsa(rsa_private) = rsa_key.clone() else {
+            unreachable!()
+        };
+        let key = rsa_key
+            .into_signing_key(None, None)
+            .unwrap()
+            .for_one_signature();
+        let (_, _, signature, signed) = split(sign(&key, &params()).unwrap().jwt.expose());
+        let verifying =
+            rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(rsa_private.to_public_key());
+        let sig = rsa::pkcs1v15::Signature::try_from(signature.as_slice()).unwrap();
+        verifying.verify(signed.as_bytes(), &sig).unwrap();
+
+        let ec_key = PrivateKey::generate(SigningAlgorithm::ES384, 0).unwrap();
+        let PrivateKey::P384(secret) = ec_key.clone() else {
+            unreachable!()
+        };
+        let key = ec_key
+            .into_signing_key(None, None)
+            .unwrap()
+            .for_one_signature();
+        let (header, _, signature, signed) = split(sign(&key, &params()).unwrap().jwt.expose());
+        assert_eq!(header["alg"], "ES384");
+        assert_eq!(signature.len(), 96, "JOSE r||s, not DER");
+        let verifying = p384::ecdsa::VerifyingKey::from(secret.public_key());
+        let sig = p384::ecdsa::Signature::from_slice(&signature).unwrap();
+        verifying.verify(signed.as_bytes(), &sig).unwrap();
+    }
+
+    #[test]
     fn every_assertion_gets_a_new_jti() {
         let key = PrivateKey::generate(SigningAlgorithm::ES384, 0)
             .unwrap()

@@ -2,7 +2,7 @@
 //! HTTPS unless explicitly allowed, no redirects, connect and total timeouts,
 //! and a cap on how much of a response is read.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use url::Url;
@@ -108,40 +108,54 @@ impl HttpResponse {
     }
 }
 
+/// Requests over plain http (when allowed) go through a client that holds
+/// no trust store; https ones through a client built on first use, which
+/// trusts the system roots (read once per process) and the policy's extra
+/// roots. Clones share both.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    inner: reqwest::Client,
+    plain: Option<reqwest::Client>,
+    tls: Arc<OnceLock<Result<reqwest::Client, String>>>,
+    extra_roots: Arc<Vec<reqwest::Certificate>>,
     policy: HttpPolicy,
 }
 
 impl HttpClient {
     pub fn new(policy: HttpPolicy) -> Result<Self, HttpError> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(policy.connect_timeout)
-            .timeout(policy.request_timeout)
-            .user_agent(concat!(
-                "smart-backend-operator/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: Arc::new(policy.destinations.clone()),
-            }))
-            .https_only(!policy.allow_http);
-        if let Some(pem) = &policy.extra_roots_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| HttpError::CaBundle(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(HttpError::CaBundle("it holds no PEM certificate".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+        let extra_roots = match &policy.extra_roots_pem {
+            Some(pem) => super::trust::parse_bundle(pem)?,
+            None => Vec::new(),
+        };
+        let plain = match policy.allow_http {
+            true => Some(
+                super::trust::without_roots(builder(&policy))
+                    .build()
+                    .map_err(|e| HttpError::Build(e.to_string()))?,
+            ),
+            false => None,
+        };
+        Ok(Self {
+            plain,
+            tls: Arc::new(OnceLock::new()),
+            extra_roots: Arc::new(extra_roots),
+            policy,
+        })
+    }
+
+    /// The client for `url`'s scheme (`check_url` has vetted the scheme).
+    fn client_for(&self, url: &Url) -> Result<&reqwest::Client, HttpError> {
+        if let ("http", Some(plain)) = (url.scheme(), &self.plain) {
+            return Ok(plain);
         }
-        let inner = builder
-            .build()
-            .map_err(|e| HttpError::Build(e.to_string()))?;
-        Ok(Self { inner, policy })
+        self.tls
+            .get_or_init(|| {
+                super::trust::with_roots(builder(&self.policy), &self.extra_roots)
+                    .https_only(true)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| HttpError::Build(e.clone()))
     }
 
     pub fn policy(&self) -> &HttpPolicy {
@@ -182,7 +196,7 @@ impl HttpClient {
     pub async fn get(&self, url: &Url) -> Result<HttpResponse, HttpError> {
         self.check_url(url)?;
         let request = self
-            .inner
+            .client_for(url)?
             .get(url.clone())
             .header("accept", "application/json");
         self.send(url, request).await
@@ -198,7 +212,7 @@ impl HttpClient {
             .extend_pairs(form)
             .finish();
         let request = self
-            .inner
+            .client_for(url)?
             .post(url.clone())
             .header("accept", "application/json")
             .header("content-type", "application/x-www-form-urlencoded")
@@ -274,6 +288,22 @@ impl HttpClient {
             body,
         })
     }
+}
+
+/// What both clients share: no redirects, timeouts, the agent, and the
+/// resolver that applies the destination policy.
+fn builder(policy: &HttpPolicy) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(policy.connect_timeout)
+        .timeout(policy.request_timeout)
+        .user_agent(concat!(
+            "smart-backend-operator/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: Arc::new(policy.destinations.clone()),
+        }))
 }
 
 /// A byte count as people write it: "1 MiB", "64 KiB", "300 bytes".

@@ -14,6 +14,7 @@ pub mod issuer;
 pub mod keys;
 pub mod secret;
 pub mod token;
+pub mod trust;
 
 pub use algorithm::SigningAlgorithm;
 pub use assertion::{AssertionParams, ClientAssertion};

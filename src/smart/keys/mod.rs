@@ -247,6 +247,14 @@ impl SigningKey {
         self.public.to_jwk(self.algorithm.as_str(), &self.kid)
     }
 
+    /// The same key, signing without aws-lc: for a process that signs one
+    /// assertion and exits (the `token` command), where aws-lc's one-time
+    /// random-generator seeding would cost more than the signature.
+    pub fn for_one_signature(mut self) -> Self {
+        self.signer = Signer::OneShot(std::sync::Arc::new(self.key.clone()));
+        self
+    }
+
     /// The JWK Set to register with the EHR, holding this key alone.
     pub fn public_jwks(&self) -> JwkSet {
         JwkSet {

@@ -19,6 +19,11 @@ use super::KeyError;
 pub(crate) enum Signer {
     Rs384(Arc<RsaKeyPair>),
     Es384(Arc<EcdsaKeyPair>),
+    /// RustCrypto, deterministic (RFC 6979 for ECDSA; PKCS#1 v1.5 needs no
+    /// randomness): slower per signature, but it needs no process-wide
+    /// random generator. aws-lc seeds its generator from CPU jitter on first
+    /// use, about 25 ms, most of a one-shot `token` command's time.
+    OneShot(Arc<super::PrivateKey>),
 }
 
 impl Signer {
@@ -43,6 +48,9 @@ impl Signer {
     }
 
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        if let Signer::OneShot(key) = self {
+            return sign_portably(key, message);
+        }
         let rng = SystemRandom::new();
         match self {
             Signer::Es384(key) => key
@@ -55,6 +63,24 @@ impl Signer {
                     .map_err(|e| e.to_string())?;
                 Ok(signature)
             }
+            Signer::OneShot(key) => sign_portably(key, message),
+        }
+    }
+}
+
+fn sign_portably(key: &super::PrivateKey, message: &[u8]) -> Result<Vec<u8>, String> {
+    use rsa::signature::Signer as _;
+    match key {
+        super::PrivateKey::P384(secret) => {
+            let signing = p384::ecdsa::SigningKey::from(secret.as_ref());
+            let signature: p384::ecdsa::Signature =
+                signing.try_sign(message).map_err(|e| e.to_string())?;
+            Ok(signature.to_bytes().to_vec())
+        }
+        super::PrivateKey::Rsa(private) => {
+            let signing = rsa::pkcs1v15::SigningKey::<sha2::Sha384>::new(private.as_ref().clone());
+            let signature = signing.try_sign(message).map_err(|e| e.to_string())?;
+            Ok(rsa::signature::SignatureEncoding::to_vec(&signature))
         }
     }
 }
@@ -64,6 +90,7 @@ impl fmt::Debug for Signer {
         f.write_str(match self {
             Signer::Rs384(_) => "Signer(RS384)",
             Signer::Es384(_) => "Signer(ES384)",
+            Signer::OneShot(_) => "Signer(one-shot)",
         })
     }
 }

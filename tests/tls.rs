@@ -1,0 +1,208 @@
+//! HTTPS for real: a private CA and server certificates made with the
+//! openssl command, served by `openssl s_server`, fetched through the
+//! protocol client. The trust store is the system's plus the CA bundle a
+//! resource names; an unknown CA, a certificate for another host name and
+//! an expired certificate are each refused.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use smart_backend_operator::smart::{self, DiscoveryError, HttpPolicy};
+use url::Url;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a server certificate signed by it for `san`, valid for
+/// `days` (negative: already expired).
+fn certificates(dir: &Path, san: &str, days: &str) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=test-server",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("ext"), format!("subjectAltName={san}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            days,
+            "-extfile",
+            "ext",
+        ],
+    );
+}
+
+/// `openssl s_server -WWW` serving a SMART configuration from `dir`.
+struct TlsServer {
+    child: Child,
+    port: u16,
+}
+
+impl TlsServer {
+    async fn start(dir: &Path) -> Self {
+        let wk = dir.join("fhir/.well-known");
+        std::fs::create_dir_all(&wk).unwrap();
+        std::fs::write(
+            wk.join("smart-configuration"),
+            r#"{"token_endpoint": "https://127.0.0.1/token", "token_endpoint_auth_signing_alg_values_supported": ["ES384"]}"#,
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-WWW",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["-cert", "srv.pem", "-key", "srv.key"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, port }
+    }
+
+    fn base(&self) -> Url {
+        Url::parse(&format!("https://127.0.0.1:{}/fhir", self.port)).unwrap()
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn discover(
+    server: &TlsServer,
+    ca: Option<Vec<u8>>,
+) -> Result<smart::SmartConfiguration, DiscoveryError> {
+    let http = support::local_http_with(HttpPolicy {
+        extra_roots_pem: ca,
+        ..HttpPolicy::default()
+    });
+    smart::discovery::discover(&http, &server.base()).await
+}
+
+#[tokio::test]
+async fn a_private_ca_bundle_is_trusted_and_nothing_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), "IP:127.0.0.1", "1");
+    let server = TlsServer::start(dir.path()).await;
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let config = discover(&server, Some(ca))
+        .await
+        .expect("trusted through the CA bundle");
+    assert_eq!(config.token_endpoint.as_str(), "https://127.0.0.1/token");
+
+    let error = discover(&server, None).await.unwrap_err().to_string();
+    assert!(
+        error.to_lowercase().contains("certificate"),
+        "an unknown CA is refused: {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), "DNS:ehr.example.org", "1");
+    let server = TlsServer::start(dir.path()).await;
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let error = discover(&server, Some(ca)).await.unwrap_err().to_string();
+    assert!(
+        error.contains("NotValidForName") || error.contains("not valid for"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), "IP:127.0.0.1", "-1");
+    let server = TlsServer::start(dir.path()).await;
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let error = discover(&server, Some(ca)).await.unwrap_err().to_string();
+    assert!(
+        error.contains("Expired") || error.contains("expired"),
+        "{error}"
+    );
+}
