@@ -154,3 +154,33 @@ async fn a_server_clock_a_minute_ahead_is_reported_once_and_measured() {
     assert!(iat + 4 <= now, "iat is backdated: {iat} vs {now}");
     assert!(exp - iat <= 300, "{}", exp - iat);
 }
+
+#[tokio::test]
+async fn a_metadata_server_clock_a_minute_behind_is_said_on_discovered() {
+    let h = Harness::new("sig-clock-disco").await;
+    let server = FaultServer::start().await;
+    let behind = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(90));
+    let doc = json!({
+        "token_endpoint": server.url("/token"),
+        "token_endpoint_auth_signing_alg_values_supported": ["ES384"],
+    });
+    server.on(
+        "/fhir/.well-known/smart-configuration",
+        Behaviour::json(200, doc).with_header("date", &behind),
+    );
+    server.on("/token", token("one", Some("system/Patient.rs")));
+    h.apply(
+        "c",
+        json!({"fhirBaseUrl": server.url("/fhir"), "clientId": "c", "scopes": ["system/Patient.rs"]}),
+    )
+    .await;
+    let sbc = h.wait_ready("c").await;
+    let message = &condition(&sbc, "Discovered").unwrap().message;
+    assert!(message.starts_with("ClockSkew"), "{message}");
+    assert!(message.contains("behind this host"), "{message}");
+    let token = &condition(&sbc, "TokenReady").unwrap().message;
+    assert!(
+        !token.contains("ClockSkew"),
+        "the token endpoint's clock agrees: {token}"
+    );
+}

@@ -112,7 +112,14 @@ pub(super) async fn discover(
                 .token_endpoint
                 .clone()
                 .unwrap_or_else(|| config.token_endpoint.clone());
-            let message = discovered_message(spec, &config, &token_endpoint, choice, &source);
+            let mut message = discovered_message(spec, &config, &token_endpoint, choice, &source);
+            if let (Source::Fresh, Some(skew)) = (&source, config.clock_skew) {
+                ctx.metrics.clock_skew_seconds.set(skew as f64);
+                if skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs() {
+                    let server = spec.metadata.url().authority();
+                    message = format!("{}; {message}", super::token::clock_note(skew, server));
+                }
+            }
             Ok(Discovered {
                 token_endpoint,
                 algorithm: choice.algorithm,

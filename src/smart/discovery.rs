@@ -127,6 +127,9 @@ pub struct SmartConfiguration {
     pub grant_types_supported: Option<Vec<String>>,
     pub scopes_supported: Option<Vec<String>>,
     pub capabilities: Option<Vec<String>>,
+    /// The server's clock minus this host's when the document was fetched
+    /// (its `Date` header), seconds.
+    pub clock_skew: Option<i64>,
 }
 
 /// How the signing algorithm was decided.
@@ -172,6 +175,7 @@ pub async fn fetch_metadata(
     url: &Url,
 ) -> Result<SmartConfiguration, DiscoveryError> {
     let shown = redact_userinfo(url);
+    let sent_at = std::time::SystemTime::now();
     let response = client
         .get(url)
         .await
@@ -192,10 +196,11 @@ pub async fn fetch_metadata(
             detail,
         });
     }
-    let config = SmartConfiguration::parse(&response.body).map_err(|e| match e {
+    let mut config = SmartConfiguration::parse(&response.body).map_err(|e| match e {
         DiscoveryError::NotJson { reason, .. } => DiscoveryError::NotJson { url: shown, reason },
         other => other,
     })?;
+    config.clock_skew = response.clock_skew(sent_at, std::time::SystemTime::now());
     client.check_url(&config.token_endpoint).map_err(|source| {
         DiscoveryError::TokenEndpointRefused {
             url: redact_userinfo(&config.token_endpoint),
@@ -255,6 +260,7 @@ impl SmartConfiguration {
             grant_types_supported: string_list(&doc, "grant_types_supported"),
             scopes_supported: string_list(&doc, "scopes_supported"),
             capabilities: string_list(&doc, "capabilities"),
+            clock_skew: None,
         })
     }
 

@@ -27,6 +27,13 @@ impl MetadataSource {
         }
     }
 
+    /// The URL the source was named by (the FHIR base URL or the issuer).
+    pub fn url(&self) -> &Url {
+        match self {
+            MetadataSource::Smart(url) | MetadataSource::Issuer(url) => url,
+        }
+    }
+
     /// In words, for condition messages.
     pub fn describe(&self) -> String {
         match self {
