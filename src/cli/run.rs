@@ -74,6 +74,13 @@ pub struct RunArgs {
     /// Token requests in flight at once per authorization server.
     #[arg(long, default_value_t = 4)]
     pub per_server_concurrency: usize,
+    /// Egress proxy for every request to authorization servers, e.g.
+    /// http://proxy.hospital.internal:3128. Proxies in the environment
+    /// (HTTPS_PROXY, ...) are ignored. With a proxy, the host allow-list
+    /// still applies to target names, but the proxy resolves them, so the
+    /// address rules see only the proxy (THREAT_MODEL.md).
+    #[arg(long, env = "SBO_PROXY")]
+    pub proxy: Option<Url>,
     /// How far before the signing time an assertion's `iat` is set, for
     /// servers whose clock is a little behind (`exp - iat` stays ≤ 300 s).
     #[arg(long, default_value = "5s", value_parser = duration)]
@@ -139,6 +146,7 @@ impl RunArgs {
                         .collect(),
                     block_private: self.block_private_networks,
                 },
+                proxy: self.proxy.clone(),
                 ..HttpPolicy::default()
             },
             timing: Timing {

@@ -58,6 +58,9 @@ pub struct TokenArgs {
     /// Also refuse private (RFC 1918 / unique-local) addresses.
     #[arg(long)]
     pub block_private_networks: bool,
+    /// Egress proxy for every request (environment proxies are ignored).
+    #[arg(long)]
+    pub proxy: Option<Url>,
     /// PEM bundle of extra CAs for servers behind a private CA.
     #[arg(long)]
     pub ca_bundle: Option<PathBuf>,
@@ -104,6 +107,7 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
             allow_hosts: args.allow_hosts.clone(),
             block_private: args.block_private_networks,
         },
+        proxy: args.proxy.clone(),
         ..HttpPolicy::default()
     })?;
     let scopes: Vec<String> = args.scope.split_whitespace().map(str::to_string).collect();

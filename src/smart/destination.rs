@@ -6,7 +6,7 @@
 //! hosts further, and a host named exactly in it is allowed even where it
 //! would otherwise be refused (tests and demos reach loopback servers so).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 /// The destination rules, shared by the URL check and the DNS resolver.
@@ -29,13 +29,40 @@ fn pattern_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// The IPv4 address an IPv6 one stands for, where it embeds one: mapped
+/// (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96` and
+/// the local-use `64:ff9b:1::/48`) and 6to4 (`2002::/16`). A gateway turns
+/// these into connections to the IPv4 address, so the IPv4 rules apply.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(mapped) = v6.to_ipv4_mapped() {
+        return Some(mapped);
+    }
+    match s {
+        [0, 0, 0, 0, 0, 0, _, _] if !v6.is_loopback() && !v6.is_unspecified() => Some(tail),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
+        [0x64, 0xff9b, 1, ..] => Some(tail),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
+        _ => None,
+    }
+}
+
+/// Cloud metadata services outside the link-local range.
+const METADATA_V4: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(100, 100, 100, 200), // Alibaba Cloud
+    Ipv4Addr::new(192, 0, 0, 192),     // Oracle Cloud (classic)
+];
+
 /// Why an address may not be contacted, if it may not.
 pub fn refused_address_kind(ip: IpAddr, block_private: bool) -> Option<&'static str> {
     let ip = match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     match ip {
@@ -44,7 +71,10 @@ pub fn refused_address_kind(ip: IpAddr, block_private: bool) -> Option<&'static 
                 Some("a loopback address")
             } else if v4.is_link_local() {
                 Some("a link-local address (cloud metadata lives there)")
-            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() {
+            } else if METADATA_V4.contains(&v4) {
+                Some("a cloud metadata address")
+            } else if v4.octets()[0] == 0 || v4.is_broadcast() || v4.is_multicast() {
+                // 0.0.0.0/8 reaches this host on Linux.
                 Some("not a unicast address")
             } else if block_private
                 && (v4.is_private() || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
@@ -178,6 +208,39 @@ mod tests {
             "private ranges are allowed by default"
         );
         assert!(p.check_host("ehr.example.org").is_ok());
+    }
+
+    #[test]
+    fn ipv6_forms_that_embed_a_refused_ipv4_address_are_refused() {
+        let p = DestinationPolicy::default();
+        for host in [
+            "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::7f00:1",
+            "2002:a9fe:a9fe::1",
+            "0.1.2.3",
+            "100.100.100.200",
+            "192.0.0.192",
+        ] {
+            assert!(
+                p.check_host(&format!("[{host}]")).is_err() || p.check_host(host).is_err(),
+                "{host}"
+            );
+            let ip: IpAddr = host.parse().unwrap();
+            assert!(refused_address_kind(ip, false).is_some(), "{host}");
+        }
+        // Ordinary public addresses in the same notations pass.
+        for host in [
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "::ffff:8.8.8.8",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = host.parse().unwrap();
+            assert_eq!(refused_address_kind(ip, false), None, "{host}");
+        }
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub struct HttpPolicy {
     pub extra_roots_pem: Option<Vec<u8>>,
     /// Which hosts and addresses may be contacted (SSRF guard).
     pub destinations: DestinationPolicy,
+    /// An egress proxy for every request. Proxies named in the environment
+    /// (HTTPS_PROXY and the like) are ignored: a proxy resolves the target's
+    /// name itself, so the address rules can no longer see the addresses,
+    /// and that must be a decision, not an accident of the environment.
+    pub proxy: Option<Url>,
 }
 
 impl Default for HttpPolicy {
@@ -34,6 +39,7 @@ impl Default for HttpPolicy {
             max_body_bytes: 1024 * 1024,
             extra_roots_pem: None,
             destinations: DestinationPolicy::default(),
+            proxy: None,
         }
     }
 }
@@ -115,6 +121,7 @@ impl HttpResponse {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     plain: Option<reqwest::Client>,
+    proxy: Option<reqwest::Proxy>,
     tls: Arc<OnceLock<Result<reqwest::Client, String>>>,
     extra_roots: Arc<Vec<reqwest::Certificate>>,
     policy: HttpPolicy,
@@ -126,9 +133,18 @@ impl HttpClient {
             Some(pem) => super::trust::parse_bundle(pem)?,
             None => Vec::new(),
         };
+        let proxy = match &policy.proxy {
+            Some(url) => Some(reqwest::Proxy::all(url.as_str()).map_err(|e| {
+                HttpError::Build(format!(
+                    "the proxy {} is not usable: {e}",
+                    redact_userinfo(url)
+                ))
+            })?),
+            None => None,
+        };
         let plain = match policy.allow_http {
             true => Some(
-                super::trust::without_roots(builder(&policy))
+                super::trust::without_roots(builder(&policy, proxy.as_ref()))
                     .build()
                     .map_err(|e| HttpError::Build(e.to_string()))?,
             ),
@@ -136,6 +152,7 @@ impl HttpClient {
         };
         Ok(Self {
             plain,
+            proxy,
             tls: Arc::new(OnceLock::new()),
             extra_roots: Arc::new(extra_roots),
             policy,
@@ -149,10 +166,13 @@ impl HttpClient {
         }
         self.tls
             .get_or_init(|| {
-                super::trust::with_roots(builder(&self.policy), &self.extra_roots)
-                    .https_only(true)
-                    .build()
-                    .map_err(|e| e.to_string())
+                super::trust::with_roots(
+                    builder(&self.policy, self.proxy.as_ref()),
+                    &self.extra_roots,
+                )
+                .https_only(true)
+                .build()
+                .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| HttpError::Build(e.clone()))
@@ -292,8 +312,8 @@ impl HttpClient {
 
 /// What both clients share: no redirects, timeouts, the agent, and the
 /// resolver that applies the destination policy.
-fn builder(policy: &HttpPolicy) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+fn builder(policy: &HttpPolicy, proxy: Option<&reqwest::Proxy>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(policy.connect_timeout)
         .timeout(policy.request_timeout)
@@ -303,7 +323,11 @@ fn builder(policy: &HttpPolicy) -> reqwest::ClientBuilder {
         ))
         .dns_resolver(Arc::new(GuardedResolver {
             policy: Arc::new(policy.destinations.clone()),
-        }))
+        }));
+    match proxy {
+        Some(proxy) => builder.proxy(proxy.clone()),
+        None => builder.no_proxy(),
+    }
 }
 
 /// A byte count as people write it: "1 MiB", "64 KiB", "300 bytes".
