@@ -3,6 +3,7 @@
 //! `run` function; `main.rs` only dispatches.
 
 pub mod keys;
+mod lead;
 pub mod plugin;
 pub mod run;
 pub mod sandbox;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use std::future::IntoFuture;
 
+use super::lead::{lead, lease, wait_true};
 use crate::controller::{self, Context, JwksDirectory, Settings, Timing};
 use crate::http::{AdminState, router};
 use crate::metrics::Metrics;
@@ -273,91 +274,6 @@ impl Operator {
     /// Completes if the operator stops by itself (the lease was lost for good).
     pub async fn finished(&mut self) -> anyhow::Result<()> {
         (&mut self.task).await?
-    }
-}
-
-async fn wait_true(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
-
-async fn lease(
-    client: kube::Client,
-    election: &LeaderElection,
-) -> anyhow::Result<watch::Receiver<bool>> {
-    let seconds = election.duration.as_secs().max(2);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &election.lease_name)
-        .with_namespace(&election.namespace)
-        .with_identity(&election.identity)
-        .with_duration(seconds)
-        .with_grace((seconds / 3).max(1))
-        .build()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "leader election on Lease {}/{} failed: {e}",
-                election.namespace,
-                election.lease_name
-            )
-        })?;
-    let (leading, task) = manager.watch().await;
-    // If the lease task dies, this replica can no longer know whether it
-    // leads: say so loudly; `lead` sees the channel close and stops.
-    tokio::spawn(async move {
-        if let Ok(Err(error)) = task.await {
-            tracing::error!(%error, "the leader-election task failed");
-        }
-    });
-    Ok(leading)
-}
-
-/// Runs the controllers while `leading` is true; stops them the moment it
-/// turns false. Returns when `stopped` turns true, or with an error if the
-/// lease channel closes.
-async fn lead(
-    ctx: Arc<Context>,
-    metrics: Arc<Metrics>,
-    mut leading: watch::Receiver<bool>,
-    stopped: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    loop {
-        tokio::select! {
-            changed = leading.wait_for(|l| *l) => {
-                if changed.is_err() {
-                    anyhow::bail!("leader election stopped; exiting so that the replica restarts");
-                }
-            }
-            () = wait_true(stopped.clone()) => return Ok(()),
-        }
-        tracing::info!("leading: starting the controllers");
-        // Nothing learned in an earlier term is trusted: another leader
-        // may have written since.
-        ctx.forget_leader_state();
-        metrics.leader.set(1);
-        let controllers = tokio::spawn(controller::run(ctx.clone(), wait_true(stopped.clone())));
-        let outcome = tokio::select! {
-            lost = leading.wait_for(|l| !*l) => if lost.is_err() { Some(Err(())) } else { None },
-            () = wait_true(stopped.clone()) => Some(Ok(())),
-        };
-        metrics.leader.set(0);
-        match outcome {
-            // Lost the lease: stop writing at once.
-            None => {
-                controllers.abort();
-                // The JWKS this replica published as leader may be replaced
-                // by the new leader; from now on it serves what the status
-                // says, like any other replica.
-                ctx.forget_leader_state();
-                tracing::warn!("lost the leader lease: controllers stopped");
-            }
-            Some(Ok(())) => {
-                let _ = controllers.await;
-                return Ok(());
-            }
-            Some(Err(())) => {
-                controllers.abort();
-                anyhow::bail!("leader election stopped; exiting so that the replica restarts");
-            }
-        }
     }
 }
 

@@ -117,7 +117,7 @@ pub(super) async fn discover(
                 ctx.metrics.clock_skew_seconds.set(skew as f64);
                 if skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs() {
                     let server = spec.metadata.url().authority();
-                    message = format!("{}; {message}", super::token::clock_note(skew, server));
+                    message = format!("{}; {message}", super::exchange::clock_note(skew, server));
                 }
             }
             Ok(Discovered {

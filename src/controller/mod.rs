@@ -9,8 +9,10 @@ mod conditions;
 mod discover;
 mod discovery_cache;
 mod draft;
+mod exchange;
 pub mod jwks;
 mod keys;
+mod memory;
 pub mod reason;
 mod reconcile;
 pub mod schedule;
@@ -18,11 +20,12 @@ mod scopes;
 pub mod secrets;
 mod token;
 pub mod validate;
+mod wait;
 mod watched;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -36,11 +39,12 @@ use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
-use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClientStatus};
+use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::metrics::Metrics;
-use crate::smart::{AccessToken, HttpClient, HttpPolicy};
+use crate::smart::{HttpClient, HttpPolicy};
 use discovery_cache::DiscoveryCache;
 pub use jwks::{JwksDirectory, Published, watch_for_jwks};
+pub(crate) use memory::{ClientMemory, KnownKeySecret, KnownTokenSecret, PendingToken, Settled};
 pub use schedule::Timing;
 pub use watched::WatchedClient;
 
@@ -95,117 +99,6 @@ impl Default for Settings {
             instance: "smart-backend-operator".into(),
             clocks: Clocks::default(),
             jwks_public_url: None,
-        }
-    }
-}
-
-/// A token that was obtained but could not be written yet: it is written
-/// on the next attempt instead of minting another.
-#[derive(Clone)]
-pub(crate) struct PendingToken {
-    pub token: AccessToken,
-    pub issued_at: SystemTime,
-    pub inputs_hash: String,
-}
-
-/// Per-client state this process keeps between reconciles. The watch cache
-/// can lag behind the operator's own writes; these cannot.
-#[derive(Clone, Default)]
-pub(crate) struct ClientMemory {
-    /// A token obtained but not yet written.
-    pub pending: Option<PendingToken>,
-    /// Expiry of the token last written, for the earliest-expiry metric.
-    pub expires_at: Option<SystemTime>,
-    /// The refresh-requested-at value last acted on.
-    pub handled_refresh: Option<String>,
-    /// Whether the last token attempt failed.
-    pub last_attempt_failed: Option<bool>,
-    /// The client's signing key, bound, with the fingerprint of the key
-    /// bytes, algorithm and kid it was bound from.
-    pub signing_key: Option<([u8; 32], crate::smart::SigningKey)>,
-    /// The token Secret as this process last read or wrote it.
-    pub token_secret: Option<KnownTokenSecret>,
-    /// The generated key's Secret as this process last read or wrote it.
-    pub generated_key: Option<KnownKeySecret>,
-    /// The status this process last wrote, and when.
-    pub written_status: Option<(Instant, SmartBackendClientStatus)>,
-    /// The outcome of the last reconcile that ended with a good token, and
-    /// what it holds for.
-    pub settled: Option<Settled>,
-    /// Whether the token endpoint's clock was last seen skewed (and said).
-    pub clock_skewed: bool,
-}
-
-/// A reconcile's outcome that stays true until the next refresh time while
-/// neither what the operator reads from the resource (its spec, by
-/// generation, and its two request annotations) nor the operator's Secrets
-/// for it change. Most reconciles are triggered by the operator's own writes
-/// (the token Secret, then the status); they end here, without an API
-/// request. A status edited by hand is put right at the next refresh.
-#[derive(Clone, Debug)]
-pub(crate) struct Settled {
-    pub generation: Option<i64>,
-    /// The refresh-requested and regenerate-key annotations.
-    pub requests: [Option<String>; 2],
-    /// Each Secret the operator manages for the client (name, and the
-    /// resource versions it was read or written at).
-    pub own_secrets: Vec<(String, Vec<String>)>,
-    /// The next refresh.
-    pub until: SystemTime,
-}
-
-impl Settled {
-    pub fn requests(meta: &kube::api::ObjectMeta) -> [Option<String>; 2] {
-        let annotations = meta.annotations.as_ref();
-        [
-            crate::crd::REFRESH_REQUESTED_ANNOTATION,
-            crate::crd::REGENERATE_KEY_ANNOTATION,
-        ]
-        .map(|key| annotations.and_then(|a| a.get(key)).cloned())
-    }
-}
-
-/// A generated key Secret at one resource version, and the fingerprint of
-/// the key bound from it (kept in `signing_key`). While the watch shows
-/// that version, the Secret need not be read again.
-#[derive(Clone)]
-pub(crate) struct KnownKeySecret {
-    pub name: String,
-    pub version: String,
-    pub kid: Option<String>,
-    /// Whether the Secret carries the owner reference (generatedKeyPolicy).
-    pub owned: bool,
-    pub fingerprint: [u8; 32],
-}
-
-/// A token Secret at one resource version, written or read for one
-/// generation of the resource, owned by it and matching its template.
-#[derive(Clone)]
-pub(crate) struct KnownTokenSecret {
-    pub name: String,
-    pub version: String,
-    pub generation: Option<i64>,
-    pub stored: secrets::StoredToken,
-}
-
-/// How long the status this process wrote is trusted over a watch cache
-/// that does not show it yet. Longer lags mean someone else wrote status
-/// since, and the cache wins.
-const WATCH_LAG_TOLERANCE: Duration = Duration::from_secs(30);
-
-impl ClientMemory {
-    /// The status to compare against: the one this process last wrote while
-    /// the watch cache has not caught up with it, else the cached one. A
-    /// reconcile triggered by the operator's own Secret write otherwise sees
-    /// the status from before its last write and writes the same change
-    /// again.
-    pub fn current_status(&mut self, cached: SmartBackendClientStatus) -> SmartBackendClientStatus {
-        match self.written_status.take() {
-            Some((at, written)) if at.elapsed() < WATCH_LAG_TOLERANCE && written != cached => {
-                self.written_status = Some((at, written.clone()));
-                written
-            }
-            _ => cached,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -20,7 +20,7 @@ use super::draft::{Draft, Slot};
 use super::keys::{self, KeyRequest};
 use super::reason::{Failure, Reason};
 use super::validate;
-use super::{Context, Error, Settled, Target, WatchedClient, secrets, token};
+use super::{Context, Error, Target, WatchedClient, secrets, token, wait};
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
 
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -37,7 +37,7 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         ctx.forget(&uid);
         return Ok(Action::await_change());
     }
-    if let Some(action) = settled_action(&ctx, &uid, &namespace, meta) {
+    if let Some(action) = wait::settled_action(&ctx, &uid, &namespace, meta) {
         ctx.metrics.reconciles_unchanged.inc();
         ctx.metrics.observe_reconcile(started.elapsed());
         return Ok(action);
@@ -88,7 +88,7 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
             m.written_status = Some((std::time::Instant::now(), status.clone()))
         });
     }
-    let settled = settled(&status, &draft, &sbc.metadata);
+    let settled = wait::settled(&status, &draft, &sbc.metadata);
     ctx.remember(&uid, |m| m.settled = settled);
     if !draft.events.is_empty() {
         let reference = sbc.object_ref(&());
@@ -136,51 +136,6 @@ async fn patch_status(
     Ok(())
 }
 
-/// The outcome worth remembering: a good token, nothing pending, and the
-/// next refresh known.
-fn settled(
-    status: &SmartBackendClientStatus,
-    draft: &Draft,
-    reconciled: &ObjectMeta,
-) -> Option<Settled> {
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == conditions::READY && c.status == "True");
-    if !ready || draft.keep_status || !draft.token.as_ref().is_some_and(|t| t.ok) {
-        return None;
-    }
-    Some(Settled {
-        generation: reconciled.generation,
-        requests: Settled::requests(reconciled),
-        own_secrets: draft.own_secrets.clone(),
-        until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?,
-    })
-}
-
-/// When nothing the operator reads changed since the last settled outcome
-/// (see [`Settled`]) and the next refresh is still ahead: the wait until it,
-/// without an API request. Anything else is a full reconcile.
-fn settled_action(ctx: &Context, uid: &str, namespace: &str, meta: &ObjectMeta) -> Option<Action> {
-    let settled = ctx.remember(uid, |m| m.settled.take())?;
-    let unchanged = settled.generation == meta.generation
-        && settled.requests == Settled::requests(meta)
-        && settled.own_secrets.iter().all(|(name, versions)| {
-            ctx.own_secret_version(namespace, name)
-                .is_some_and(|v| versions.contains(&v))
-        });
-    let wait = settled
-        .until
-        .duration_since(std::time::SystemTime::now())
-        .ok()
-        .filter(|w| !w.is_zero())?;
-    if !unchanged {
-        return None;
-    }
-    ctx.remember(uid, |m| m.settled = Some(settled));
-    Some(Action::requeue(wait))
-}
-
 /// Between generating a key and the first token request that uses it.
 const KEY_PUBLICATION_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -204,7 +159,7 @@ async fn steps(
     // After a failure, wait out the backoff even though our own status write
     // (or any other event) triggers a reconcile sooner. A spec change or a
     // new refresh request ends the wait.
-    if let Some(wait) = backoff_remaining(ctx, sbc, target, previous) {
+    if let Some(wait) = wait::backoff_remaining(ctx, sbc, target, previous) {
         draft.keep_status = true;
         return Ok(Action::requeue(wait));
     }
@@ -250,6 +205,18 @@ async fn steps(
             &spec.token_secret_name,
             secret.metadata.resource_version.clone(),
         );
+        if let Some(type_) = secret.type_.as_deref().filter(|t| *t != "Opaque") {
+            return Err((
+                Slot::Token,
+                Failure::new(
+                    Reason::TargetSecretConflict,
+                    format!(
+                        "Secret {} has type {type_}, not Opaque; the operator writes only Opaque token Secrets and leaves it untouched: choose another spec.token.secretName, or delete that Secret",
+                        spec.token_secret_name
+                    ),
+                ),
+            ));
+        }
         if !secrets::is_owned_by(secret, target.uid) {
             return Err((
                 Slot::Token,
@@ -271,6 +238,9 @@ async fn steps(
         .await
         .map_err(at(Slot::Discovered))?;
     draft.set(Slot::Discovered, discovered.state.clone());
+    if let Some(event) = endpoint_moved(previous, &discovered.token_endpoint) {
+        draft.events.push(event);
+    }
 
     let key_request = KeyRequest {
         source: &spec.key,
@@ -368,6 +338,29 @@ async fn steps(
     .map_err(at(Slot::Token))
 }
 
+/// A Warning when the token endpoint's host differs from the one the last
+/// token came from: assertions (and the client's identity) now go
+/// elsewhere, which a person should know about.
+fn endpoint_moved(previous: &SmartBackendClientStatus, now: &url::Url) -> Option<Event> {
+    let before = url::Url::parse(previous.token_endpoint.as_deref()?).ok()?;
+    if before.host_str() == now.host_str()
+        && before.port_or_known_default() == now.port_or_known_default()
+    {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason: "TokenEndpointChanged".into(),
+        note: Some(format!(
+            "the token endpoint moved from {} to {} (the server's metadata or the resource changed); assertions are now sent there",
+            before.authority(),
+            now.authority()
+        )),
+        action: "Discover".into(),
+        secondary: None,
+    })
+}
+
 /// `{base}/jwks/{namespace}/{name}`, or the shared set's
 /// `{base}/jwks/{namespace}/sets/{set}`, keeping any path in the base.
 pub(super) fn jwks_uri(base: &url::Url, namespace: &str, name: &str, set: Option<&str>) -> String {
@@ -376,26 +369,4 @@ pub(super) fn jwks_uri(base: &url::Url, namespace: &str, name: &str, set: Option
         Some(set) => format!("{base}/jwks/{namespace}/sets/{set}"),
         None => format!("{base}/jwks/{namespace}/{name}"),
     }
-}
-
-/// Time left before the retry that the last failure scheduled, if that
-/// failure is still current (same generation, no new refresh request).
-fn backoff_remaining(
-    ctx: &Context,
-    sbc: &SmartBackendClient,
-    target: &Target<'_>,
-    previous: &SmartBackendClientStatus,
-) -> Option<std::time::Duration> {
-    if previous.consecutive_failures == 0 || previous.observed_generation != sbc.metadata.generation
-    {
-        return None;
-    }
-    if token::pending_refresh_request(ctx, target, previous).is_some() {
-        return None;
-    }
-    let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
-    retry_at
-        .duration_since(std::time::SystemTime::now())
-        .ok()
-        .filter(|d| !d.is_zero())
 }

@@ -188,6 +188,20 @@ pub fn validate(
         }
         extra_params.push((k.clone(), v.clone()));
     }
+    let template = spec.token.secret_template.clone().unwrap_or_default();
+    if let Some(reserved) = template
+        .labels
+        .keys()
+        .chain(template.annotations.keys())
+        .find(|k| reserved_key(k))
+    {
+        return Err(invalid(
+            "token.secretTemplate",
+            format!(
+                "{reserved} is set by the operator and cannot be overridden (keys under smartbackend.dev/, the managed-by label and the reloader annotation are reserved)"
+            ),
+        ));
+    }
     Ok(ValidSpec {
         fhir_base_url,
         metadata,
@@ -200,7 +214,7 @@ pub fn validate(
         jku: jku.map(|u| u.to_string()),
         key,
         token_secret_name,
-        template: spec.token.secret_template.clone().unwrap_or_default(),
+        template,
         refresh_before,
         extra_params,
         ca_bundle: spec
@@ -211,10 +225,36 @@ pub fn validate(
     })
 }
 
+/// Labels and annotations the operator writes on its Secrets and relies on.
+fn reserved_key(key: &str) -> bool {
+    key.starts_with("smartbackend.dev/")
+        || key == crate::crd::MANAGED_BY_LABEL
+        || key == super::secrets::RELOADER_IGNORE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::SmartBackendClientSpec;
+
+    #[test]
+    fn the_secret_template_cannot_override_what_the_operator_writes() {
+        for (kind, key) in [
+            ("annotations", "smartbackend.dev/client"),
+            ("annotations", "smartbackend.dev/expires-at"),
+            ("labels", "app.kubernetes.io/managed-by"),
+            ("annotations", "reloader.stakater.com/ignore"),
+        ] {
+            let s = sbc(|s| s["token"] = serde_json::json!({"secretTemplate": {kind: {key: "x"}}}));
+            let err = validate(&s, "billing", false).unwrap_err();
+            assert_eq!(err.field, "token.secretTemplate", "{key}");
+            assert!(err.problem.contains(key), "{err}");
+        }
+        let fine = sbc(|s| {
+            s["token"] = serde_json::json!({"secretTemplate": {"labels": {"team": "billing"}}})
+        });
+        assert!(validate(&fine, "billing", false).is_ok());
+    }
 
     fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
         let mut spec = serde_json::json!({

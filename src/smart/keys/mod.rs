@@ -36,6 +36,10 @@ pub enum KeyError {
         "the key is neither PEM nor a JSON Web Key: expected a PEM block (BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY) or a private JWK"
     )]
     UnrecognisedFormat,
+    #[error(
+        "the key material is {0} bytes, more than the 16 KiB any supported key needs: provide only the private key"
+    )]
+    TooLarge(usize),
     #[error("the PEM block is a {0}, not a private key: provide the private key")]
     NotAPrivateKey(String),
     #[error(

@@ -30,7 +30,14 @@ fn curve_name(oid: &ObjectIdentifier) -> String {
     }
 }
 
+/// The most key material read: a 4096-bit RSA key in a private JWK is
+/// about 3.3 KiB, in PEM about 3.2 KiB.
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+
 pub(super) fn parse_private_key(input: &[u8]) -> Result<PrivateKey, KeyError> {
+    if input.len() > MAX_KEY_BYTES {
+        return Err(KeyError::TooLarge(input.len()));
+    }
     let text = std::str::from_utf8(input).map_err(|_| KeyError::UnrecognisedFormat)?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {

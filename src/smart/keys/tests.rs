@@ -172,3 +172,15 @@ fn debug_output_shows_a_fingerprint_not_key_material() {
         assert!(!shown.contains(&body[..16]), "{shown}");
     }
 }
+
+#[test]
+fn oversized_key_material_is_refused_before_parsing() {
+    let pem = String::from_utf8(fixture("rsa2048-pkcs1.pem")).unwrap();
+    let padded = format!("{pem}{}", "\n".repeat(parse::MAX_KEY_BYTES));
+    let err = PrivateKey::parse(padded.as_bytes()).unwrap_err();
+    assert!(matches!(err, KeyError::TooLarge(_)), "{err}");
+    assert!(PrivateKey::parse(pem.as_bytes()).is_ok());
+    // The largest supported key, as a private JWK, fits.
+    let big = PrivateKey::generate(SigningAlgorithm::RS384, 4096).unwrap();
+    assert!(private_jwk_json(&big).len() < parse::MAX_KEY_BYTES);
+}

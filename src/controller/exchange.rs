@@ -1,0 +1,153 @@
+//! The token request itself: sign a fresh assertion, exchange it, and turn
+//! what came back (a token, a refusal, the server's clock) into what the
+//! token step and the status need.
+
+use std::time::{Duration, SystemTime};
+
+use kube::runtime::events::{Event, EventType};
+
+use super::Context;
+use super::draft::Draft;
+use super::reason::{self, Failure, Reason};
+use super::secrets;
+use super::token::Inputs;
+use crate::smart::{self, AccessToken, AssertionParams, TokenError, TokenRequest, assertion};
+
+/// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
+/// authorization server's concurrency limit.
+pub(super) async fn request(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    draft: &mut Draft,
+) -> Result<(AccessToken, SystemTime), Failure> {
+    let authority = inputs.token_endpoint.authority().to_string();
+    let limit = ctx.server_limit(&authority);
+    let _permit = limit.acquire().await;
+    let audience = inputs
+        .spec
+        .audience
+        .clone()
+        .unwrap_or_else(|| inputs.token_endpoint.to_string());
+    let mut params = AssertionParams::new(&inputs.spec.client_id, &audience);
+    params.jku = inputs.spec.jku.as_deref();
+    let backdate = ctx.settings.clocks.assertion_backdate;
+    params.backdate = backdate.min(MAX_BACKDATE);
+    params.lifetime = assertion::DEFAULT_LIFETIME.min(assertion::MAX_LIFETIME - params.backdate);
+    let issued_at = secrets::whole_second(SystemTime::now());
+    let assertion = smart::assertion::sign(inputs.key, &params).map_err(|e| {
+        Failure::new(
+            Reason::SigningFailed,
+            format!(
+                "the assertion could not be signed with key kid {}: {e}; check the key",
+                inputs.key.kid()
+            ),
+        )
+    })?;
+    let exchange = smart::token::exchange(
+        inputs.http,
+        &TokenRequest {
+            token_endpoint: inputs.token_endpoint,
+            scope: &inputs.spec.scope,
+            assertion: &assertion,
+            extra_params: &inputs.spec.extra_params,
+        },
+    )
+    .await;
+    if let Some(skew) = exchange.clock_skew {
+        observe_clock(ctx, inputs, skew, draft);
+    }
+    let result = exchange.result;
+    match &result {
+        Ok(_) => ctx.metrics.token_request("success", "none"),
+        Err(error) => ctx.metrics.token_request("failure", error.category()),
+    }
+    let failed = result.is_err();
+    ctx.remember(inputs.target.uid, |m| m.last_attempt_failed = Some(failed));
+    match result {
+        Ok(mut token) => {
+            token.expires_at = secrets::whole_second(token.expires_at);
+            Ok((token, issued_at))
+        }
+        Err(error) => Err(token_failure(ctx, inputs, &error)),
+    }
+}
+
+/// The most `iat` is backdated, whatever the flag says.
+const MAX_BACKDATE: Duration = Duration::from_secs(60);
+
+/// Notes the server's clock: the gauge always, and past the threshold a
+/// note on TokenReady and one Warning event until the clocks agree again.
+fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draft) {
+    ctx.metrics.clock_skew_seconds.set(skew as f64);
+    let skewed = skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs();
+    let warned = ctx.remember(inputs.target.uid, |m| {
+        std::mem::replace(&mut m.clock_skewed, skewed)
+    });
+    if !skewed {
+        return;
+    }
+    let note = clock_note(skew, inputs.token_endpoint.authority());
+    if !warned {
+        draft.events.push(Event {
+            type_: EventType::Warning,
+            reason: "ClockSkew".into(),
+            note: Some(note.clone()),
+            action: "RequestToken".into(),
+            secondary: None,
+        });
+    }
+    draft.clock_note = Some(note);
+}
+
+/// What a skewed clock means, in words.
+pub(super) fn clock_note(skew: i64, server: &str) -> String {
+    let direction = if skew > 0 { "ahead of" } else { "behind" };
+    format!(
+        "ClockSkew: the clock of {server} is {}s {direction} this host's (by its Date header); assertions may be refused as not yet valid or expired: check time synchronisation (NTP) on the nodes and at the server",
+        skew.unsigned_abs()
+    )
+}
+
+/// A refused or failed token request, in words a person can act on.
+fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Failure {
+    // The endpoint may have moved: look again next time (the old result
+    // stays as a fallback).
+    ctx.discovery.mark_stale(&inputs.spec.metadata);
+    let previous = inputs.previous;
+    let never_had_token =
+        previous.last_refresh_time.is_none() && previous.token_expires_at.is_none();
+    let reason = reason::for_token_error(error, never_had_token);
+    let (spec, key) = (inputs.spec, inputs.key);
+    let message = match reason {
+        Reason::AwaitingRegistration => {
+            let (namespace, name) = (inputs.target.namespace, inputs.target.name);
+            let set = inputs.jwks_set;
+            let jwks_url = match (&ctx.settings.jwks_public_url, set) {
+                (Some(base), _) => super::reconcile::jwks_uri(base, namespace, name, set),
+                (None, Some(set)) => {
+                    format!("the operator's /jwks/{namespace}/sets/{set}, once exposed")
+                }
+                (None, None) => format!("the operator's /jwks/{namespace}/{name}, once exposed"),
+            };
+            format!(
+                "{error}: no token has been obtained yet, so the EHR probably does not know this client; ask its administrators to register client id {} for the client_credentials grant with the public key kid {} ({}) by JWKS URL ({jwks_url}) or by value (status.publicJwks), and the scopes {} (kubectl smart register {name} -n {namespace} prints all of it)",
+                spec.client_id,
+                key.kid(),
+                key.algorithm(),
+                spec.scope
+            )
+        }
+        _ => smart::token::advice(error, &spec.client_id, key.kid(), inputs.token_endpoint),
+    };
+    tracing::info!(
+        namespace = inputs.target.namespace,
+        name = inputs.target.name,
+        reason = reason.as_str(),
+        "token request failed"
+    );
+    Failure {
+        reason,
+        message,
+        retry_after: error.retry_after(),
+    }
+}

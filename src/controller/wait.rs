@@ -1,0 +1,83 @@
+//! When a reconcile has nothing to do: the outcome of the last one still
+//! holds (nothing it depends on changed and the next refresh is ahead), or
+//! the backoff after a failure has not run out.
+
+use kube::api::ObjectMeta;
+use kube::runtime::controller::Action;
+
+use super::conditions;
+use super::draft::Draft;
+use super::{Context, Settled, Target, secrets, token};
+use crate::crd::{SmartBackendClient, SmartBackendClientStatus};
+
+/// The outcome worth remembering: a good token, nothing pending, and the
+/// next refresh known.
+pub(super) fn settled(
+    status: &SmartBackendClientStatus,
+    draft: &Draft,
+    reconciled: &ObjectMeta,
+) -> Option<Settled> {
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == conditions::READY && c.status == "True");
+    if !ready || draft.keep_status || !draft.token.as_ref().is_some_and(|t| t.ok) {
+        return None;
+    }
+    Some(Settled {
+        generation: reconciled.generation,
+        requests: Settled::requests(reconciled),
+        own_secrets: draft.own_secrets.clone(),
+        until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?,
+    })
+}
+
+/// When nothing the operator reads changed since the last settled outcome
+/// (see [`Settled`]) and the next refresh is still ahead: the wait until it,
+/// without an API request. Anything else is a full reconcile.
+pub(super) fn settled_action(
+    ctx: &Context,
+    uid: &str,
+    namespace: &str,
+    meta: &ObjectMeta,
+) -> Option<Action> {
+    let settled = ctx.remember(uid, |m| m.settled.take())?;
+    let unchanged = settled.generation == meta.generation
+        && settled.requests == Settled::requests(meta)
+        && settled.own_secrets.iter().all(|(name, versions)| {
+            ctx.own_secret_version(namespace, name)
+                .is_some_and(|v| versions.contains(&v))
+        });
+    let wait = settled
+        .until
+        .duration_since(std::time::SystemTime::now())
+        .ok()
+        .filter(|w| !w.is_zero())?;
+    if !unchanged {
+        return None;
+    }
+    ctx.remember(uid, |m| m.settled = Some(settled));
+    Some(Action::requeue(wait))
+}
+
+/// Time left before the retry that the last failure scheduled, if that
+/// failure is still current (same generation, no new refresh request).
+pub(super) fn backoff_remaining(
+    ctx: &Context,
+    sbc: &SmartBackendClient,
+    target: &Target<'_>,
+    previous: &SmartBackendClientStatus,
+) -> Option<std::time::Duration> {
+    if previous.consecutive_failures == 0 || previous.observed_generation != sbc.metadata.generation
+    {
+        return None;
+    }
+    if token::pending_refresh_request(ctx, target, previous).is_some() {
+        return None;
+    }
+    let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
+    retry_at
+        .duration_since(std::time::SystemTime::now())
+        .ok()
+        .filter(|d| !d.is_zero())
+}
