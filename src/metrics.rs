@@ -42,6 +42,7 @@ pub struct Metrics {
     pub leader: Gauge<i64, AtomicI64>,
     pub scope_narrowed: Counter,
     pub clock_skew_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub discovery_cache_entries: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -109,6 +110,12 @@ impl Default for Metrics {
             "The largest difference last seen between this host's clock and an authorization server's Date header (server minus local)",
             clock_skew_seconds.clone(),
         );
+        let discovery_cache_entries = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "discovery_cache_entries",
+            "Authorization metadata documents cached",
+            discovery_cache_entries.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -122,6 +129,7 @@ impl Default for Metrics {
             leader,
             scope_narrowed,
             clock_skew_seconds,
+            discovery_cache_entries,
         }
     }
 }

@@ -308,7 +308,7 @@ async fn broken_metadata_gives_a_condition_that_names_the_problem_and_no_token_r
             metadata_answer(b"{\"token_endpoint\": ".to_vec()),
             "not a JSON object",
         ),
-        ("huge", Behaviour::oversized(3 << 20), "1 MiB"),
+        ("huge", Behaviour::oversized(3 << 20), "64 KiB"),
         ("relative", endpoint("/token"), "not an absolute URL"),
         ("userinfo", endpoint(&userinfo), "user:password@"),
         (

@@ -98,7 +98,11 @@ pub(super) async fn discover(
             ),
         });
     }
-    match ctx.discovery.get(http, &spec.metadata).await {
+    let found = ctx.discovery.get(http, &spec.metadata).await;
+    ctx.metrics
+        .discovery_cache_entries
+        .set(ctx.discovery.len() as i64);
+    match found {
         Ok((config, source)) => {
             let choice = config.choose_algorithm(spec.algorithm, None).map_err(|error| {
                 Failure::new(
@@ -113,8 +117,12 @@ pub(super) async fn discover(
                 .clone()
                 .unwrap_or_else(|| config.token_endpoint.clone());
             let mut message = discovered_message(spec, &config, &token_endpoint, choice, &source);
-            if let (Source::Fresh, Some(skew)) = (&source, config.clock_skew) {
-                ctx.metrics.clock_skew_seconds.set(skew as f64);
+            // The skew seen when the document was fetched: said for as long
+            // as the document is used, measured once.
+            if let Some(skew) = config.clock_skew {
+                if let Source::Fresh = source {
+                    ctx.metrics.clock_skew_seconds.set(skew as f64);
+                }
                 if skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs() {
                     let server = spec.metadata.url().authority();
                     message = format!("{}; {message}", super::exchange::clock_note(skew, server));

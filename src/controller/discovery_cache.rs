@@ -14,12 +14,45 @@ struct Entry {
     config: Arc<SmartConfiguration>,
     fetched: Instant,
     stale: bool,
+    /// What the entry holds, roughly, for the byte budget.
+    bytes: usize,
+}
+
+/// At most this many documents are cached, and this many bytes of them;
+/// beyond either, the oldest fetched go first. Each entry is one server's
+/// metadata, so these leave room for thousands of EHR tenants while a
+/// namespace that points resources at endless distinct URLs cannot grow
+/// the operator's memory without bound.
+pub const MAX_ENTRIES: usize = 2048;
+pub const MAX_BYTES: usize = 32 << 20;
+
+/// The strings a configuration holds, in bytes (plus a fixed overhead).
+fn weight(config: &SmartConfiguration) -> usize {
+    let lists = [
+        &config.token_endpoint_auth_methods_supported,
+        &config.token_endpoint_auth_signing_alg_values_supported,
+        &config.grant_types_supported,
+        &config.scopes_supported,
+        &config.capabilities,
+    ];
+    let strings: usize = lists
+        .iter()
+        .filter_map(|l| l.as_ref())
+        .flatten()
+        .map(|s| s.len() + 24)
+        .sum();
+    256 + config.token_endpoint.as_str().len()
+        + config.issuer.as_ref().map_or(0, String::len)
+        + strings
 }
 
 /// Whether a configuration came fresh or from a stale cache entry.
 #[derive(Clone, Debug)]
 pub enum Source {
+    /// Fetched just now.
     Fresh,
+    /// From the cache, within its TTL.
+    Cached,
     /// Re-discovery failed; the cached result is used. The string says why.
     StaleAfterError(String),
 }
@@ -27,13 +60,57 @@ pub enum Source {
 pub struct DiscoveryCache {
     ttl: Duration,
     entries: Mutex<HashMap<String, Entry>>,
+    max_entries: usize,
+    max_bytes: usize,
 }
 
 impl DiscoveryCache {
     pub fn new(ttl: Duration) -> Self {
+        Self::bounded(ttl, MAX_ENTRIES, MAX_BYTES)
+    }
+
+    pub fn bounded(ttl: Duration, max_entries: usize, max_bytes: usize) -> Self {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    /// How many documents are cached.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Drops entries older than `age` (kept so far as a fallback for
+    /// passing outages).
+    pub fn prune(&self, age: Duration) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, e| e.fetched.elapsed() < age);
+    }
+
+    fn insert(&self, key: String, config: Arc<SmartConfiguration>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = Entry {
+            bytes: weight(&config),
+            config,
+            fetched: Instant::now(),
+            stale: false,
+        };
+        entries.insert(key, entry);
+        let mut total: usize = entries.values().map(|e| e.bytes).sum();
+        while entries.len() > self.max_entries || total > self.max_bytes {
+            let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, e)| e.fetched)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(removed) = entries.remove(&oldest) {
+                total -= removed.bytes;
+            }
         }
     }
 
@@ -52,20 +129,12 @@ impl DiscoveryCache {
         let key = source.key();
         let cached = self.cached(&key);
         if let Some((config, true)) = &cached {
-            return Ok((config.clone(), Source::Fresh));
+            return Ok((config.clone(), Source::Cached));
         }
         match source.fetch(http).await {
             Ok(config) => {
                 let config = Arc::new(config);
-                let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-                entries.insert(
-                    key,
-                    Entry {
-                        config: config.clone(),
-                        fetched: Instant::now(),
-                        stale: false,
-                    },
-                );
+                self.insert(key, config.clone());
                 Ok((config, Source::Fresh))
             }
             Err(error) if error.is_transient() => match cached {
@@ -87,5 +156,37 @@ impl DiscoveryCache {
         {
             entry.stale = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(scopes: usize) -> Arc<SmartConfiguration> {
+        let doc = serde_json::json!({
+            "token_endpoint": "https://ehr.example/token",
+            "scopes_supported": (0..scopes).map(|i| format!("system/R{i}.rs")).collect::<Vec<_>>(),
+        });
+        Arc::new(SmartConfiguration::parse(doc.to_string().as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_entry_cap_and_byte_budget_oldest_out_first() {
+        let cache = DiscoveryCache::bounded(Duration::from_secs(60), 3, usize::MAX);
+        for i in 0..5 {
+            cache.insert(format!("k{i}"), config(1));
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.cached("k0").is_none() && cache.cached("k4").is_some());
+
+        let budget = weight(&config(100)) * 2 + 10;
+        let cache = DiscoveryCache::bounded(Duration::from_secs(60), 100, budget);
+        for i in 0..4 {
+            cache.insert(format!("k{i}"), config(100));
+        }
+        assert_eq!(cache.len(), 2, "the byte budget holds two");
+        cache.prune(Duration::ZERO);
+        assert_eq!(cache.len(), 0);
     }
 }

@@ -79,15 +79,13 @@ const MAX_BACKDATE: Duration = Duration::from_secs(60);
 /// note on TokenReady and one Warning event until the clocks agree again.
 fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draft) {
     ctx.metrics.clock_skew_seconds.set(skew as f64);
-    let skewed = skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs();
-    let warned = ctx.remember(inputs.target.uid, |m| {
-        std::mem::replace(&mut m.clock_skewed, skewed)
-    });
-    if !skewed {
-        return;
-    }
-    let note = clock_note(skew, inputs.token_endpoint.authority());
-    if !warned {
+    let threshold = ctx.settings.clocks.skew_warning.as_secs();
+    let beyond = |s: i64| s.unsigned_abs() > threshold;
+    let was = ctx.remember(inputs.target.uid, |m| m.clock_skew.replace(skew));
+    draft.clock_note = beyond(skew).then(|| clock_note(skew, inputs.token_endpoint.authority()));
+    if let Some(note) = &draft.clock_note
+        && !was.is_some_and(beyond)
+    {
         draft.events.push(Event {
             type_: EventType::Warning,
             reason: "ClockSkew".into(),
@@ -96,7 +94,14 @@ fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draf
             secondary: None,
         });
     }
-    draft.clock_note = Some(note);
+}
+
+/// The clock note from the last exchange, for reconciles that make none:
+/// it stays on TokenReady while the last answer said the clocks disagree.
+pub(super) fn remembered_clock_note(ctx: &Context, inputs: &Inputs<'_>) -> Option<String> {
+    let skew = ctx.remember(inputs.target.uid, |m| m.clock_skew)?;
+    (skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs())
+        .then(|| clock_note(skew, inputs.token_endpoint.authority()))
 }
 
 /// What a skewed clock means, in words.

@@ -42,8 +42,9 @@ pub(crate) struct ClientMemory {
     /// The outcome of the last reconcile that ended with a good token, and
     /// what it holds for.
     pub settled: Option<Settled>,
-    /// Whether the token endpoint's clock was last seen skewed (and said).
-    pub clock_skewed: bool,
+    /// The token endpoint's clock minus this host's, as its last answer
+    /// said (seconds).
+    pub clock_skew: Option<i64>,
 }
 
 /// A reconcile's outcome that stays true until the next refresh time while

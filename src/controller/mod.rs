@@ -202,6 +202,27 @@ impl Context {
         self.jwks.retain(|_, _| false);
     }
 
+    /// The maps keyed by what users write (servers, CA bundles, metadata
+    /// URLs) keep only what is in use: a per-server limit nobody holds is
+    /// made again when needed, CA-bundle clients are rebuilt from their
+    /// Secret (the system roots stay loaded), and metadata older than an
+    /// hour past its TTL is fetched again.
+    fn prune_per_input_maps(&self) {
+        self.server_limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, limit| Arc::strong_count(limit) > 1);
+        self.http_with_ca
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.discovery
+            .prune(self.settings.discovery_ttl + Duration::from_secs(3600));
+        self.metrics
+            .discovery_cache_entries
+            .set(self.discovery.len() as i64);
+    }
+
     pub(crate) fn forget(&self, uid: &str) {
         self.memory
             .lock()
@@ -358,6 +379,7 @@ async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store
             .collect();
         ctx.jwks
             .retain(|namespace, name| names.contains(&(namespace, name)));
+        ctx.prune_per_input_maps();
     }
 }
 

@@ -370,3 +370,36 @@ pub(super) fn jwks_uri(base: &url::Url, namespace: &str, name: &str, set: Option
         None => format!("{base}/jwks/{namespace}/{name}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_endpoint_on_another_host_is_an_event_and_a_new_path_is_not() {
+        let previous = SmartBackendClientStatus {
+            token_endpoint: Some("https://ehr.example/oauth/token".into()),
+            ..Default::default()
+        };
+        let same_host = url::Url::parse("https://ehr.example/v2/token").unwrap();
+        assert!(endpoint_moved(&previous, &same_host).is_none());
+        let moved = url::Url::parse("https://login.elsewhere.example/token").unwrap();
+        let event = endpoint_moved(&previous, &moved).unwrap();
+        assert_eq!(event.reason, "TokenEndpointChanged");
+        assert!(event.note.unwrap().contains("login.elsewhere.example"));
+        assert!(endpoint_moved(&SmartBackendClientStatus::default(), &moved).is_none());
+    }
+
+    #[test]
+    fn the_jwks_uri_is_the_clients_or_its_shared_sets() {
+        let base = url::Url::parse("https://jwks.example.org/ops/").unwrap();
+        assert_eq!(
+            jwks_uri(&base, "a", "c", None),
+            "https://jwks.example.org/ops/jwks/a/c"
+        );
+        assert_eq!(
+            jwks_uri(&base, "a", "c", Some("app")),
+            "https://jwks.example.org/ops/jwks/a/sets/app"
+        );
+    }
+}

@@ -104,6 +104,7 @@ pub(super) async fn refresh(
         ..
     } = inputs;
     let timing = &ctx.settings.timing;
+    draft.clock_note = exchange::remembered_clock_note(ctx, inputs);
     let inputs_hash = secrets::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
     let stored = inputs
         .known

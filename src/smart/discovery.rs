@@ -177,7 +177,7 @@ pub async fn fetch_metadata(
     let shown = redact_userinfo(url);
     let sent_at = std::time::SystemTime::now();
     let response = client
-        .get(url)
+        .get_at_most(url, MAX_METADATA_BYTES)
         .await
         .map_err(|source| DiscoveryError::Fetch {
             url: shown.clone(),
@@ -210,16 +210,26 @@ pub async fn fetch_metadata(
     Ok(config)
 }
 
+/// Real metadata documents are a few KiB (Epic's, Keycloak's, Okta's);
+/// this leaves room for servers that list hundreds of scopes.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// What is kept of a list in the metadata, and of each entry: a hostile
+/// document of many tiny strings must not become a large heap.
+pub const MAX_LIST_ITEMS: usize = 256;
+pub const MAX_ITEM_CHARS: usize = 512;
+
 fn string_list(doc: &serde_json::Map<String, Value>, key: &str) -> Option<Vec<String>> {
+    let kept = |items: &mut dyn Iterator<Item = &str>| -> Vec<String> {
+        items
+            .filter(|s| s.len() <= MAX_ITEM_CHARS)
+            .take(MAX_LIST_ITEMS)
+            .map(str::to_string)
+            .collect()
+    };
     match doc.get(key)? {
-        Value::Array(items) => Some(
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-        ),
+        Value::Array(items) => Some(kept(&mut items.iter().filter_map(Value::as_str))),
         // Some servers publish a space-separated string instead of an array.
-        Value::String(s) => Some(s.split_whitespace().map(str::to_string).collect()),
+        Value::String(s) => Some(kept(&mut s.split_whitespace())),
         _ => None,
     }
 }
@@ -248,6 +258,7 @@ impl SmartConfiguration {
             issuer: doc
                 .get("issuer")
                 .and_then(Value::as_str)
+                .filter(|s| s.len() <= 2048)
                 .map(str::to_string),
             token_endpoint_auth_methods_supported: string_list(
                 &doc,

@@ -214,12 +214,19 @@ impl HttpClient {
     }
 
     pub async fn get(&self, url: &Url) -> Result<HttpResponse, HttpError> {
+        self.get_at_most(url, self.policy.max_body_bytes).await
+    }
+
+    /// A GET whose answer may be at most `limit` bytes (and never more than
+    /// the policy's cap).
+    pub async fn get_at_most(&self, url: &Url, limit: usize) -> Result<HttpResponse, HttpError> {
         self.check_url(url)?;
         let request = self
             .client_for(url)?
             .get(url.clone())
             .header("accept", "application/json");
-        self.send(url, request).await
+        self.send(url, request, limit.min(self.policy.max_body_bytes))
+            .await
     }
 
     pub async fn post_form(
@@ -237,13 +244,14 @@ impl HttpClient {
             .header("accept", "application/json")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body);
-        self.send(url, request).await
+        self.send(url, request, self.policy.max_body_bytes).await
     }
 
     async fn send(
         &self,
         url: &Url,
         request: reqwest::RequestBuilder,
+        limit: usize,
     ) -> Result<HttpResponse, HttpError> {
         let classify = |e: reqwest::Error| {
             let url = url.to_string();
@@ -279,7 +287,6 @@ impl HttpClient {
             header("date"),
         );
         let status = response.status().as_u16();
-        let limit = self.policy.max_body_bytes;
         if response
             .content_length()
             .is_some_and(|len| len > limit as u64)

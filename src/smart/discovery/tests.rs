@@ -174,3 +174,15 @@ fn documents_that_are_not_json_objects_are_refused() {
         assert!(matches!(err, DiscoveryError::NotJson { .. }), "{err}");
     }
 }
+
+#[test]
+fn long_lists_and_long_entries_are_bounded() {
+    let mut doc = full();
+    let many: Vec<String> = (0..10_000).map(|i| format!("s{i}")).collect();
+    doc["scopes_supported"] = serde_json::json!(many);
+    doc["grant_types_supported"] =
+        serde_json::json!(["client_credentials", "x".repeat(MAX_ITEM_CHARS + 1)]);
+    let cfg = config(doc);
+    assert_eq!(cfg.scopes_supported.as_ref().unwrap().len(), MAX_LIST_ITEMS);
+    assert_eq!(cfg.grant_types_supported.unwrap(), ["client_credentials"]);
+}
