@@ -22,10 +22,7 @@ use support::operator::{Harness, WAIT, install_crd};
 use support::process::{Launch, OperatorProcess, free_port};
 
 fn token(value: &str) -> Behaviour {
-    Behaviour::json(
-        200,
-        json!({"access_token": value, "token_type": "Bearer", "expires_in": 600}),
-    )
+    Behaviour::token(value, 600, None)
 }
 
 fn rule(method: &'static str, path_suffix: &str, fault: Fault, times: usize) -> Rule {

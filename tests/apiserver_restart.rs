@@ -22,10 +22,7 @@ fn control_plane(command: &str) {
 }
 
 fn token(value: &str) -> Behaviour {
-    Behaviour::json(
-        200,
-        json!({"access_token": value, "token_type": "Bearer", "expires_in": 60}),
-    )
+    Behaviour::token(value, 60, None)
 }
 
 #[tokio::test]

@@ -141,7 +141,7 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
 
     // Settled: reconciles triggered by our own writes write nothing more.
     let writes = || async {
-        operator_metrics(&h)
+        h.metrics()
             .await
             .lines()
             .filter(|l| l.starts_with("smart_backend_api_writes_total"))
@@ -162,22 +162,13 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
     // The first token's own writes (token Secret, status) triggered
     // reconciles that found nothing changed and ended without an API
     // request.
-    let metrics = operator_metrics(&h).await;
+    let metrics = h.metrics().await;
     let unchanged: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("smart_backend_reconciles_unchanged_total "))
         .and_then(|v| v.trim().parse().ok())
         .expect("the unchanged-reconciles counter is exported");
     assert!(unchanged >= 1.0, "{metrics}");
-}
-
-async fn operator_metrics(h: &Harness) -> String {
-    reqwest::get(h.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Waits for the token Secret `c-token` to hold a token other than `first`.

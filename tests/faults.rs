@@ -17,10 +17,7 @@ use support::fault_server::{Behaviour, FaultServer};
 use support::operator::{Harness, WAIT, condition, test_settings};
 
 fn token(value: &str) -> Behaviour {
-    Behaviour::json(
-        200,
-        json!({"access_token": value, "token_type": "Bearer", "expires_in": 600}),
-    )
+    Behaviour::token(value, 600, None)
 }
 
 async fn ready_client(h: &Harness, server: &FaultServer, name: &str) {

@@ -26,10 +26,7 @@ impl Write for Captured {
 }
 
 fn token(value: &str) -> Behaviour {
-    Behaviour::json(
-        200,
-        json!({"access_token": value, "token_type": "Bearer", "expires_in": 600}),
-    )
+    Behaviour::token(value, 600, None)
 }
 
 #[tokio::test]

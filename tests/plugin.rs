@@ -46,10 +46,7 @@ fn install_plugin() -> tempfile::TempDir {
 }
 
 fn token(value: &str) -> Behaviour {
-    Behaviour::json(
-        200,
-        json!({"access_token": value, "token_type": "Bearer", "expires_in": 600, "scope": "system/Patient.rs"}),
-    )
+    Behaviour::token(value, 600, Some("system/Patient.rs"))
 }
 
 #[tokio::test]

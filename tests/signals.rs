@@ -13,20 +13,7 @@ use support::operator::{Harness, condition};
 const BOTH: &str = "system/Patient.rs system/Observation.rs";
 
 fn token(value: &str, scope: Option<&str>) -> Behaviour {
-    let mut body = json!({"access_token": value, "token_type": "Bearer", "expires_in": 600});
-    if let Some(scope) = scope {
-        body["scope"] = json!(scope);
-    }
-    Behaviour::json(200, body)
-}
-
-async fn metrics(h: &Harness) -> String {
-    reqwest::get(h.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    Behaviour::token(value, 600, scope)
 }
 
 #[tokio::test]
@@ -56,7 +43,7 @@ async fn a_narrower_grant_stays_ready_and_names_what_is_missing_and_an_unstated_
             .contains(&"ScopeNarrowed".to_string())
     );
     assert!(
-        metrics(&h)
+        h.metrics()
             .await
             .contains("smart_backend_tokens_scope_narrowed_total 1"),
         "the narrowed grant is counted"
@@ -102,7 +89,8 @@ async fn a_server_clock_a_minute_ahead_is_reported_once_and_measured() {
     let message = &condition(&sbc, "TokenReady").unwrap().message;
     assert!(message.contains("ClockSkew"), "{message}");
     assert!(message.contains("ahead of this host"), "{message}");
-    let gauge: f64 = metrics(&h)
+    let gauge: f64 = h
+        .metrics()
         .await
         .lines()
         .find_map(|l| l.strip_prefix("smart_backend_clock_skew_seconds "))

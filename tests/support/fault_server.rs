@@ -39,6 +39,16 @@ impl Behaviour {
         }
     }
 
+    /// A 200 token response: `value`, bearer, `expires_in` seconds, and the
+    /// granted `scope` when given.
+    pub fn token(value: &str, expires_in: u64, scope: Option<&str>) -> Self {
+        let mut body = serde_json::json!({"access_token": value, "token_type": "Bearer", "expires_in": expires_in});
+        if let Some(scope) = scope {
+            body["scope"] = serde_json::json!(scope);
+        }
+        Behaviour::json(200, body)
+    }
+
     pub fn with_header(self, name: &str, value: &str) -> Self {
         match self {
             Behaviour::Respond {

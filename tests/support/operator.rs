@@ -121,6 +121,16 @@ impl Harness {
         )
     }
 
+    /// The operator's /metrics, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub fn jwks_uri(&self, name: &str) -> String {
         self.admin_url(&format!("/jwks/{}/{name}", self.ns.name))
     }
