@@ -37,11 +37,14 @@ async fn a_narrower_grant_stays_ready_and_names_what_is_missing_and_an_unstated_
     assert_eq!(status.granted_scopes.as_deref(), Some("system/Patient.rs"));
     let secret = h.wait_secret("c-token").await;
     assert_eq!(Harness::value(&secret, "scope"), "system/Patient.rs");
-    assert!(
-        h.event_reasons("c")
-            .await
-            .contains(&"ScopeNarrowed".to_string())
-    );
+    // Events are published right after the status write.
+    support::cluster::wait_for(
+        "the ScopeNarrowed event",
+        support::operator::WAIT,
+        || async { Some(h.event_reasons("c").await) },
+        |reasons| reasons.iter().any(|r| r == "ScopeNarrowed"),
+    )
+    .await;
     assert!(
         h.metrics()
             .await
