@@ -22,6 +22,9 @@ pub const CLIENT_ANNOTATION: &str = "smartbackend.dev/client";
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "smartbackend.dev/refresh-requested-at";
 /// Annotation on the resource: a new value allows generating a new key
 /// when the published one is gone.
+/// Tells restart-on-change tools (Reloader) to leave workloads alone when
+/// the token Secret changes.
+pub const RELOADER_IGNORE: &str = "reloader.stakater.com/ignore";
 pub const REGENERATE_KEY_ANNOTATION: &str = "smartbackend.dev/regenerate-key";
 
 /// A workload's identity at a SMART on FHIR authorization server. The

@@ -2,12 +2,21 @@
 //! that runs the controllers only while this replica holds it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::run::LeaderElection;
 use crate::controller::{self, Context};
 use crate::metrics::Metrics;
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub duration: Duration,
+}
 
 pub(super) async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use std::future::IntoFuture;
 
+pub use super::lead::LeaderElection;
 use super::lead::{lead, lease, wait_true};
 use crate::controller::{self, Context, JwksDirectory, Settings, Timing};
 use crate::http::{AdminState, router};
@@ -115,15 +116,6 @@ pub struct RunArgs {
     /// over after this.
     #[arg(long, default_value = "15s", value_parser = duration)]
     pub lease_duration: Duration,
-}
-
-/// Leader election settings.
-#[derive(Clone, Debug)]
-pub struct LeaderElection {
-    pub lease_name: String,
-    pub namespace: String,
-    pub identity: String,
-    pub duration: Duration,
 }
 
 impl RunArgs {

@@ -125,7 +125,7 @@ pub(super) async fn discover(
                 }
                 if skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs() {
                     let server = spec.metadata.url().authority();
-                    message = format!("{}; {message}", super::exchange::clock_note(skew, server));
+                    message = format!("{}; {message}", super::clock::note(skew, server));
                 }
             }
             Ok(Discovered {

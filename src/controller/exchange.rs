@@ -4,14 +4,36 @@
 
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType};
+use url::Url;
 
-use super::Context;
 use super::draft::Draft;
 use super::reason::{self, Failure, Reason};
-use super::secrets;
-use super::token::Inputs;
-use crate::smart::{self, AccessToken, AssertionParams, TokenError, TokenRequest, assertion};
+use super::secrets::{self, StoredToken};
+use super::validate::ValidSpec;
+use super::{Context, Target};
+use crate::crd::SmartBackendClientStatus;
+use crate::smart::{
+    self, AccessToken, AssertionParams, HttpClient, SigningKey, TokenError, TokenRequest, assertion,
+};
+
+pub(super) struct Inputs<'a> {
+    pub target: &'a Target<'a>,
+    pub spec: &'a ValidSpec,
+    pub http: &'a HttpClient,
+    pub token_endpoint: &'a Url,
+    pub key: &'a SigningKey,
+    /// The token Secret as read now; `None` when it does not exist or
+    /// when `known` stands for it.
+    pub existing: Option<&'a Secret>,
+    /// What the token Secret holds, known without reading it.
+    pub known: Option<StoredToken>,
+    pub generation: Option<i64>,
+    pub previous: &'a SmartBackendClientStatus,
+    /// The shared JWK Set the client's keys also go into.
+    pub jwks_set: Option<&'a str>,
+}
 
 /// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
 /// authorization server's concurrency limit.
@@ -82,7 +104,8 @@ fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draf
     let threshold = ctx.settings.clocks.skew_warning.as_secs();
     let beyond = |s: i64| s.unsigned_abs() > threshold;
     let was = ctx.remember(inputs.target.uid, |m| m.clock_skew.replace(skew));
-    draft.clock_note = beyond(skew).then(|| clock_note(skew, inputs.token_endpoint.authority()));
+    draft.clock_note =
+        beyond(skew).then(|| super::clock::note(skew, inputs.token_endpoint.authority()));
     if let Some(note) = &draft.clock_note
         && !was.is_some_and(beyond)
     {
@@ -101,16 +124,7 @@ fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draf
 pub(super) fn remembered_clock_note(ctx: &Context, inputs: &Inputs<'_>) -> Option<String> {
     let skew = ctx.remember(inputs.target.uid, |m| m.clock_skew)?;
     (skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs())
-        .then(|| clock_note(skew, inputs.token_endpoint.authority()))
-}
-
-/// What a skewed clock means, in words.
-pub(super) fn clock_note(skew: i64, server: &str) -> String {
-    let direction = if skew > 0 { "ahead of" } else { "behind" };
-    format!(
-        "ClockSkew: the clock of {server} is {}s {direction} this host's (by its Date header); assertions may be refused as not yet valid or expired: check time synchronisation (NTP) on the nodes and at the server",
-        skew.unsigned_abs()
-    )
+        .then(|| super::clock::note(skew, inputs.token_endpoint.authority()))
 }
 
 /// A refused or failed token request, in words a person can act on.
@@ -128,7 +142,7 @@ fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Fail
             let (namespace, name) = (inputs.target.namespace, inputs.target.name);
             let set = inputs.jwks_set;
             let jwks_url = match (&ctx.settings.jwks_public_url, set) {
-                (Some(base), _) => super::reconcile::jwks_uri(base, namespace, name, set),
+                (Some(base), _) => super::jwks::public_uri(base, namespace, name, set),
                 (None, Some(set)) => {
                     format!("the operator's /jwks/{namespace}/sets/{set}, once exposed")
                 }

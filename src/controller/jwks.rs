@@ -113,6 +113,16 @@ impl JwksDirectory {
     }
 }
 
+/// `{base}/jwks/{namespace}/{name}`, or the shared set's
+/// `{base}/jwks/{namespace}/sets/{set}`, keeping any path in the base.
+pub fn public_uri(base: &url::Url, namespace: &str, name: &str, set: Option<&str>) -> String {
+    let base = base.as_str().trim_end_matches('/');
+    match set {
+        Some(set) => format!("{base}/jwks/{namespace}/sets/{set}"),
+        None => format!("{base}/jwks/{namespace}/{name}"),
+    }
+}
+
 /// One JWK Set holding the keys of several, each kid once.
 pub fn merge<'a>(sets: impl Iterator<Item = &'a str>) -> String {
     let mut keys: Vec<Value> = Vec::new();

@@ -7,11 +7,13 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::reason::{Failure, Reason};
+mod referenced;
+
 use super::secrets::{self, PRIVATE_KEY_FILE};
 use super::validate::KeySource;
 use super::{Context, KnownKeySecret, Target};
 use crate::crd::{FIELD_MANAGER, GeneratedKeyPolicy, REGENERATE_KEY_ANNOTATION};
-use crate::smart::{KeyError, PrivateKey, SigningAlgorithm, SigningKey};
+use crate::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 
 /// The key, ready to sign, and where it came from.
 pub struct ResolvedKey {
@@ -26,11 +28,16 @@ pub struct ResolvedKey {
     pub own_secret_versions: Vec<String>,
 }
 
-fn failure(reason: Reason, message: String) -> Failure {
+pub(super) fn failure(reason: Reason, message: String) -> Failure {
     Failure::new(reason, message)
 }
 
-fn api_failure(verb: &str, target: &Target<'_>, secret: &str, error: kube::Error) -> Failure {
+pub(super) fn api_failure(
+    verb: &str,
+    target: &Target<'_>,
+    secret: &str,
+    error: kube::Error,
+) -> Failure {
     Failure::api(
         Reason::KeySecretUnavailable,
         verb,
@@ -59,7 +66,7 @@ pub async fn resolve(
 ) -> Result<ResolvedKey, Failure> {
     match request.source {
         KeySource::Referenced { secret_name, key } => {
-            referenced(ctx, target, request, secret_name, key).await
+            referenced::referenced(ctx, target, request, secret_name, key).await
         }
         KeySource::Generated {
             secret_name,
@@ -74,7 +81,7 @@ pub async fn resolve(
 /// operator's CPU per refresh in the steady-state profile) and parses the
 /// key into aws-lc, so the result is kept per client for as long as the key
 /// bytes, algorithm and kid stay the same. Returns it with that fingerprint.
-fn bind(
+pub(super) fn bind(
     ctx: &Context,
     target: &Target<'_>,
     bytes: &[u8],
@@ -113,79 +120,6 @@ fn bind(
         m.signing_key = Some((fingerprint, signing.clone()))
     });
     Ok((signing, fingerprint))
-}
-
-async fn referenced(
-    ctx: &Context,
-    target: &Target<'_>,
-    request: &KeyRequest<'_>,
-    secret_name: &str,
-    key_name: &str,
-) -> Result<ResolvedKey, Failure> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
-    let secret = api
-        .get_opt(secret_name)
-        .await
-        .map_err(|e| api_failure("get", target, secret_name, e))?
-        .ok_or_else(|| {
-            failure(Reason::KeySecretNotFound,
-                format!(
-                    "Secret {secret_name} (spec.signing.keySecretRef.name) does not exist in namespace {}: create it with the private key under the key {key_name:?}",
-                    target.namespace
-                ),
-            )
-        })?;
-    let data = secret.data.unwrap_or_default();
-    let Some(bytes) = data.get(key_name) else {
-        let present: Vec<&str> = data.keys().map(String::as_str).collect();
-        return Err(failure(
-            Reason::KeyInvalid,
-            format!(
-                "Secret {secret_name} has no key {key_name:?} (spec.signing.keySecretRef.key); it has: {}",
-                if present.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    present.join(", ")
-                }
-            ),
-        ));
-    };
-    let whose = format!("the key in Secret {secret_name} (key {key_name:?})");
-    let key = PrivateKey::parse(&bytes.0).map_err(|e: KeyError| {
-        failure(Reason::KeyInvalid, format!("{whose} cannot be used: {e}"))
-    })?;
-    let algorithm = request
-        .explicit_algorithm
-        .unwrap_or_else(|| key.algorithm());
-    if request.explicit_algorithm.is_none()
-        && let Some(offered) = request.server_algorithms
-        && !offered.iter().any(|a| a == algorithm.as_str())
-    {
-        return Err(failure(
-            Reason::KeyAlgorithmNotAccepted,
-            format!(
-                "{whose} is a {} key for {algorithm}, but the server accepts only {}: provide a key the server accepts",
-                key.describe(),
-                offered.join(", ")
-            ),
-        ));
-    }
-    let (signing, _) = bind(
-        ctx,
-        target,
-        &bytes.0,
-        key,
-        Some(algorithm),
-        request.kid,
-        &whose,
-    )?;
-    Ok(ResolvedKey {
-        signing,
-        secret_name: secret_name.to_string(),
-        generated: false,
-        regeneration_handled: None,
-        own_secret_versions: Vec::new(),
-    })
 }
 
 async fn generated(

@@ -5,6 +5,7 @@
 //! is ours, discover, resolve the key, then refresh the token when its time
 //! has come. Each step records a condition; one status patch ends it.
 
+mod clock;
 mod conditions;
 mod discover;
 mod discovery_cache;

@@ -305,11 +305,9 @@ async fn steps(
     draft.fields.kid = Some(key.signing.kid().to_string());
     draft.fields.key_secret_name = Some(key.secret_name.clone());
     draft.fields.public_jwks = Some(jwks);
-    draft.fields.jwks_uri = ctx
-        .settings
-        .jwks_public_url
-        .as_ref()
-        .map(|base| jwks_uri(base, target.namespace, target.name, jwks_set.as_deref()));
+    draft.fields.jwks_uri = ctx.settings.jwks_public_url.as_ref().map(|base| {
+        super::jwks::public_uri(base, target.namespace, target.name, jwks_set.as_deref())
+    });
     draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
     if key.generated {
         // Publish first, use after: the status (and so every replica's JWKS
@@ -361,16 +359,6 @@ fn endpoint_moved(previous: &SmartBackendClientStatus, now: &url::Url) -> Option
     })
 }
 
-/// `{base}/jwks/{namespace}/{name}`, or the shared set's
-/// `{base}/jwks/{namespace}/sets/{set}`, keeping any path in the base.
-pub(super) fn jwks_uri(base: &url::Url, namespace: &str, name: &str, set: Option<&str>) -> String {
-    let base = base.as_str().trim_end_matches('/');
-    match set {
-        Some(set) => format!("{base}/jwks/{namespace}/sets/{set}"),
-        None => format!("{base}/jwks/{namespace}/{name}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,11 +382,11 @@ mod tests {
     fn the_jwks_uri_is_the_clients_or_its_shared_sets() {
         let base = url::Url::parse("https://jwks.example.org/ops/").unwrap();
         assert_eq!(
-            jwks_uri(&base, "a", "c", None),
+            super::super::jwks::public_uri(&base, "a", "c", None),
             "https://jwks.example.org/ops/jwks/a/c"
         );
         assert_eq!(
-            jwks_uri(&base, "a", "c", Some("app")),
+            super::super::jwks::public_uri(&base, "a", "c", Some("app")),
             "https://jwks.example.org/ops/jwks/a/sets/app"
         );
     }

@@ -22,9 +22,7 @@ pub const ISSUED_AT_ANNOTATION: &str = "smartbackend.dev/issued-at";
 pub const INPUTS_ANNOTATION: &str = "smartbackend.dev/token-inputs";
 pub const ALGORITHM_ANNOTATION: &str = "smartbackend.dev/algorithm";
 pub const KID_ANNOTATION: &str = "smartbackend.dev/kid";
-/// Tools that restart workloads on Secret changes must leave these alone:
-/// pods re-read the mounted file instead.
-pub const RELOADER_IGNORE: &str = "reloader.stakater.com/ignore";
+pub use crate::crd::RELOADER_IGNORE;
 
 pub const PRIVATE_KEY_FILE: &str = "private-key.pem";
 pub const PUBLIC_JWKS_FILE: &str = "public-jwks.json";

@@ -8,7 +8,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use sha2::{Digest, Sha256};
-use url::Url;
 
 use super::draft::Draft;
 use super::exchange;
@@ -16,27 +15,12 @@ use super::reason::{Failure, Reason};
 use super::schedule;
 use super::scopes;
 use super::secrets::{self, StoredToken, TokenSecretInput, rfc3339};
-use super::validate::ValidSpec;
+use super::wait;
 use super::{Context, KnownTokenSecret, PendingToken, Target};
-use crate::crd::{FIELD_MANAGER, REFRESH_REQUESTED_ANNOTATION, SmartBackendClientStatus};
-use crate::smart::{self, HttpClient, SigningKey};
+use crate::crd::FIELD_MANAGER;
+use crate::smart;
 
-pub(super) struct Inputs<'a> {
-    pub target: &'a Target<'a>,
-    pub spec: &'a ValidSpec,
-    pub http: &'a HttpClient,
-    pub token_endpoint: &'a Url,
-    pub key: &'a SigningKey,
-    /// The token Secret as read now; `None` when it does not exist or
-    /// when `known` stands for it.
-    pub existing: Option<&'a Secret>,
-    /// What the token Secret holds, known without reading it.
-    pub known: Option<StoredToken>,
-    pub generation: Option<i64>,
-    pub previous: &'a SmartBackendClientStatus,
-    /// The shared JWK Set the client's keys also go into.
-    pub jwks_set: Option<&'a str>,
-}
+pub(super) use super::exchange::Inputs;
 
 /// The token Secret as this process last wrote or read it, when the watch
 /// shows that version still and the resource's generation is the same.
@@ -110,7 +94,7 @@ pub(super) async fn refresh(
         .known
         .clone()
         .or_else(|| inputs.existing.and_then(secrets::read_token_secret));
-    let requested = pending_refresh_request(ctx, target, previous);
+    let requested = wait::pending_refresh_request(ctx, target, previous);
 
     if let Some(stored) = &stored {
         let refresh_at = schedule::refresh_at(
@@ -145,7 +129,7 @@ pub(super) async fn refresh(
             Err(failure) => {
                 // The request was acted on; retries now follow the backoff.
                 if let Some(value) = requested {
-                    mark_handled(ctx, target.uid, value);
+                    wait::mark_handled(ctx, target.uid, value);
                     draft.fields.handled_refresh_request = Some(value.to_string());
                 }
                 return Err(failure);
@@ -247,7 +231,7 @@ pub(super) async fn refresh(
     fields.granted_scopes = token.scope.clone();
     fields.consecutive_failures = 0;
     if let Some(value) = requested {
-        mark_handled(ctx, target.uid, value);
+        wait::mark_handled(ctx, target.uid, value);
         fields.handled_refresh_request = Some(value.to_string());
     }
     draft.token = Some(state);
@@ -344,25 +328,6 @@ fn take_pending(ctx: &Context, uid: &str, inputs_hash: &str) -> Option<PendingTo
     let usable = pending.inputs_hash == inputs_hash
         && pending.token.expires_at > SystemTime::now() + ctx.settings.timing.min_refresh_interval;
     usable.then_some(pending)
-}
-
-/// The refresh-requested-at value not yet acted on, if any: compared with
-/// the status and with this process's own memory, since the watch cache can
-/// lag behind our last status write.
-pub(super) fn pending_refresh_request<'a>(
-    ctx: &Context,
-    target: &'a Target<'_>,
-    previous: &SmartBackendClientStatus,
-) -> Option<&'a str> {
-    let handled_here = ctx.remember(target.uid, |m| m.handled_refresh.clone());
-    target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
-        Some(*v) != previous.handled_refresh_request.as_deref()
-            && Some(*v) != handled_here.as_deref()
-    })
-}
-
-fn mark_handled(ctx: &Context, uid: &str, value: &str) {
-    ctx.remember(uid, |m| m.handled_refresh = Some(value.to_string()));
 }
 
 fn record_expiry(ctx: &Context, uid: &str, expires_at: SystemTime) {

@@ -229,7 +229,7 @@ pub fn validate(
 fn reserved_key(key: &str) -> bool {
     key.starts_with("smartbackend.dev/")
         || key == crate::crd::MANAGED_BY_LABEL
-        || key == super::secrets::RELOADER_IGNORE
+        || key == crate::crd::RELOADER_IGNORE
 }
 
 #[cfg(test)]

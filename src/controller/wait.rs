@@ -7,8 +7,8 @@ use kube::runtime::controller::Action;
 
 use super::conditions;
 use super::draft::Draft;
-use super::{Context, Settled, Target, secrets, token};
-use crate::crd::{SmartBackendClient, SmartBackendClientStatus};
+use super::{Context, Settled, Target, secrets};
+use crate::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClient, SmartBackendClientStatus};
 
 /// The outcome worth remembering: a good token, nothing pending, and the
 /// next refresh known.
@@ -72,7 +72,7 @@ pub(super) fn backoff_remaining(
     {
         return None;
     }
-    if token::pending_refresh_request(ctx, target, previous).is_some() {
+    if pending_refresh_request(ctx, target, previous).is_some() {
         return None;
     }
     let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
@@ -80,4 +80,23 @@ pub(super) fn backoff_remaining(
         .duration_since(std::time::SystemTime::now())
         .ok()
         .filter(|d| !d.is_zero())
+}
+
+/// The refresh-requested-at value not yet acted on, if any: compared with
+/// the status and with this process's own memory, since the watch cache can
+/// lag behind our last status write.
+pub(super) fn pending_refresh_request<'a>(
+    ctx: &Context,
+    target: &'a Target<'_>,
+    previous: &SmartBackendClientStatus,
+) -> Option<&'a str> {
+    let handled_here = ctx.remember(target.uid, |m| m.handled_refresh.clone());
+    target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
+        Some(*v) != previous.handled_refresh_request.as_deref()
+            && Some(*v) != handled_here.as_deref()
+    })
+}
+
+pub(super) fn mark_handled(ctx: &Context, uid: &str, value: &str) {
+    ctx.remember(uid, |m| m.handled_refresh = Some(value.to_string()));
 }

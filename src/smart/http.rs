@@ -130,7 +130,7 @@ pub struct HttpClient {
 impl HttpClient {
     pub fn new(policy: HttpPolicy) -> Result<Self, HttpError> {
         let extra_roots = match &policy.extra_roots_pem {
-            Some(pem) => super::trust::parse_bundle(pem)?,
+            Some(pem) => super::trust::parse_bundle(pem).map_err(HttpError::CaBundle)?,
             None => Vec::new(),
         };
         let proxy = match &policy.proxy {

@@ -5,8 +5,6 @@
 
 use std::sync::OnceLock;
 
-use super::http::HttpError;
-
 /// The system roots, as reqwest certificates, loaded on first use.
 fn system_roots() -> &'static [reqwest::Certificate] {
     static ROOTS: OnceLock<Vec<reqwest::Certificate>> = OnceLock::new();
@@ -24,11 +22,10 @@ fn system_roots() -> &'static [reqwest::Certificate] {
 }
 
 /// The certificates of a PEM bundle; an error when it holds none.
-pub fn parse_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, HttpError> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| HttpError::CaBundle(e.to_string()))?;
+pub fn parse_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(HttpError::CaBundle("it holds no PEM certificate".into()));
+        return Err("it holds no PEM certificate".into());
     }
     Ok(certs)
 }
