@@ -153,14 +153,13 @@ pub(super) async fn discover(
                     ),
                 })
             }
-            None => {
-                let reason = if error.is_transient() {
-                    Reason::DiscoveryUnavailable
-                } else {
-                    Reason::DiscoveryFailed
-                };
-                Err(Failure::new(reason, error.to_string()))
-            }
+            None => Err(match error.http_error().and_then(super::reason::for_tls) {
+                Some((reason, advice)) => Failure::new(reason, format!("{error}; {advice}")),
+                None if error.is_transient() => {
+                    Failure::new(Reason::DiscoveryUnavailable, error.to_string())
+                }
+                None => Failure::new(Reason::DiscoveryFailed, error.to_string()),
+            }),
         },
     }
 }

@@ -26,6 +26,11 @@ struct Entry {
 pub const MAX_ENTRIES: usize = 2048;
 pub const MAX_BYTES: usize = 32 << 20;
 
+/// The document fetched, and the trust it was fetched through.
+fn cache_key(http: &HttpClient, source: &MetadataSource) -> String {
+    format!("{} {}", http.trust_key(), source.key())
+}
+
 /// The strings a configuration holds, in bytes (plus a fixed overhead).
 fn weight(config: &SmartConfiguration) -> usize {
     let lists = [
@@ -126,7 +131,7 @@ impl DiscoveryCache {
         http: &HttpClient,
         source: &MetadataSource,
     ) -> Result<(Arc<SmartConfiguration>, Source), DiscoveryError> {
-        let key = source.key();
+        let key = cache_key(http, source);
         let cached = self.cached(&key);
         if let Some((config, true)) = &cached {
             return Ok((config.clone(), Source::Cached));
@@ -147,12 +152,12 @@ impl DiscoveryCache {
 
     /// Forces the next lookup of `source` to fetch again (the old entry is
     /// kept as a fallback).
-    pub fn mark_stale(&self, source: &MetadataSource) {
+    pub fn mark_stale(&self, http: &HttpClient, source: &MetadataSource) {
         if let Some(entry) = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&source.key())
+            .get_mut(&cache_key(http, source))
         {
             entry.stale = true;
         }

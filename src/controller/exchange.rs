@@ -131,7 +131,7 @@ pub(super) fn remembered_clock_note(ctx: &Context, inputs: &Inputs<'_>) -> Optio
 fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Failure {
     // The endpoint may have moved: look again next time (the old result
     // stays as a fallback).
-    ctx.discovery.mark_stale(&inputs.spec.metadata);
+    ctx.discovery.mark_stale(inputs.http, &inputs.spec.metadata);
     let previous = inputs.previous;
     let never_had_token =
         previous.last_refresh_time.is_none() && previous.token_expires_at.is_none();
@@ -156,7 +156,16 @@ fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Fail
                 spec.scope
             )
         }
-        _ => smart::token::advice(error, &spec.client_id, key.kid(), inputs.token_endpoint),
+        _ => {
+            let mut message =
+                smart::token::advice(error, &spec.client_id, key.kid(), inputs.token_endpoint);
+            if let TokenError::Transport(http) = error
+                && let Some((_, advice)) = reason::for_tls(http)
+            {
+                message = format!("{message}; {advice}");
+            }
+            message
+        }
     };
     tracing::info!(
         namespace = inputs.target.namespace,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::smart::{ErrorClass, HttpError, TokenError};
+use crate::smart::{ErrorClass, HttpError, TlsProblem, TokenError};
 
 /// How a reason is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +88,9 @@ reasons! {
     CaBundleUnavailable => Transient, "api";
     CaBundleNotFound => Waiting, "ca_bundle";
     CaBundleInvalid => Permanent, "ca_bundle";
+    TlsUntrusted => Waiting, "tls";
+    TlsNameMismatch => Permanent, "tls";
+    TlsCertificateExpired => Waiting, "tls";
     DiscoveryFailed => Permanent, "discovery";
     DiscoveryUnavailable => Transient, "discovery_unavailable";
     NoSupportedAlgorithm => Permanent, "no_supported_algorithm";
@@ -167,6 +170,31 @@ impl Failure {
     }
 }
 
+/// The reason, and what to do, when a server's certificate was refused.
+pub fn for_tls(error: &HttpError) -> Option<(Reason, &'static str)> {
+    let HttpError::Tls { problem, .. } = error else {
+        return None;
+    };
+    Some(match problem {
+        TlsProblem::UnknownIssuer => (
+            Reason::TlsUntrusted,
+            "the certificate is signed by a CA the operator does not trust: put that CA's PEM certificate in a Secret and name it in spec.tls.caBundleSecretRef",
+        ),
+        TlsProblem::WrongName => (
+            Reason::TlsNameMismatch,
+            "the certificate was issued for other names: use the host name the certificate names in the URL, or have the server's certificate reissued",
+        ),
+        TlsProblem::Expired => (
+            Reason::TlsCertificateExpired,
+            "the certificate has expired or is not valid yet: the server's administrators must renew it (or this node's clock is wrong)",
+        ),
+        TlsProblem::Other => (
+            Reason::TlsUntrusted,
+            "the certificate cannot be verified: check the server's certificate chain, or the CA bundle in spec.tls.caBundleSecretRef",
+        ),
+    })
+}
+
 /// The reason for a failed token request. `never_had_token`: no token was
 /// ever obtained for the client, so a refusal of the client most likely
 /// means the EHR side is not set up yet rather than broken.
@@ -190,6 +218,9 @@ pub fn for_token_error(error: &TokenError, never_had_token: bool) -> Reason {
         TokenError::UnexpectedStatus { .. } if transient => Reason::TokenEndpointUnavailable,
         TokenError::UnexpectedStatus { .. } => Reason::TokenRequestFailed,
         TokenError::InvalidResponse(_) => Reason::InvalidTokenResponse,
+        TokenError::Transport(http) if for_tls(http).is_some() => {
+            for_tls(http).map_or(Reason::TokenRequestFailed, |(reason, _)| reason)
+        }
         TokenError::Transport(HttpError::Timeout { .. }) => Reason::TokenEndpointTimeout,
         TokenError::Transport(_) if transient => Reason::TokenEndpointUnreachable,
         TokenError::Transport(_) => Reason::TokenRequestFailed,

@@ -63,6 +63,16 @@ pub enum DiscoveryError {
 }
 
 impl DiscoveryError {
+    /// The HTTP failure behind this error, if that is what it was.
+    pub fn http_error(&self) -> Option<&HttpError> {
+        match self {
+            DiscoveryError::Fetch { source, .. }
+            | DiscoveryError::TokenEndpointRefused { source, .. } => Some(source),
+            DiscoveryError::NoIssuerMetadata { rfc8414, .. } => rfc8414.http_error(),
+            _ => None,
+        }
+    }
+
     /// Whether trying again later could help.
     pub fn is_transient(&self) -> bool {
         match self {

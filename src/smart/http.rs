@@ -44,8 +44,28 @@ impl Default for HttpPolicy {
     }
 }
 
+/// Why a server's certificate was refused, when that is why a connection
+/// failed: each has its own fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// Signed by a CA this client does not trust (a private CA).
+    UnknownIssuer,
+    /// Issued for other names than the URL's host.
+    WrongName,
+    /// Expired, or not valid yet (which may also be this host's clock).
+    Expired,
+    /// Anything else about the certificate.
+    Other,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("{url} presented a certificate that is not accepted: {reason}")]
+    Tls {
+        url: String,
+        problem: TlsProblem,
+        reason: String,
+    },
     #[error(
         "{url} is plain http; use https (plain http is allowed only with --insecure-allow-http, for development)"
     )]
@@ -124,6 +144,8 @@ pub struct HttpClient {
     proxy: Option<reqwest::Proxy>,
     tls: Arc<OnceLock<Result<reqwest::Client, String>>>,
     extra_roots: Arc<Vec<reqwest::Certificate>>,
+    /// Which roots it trusts beyond the system's, as a fingerprint.
+    trust: Arc<str>,
     policy: HttpPolicy,
 }
 
@@ -150,13 +172,25 @@ impl HttpClient {
             ),
             false => None,
         };
+        let trust = match &policy.extra_roots_pem {
+            Some(pem) => super::secret::fingerprint(pem),
+            None => "system".to_string(),
+        };
         Ok(Self {
+            trust: trust.into(),
             plain,
             proxy,
             tls: Arc::new(OnceLock::new()),
             extra_roots: Arc::new(extra_roots),
             policy,
         })
+    }
+
+    /// What this client trusts (the system roots, plus a CA bundle's
+    /// fingerprint): what was fetched through one trust must not be reused
+    /// by a client that would not have trusted the server.
+    pub fn trust_key(&self) -> &str {
+        &self.trust
     }
 
     /// The client for `url`'s scheme (`check_url` has vetted the scheme).
@@ -260,6 +294,12 @@ impl HttpClient {
                     url,
                     timeout: self.policy.request_timeout,
                 }
+            } else if let Some(problem) = certificate_problem(&e) {
+                HttpError::Tls {
+                    url,
+                    problem,
+                    reason: source_chain(&e),
+                }
             } else if e.is_connect() {
                 HttpError::Connect {
                     url,
@@ -352,6 +392,42 @@ pub fn redact_userinfo(url: &Url) -> String {
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
     shown.to_string()
+}
+
+/// The certificate error behind a failed connection, if that is what it
+/// was: rustls reports it inside the I/O error the connector returns.
+fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<TlsProblem> {
+    use rustls::{CertificateError, Error};
+    let classify = |e: &Error| match e {
+        Error::InvalidCertificate(c) => Some(match c {
+            CertificateError::UnknownIssuer => TlsProblem::UnknownIssuer,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsProblem::WrongName
+            }
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => TlsProblem::Expired,
+            _ => TlsProblem::Other,
+        }),
+        _ => None,
+    };
+    // An io::Error's source() skips the error it wraps (and the connector
+    // wraps rustls's error in two of them), so step into each one.
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<Error>().and_then(classify) {
+            return Some(found);
+        }
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 /// reqwest's top-level message is generic ("error sending request"); the

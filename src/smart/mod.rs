@@ -20,7 +20,7 @@ pub use algorithm::SigningAlgorithm;
 pub use assertion::{AssertionParams, ClientAssertion};
 pub use destination::DestinationPolicy;
 pub use discovery::{AlgorithmChoice, DiscoveryError, DiscoveryWarning, SmartConfiguration};
-pub use http::{HttpClient, HttpError, HttpPolicy};
+pub use http::{HttpClient, HttpError, HttpPolicy, TlsProblem};
 pub use issuer::MetadataSource;
 pub use keys::{KeyError, PrivateKey, SigningKey};
 pub use secret::SecretString;

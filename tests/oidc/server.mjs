@@ -18,6 +18,7 @@
 // GET /stats answers {"token_requests": n, "tokens_issued": n}.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 
 import Provider, { errors } from 'oidc-provider';
 
@@ -34,11 +35,14 @@ for (const level of ['info', 'warn']) {
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const stats = { token_requests: 0, tokens_issued: 0 };
 
-// Listen first so the issuer (which includes the port) is known.
-const server = createServer();
+// Listen first so the issuer (which includes the port) is known. With
+// config.tls ({cert, key}: PEM file paths) it serves HTTPS.
+const server = config.tls
+  ? createTlsServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) })
+  : createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 const tokenEndpoint = `${issuer}/token`;
 
 const clients = config.clients.map((c) => {

@@ -51,6 +51,27 @@ impl OidcServer {
         token_ttl: u64,
         signing_algs: Value,
     ) -> Self {
+        Self::start_config(clients, scopes, token_ttl, signing_algs, None)
+    }
+
+    /// As `start`, serving HTTPS with the certificate and key (PEM files).
+    pub fn start_tls(
+        clients: &[Client<'_>],
+        scopes: &[&str],
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Self {
+        let tls = json!({"cert": cert, "key": key});
+        Self::start_config(clients, scopes, 300, json!(null), Some(tls))
+    }
+
+    fn start_config(
+        clients: &[Client<'_>],
+        scopes: &[&str],
+        token_ttl: u64,
+        signing_algs: Value,
+        tls: Option<Value>,
+    ) -> Self {
         let modules = oidc_dir().join("node_modules/oidc-provider");
         assert!(
             modules.exists(),
@@ -79,6 +100,9 @@ impl OidcServer {
         let mut config = json!({"clients": clients, "scopes": scopes, "token_ttl": token_ttl});
         if !signing_algs.is_null() {
             config["signing_algs"] = signing_algs;
+        }
+        if let Some(tls) = tls {
+            config["tls"] = tls;
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.json");
