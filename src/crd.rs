@@ -22,6 +22,11 @@ pub const CLIENT_ANNOTATION: &str = "smartbackend.dev/client";
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "smartbackend.dev/refresh-requested-at";
 /// Annotation on the resource: a new value allows generating a new key
 /// when the published one is gone.
+/// A Secret named by `spec.signing.keySecretRef` must carry this label with
+/// the value "true" before the operator signs with it: whoever may create a
+/// SmartBackendClient must not get assertions signed with any key Secret in
+/// the namespace, only with those a Secret owner opted in.
+pub const SIGNING_KEY_LABEL: &str = "smartbackend.dev/signing-key";
 /// Tells restart-on-change tools (Reloader) to leave workloads alone when
 /// the token Secret changes.
 pub const RELOADER_IGNORE: &str = "reloader.stakater.com/ignore";

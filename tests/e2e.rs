@@ -510,6 +510,7 @@ async fn referenced_keys_of_the_wrong_type_or_garbage_give_key_invalid() {
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(format!("{name}-key")),
+                labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
                 ..Default::default()
             },
             data: Some([("key.pem".to_string(), ByteString(bytes))].into()),
@@ -577,6 +578,7 @@ async fn algorithm_choice_follows_metadata_and_unsupported_lists_are_explained()
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("k-key".into()),
+            labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
             ..Default::default()
         },
         data: Some([("key.pem".to_string(), ByteString(pem.as_bytes().to_vec()))].into()),
@@ -725,6 +727,7 @@ async fn a_client_cannot_reach_a_secret_in_another_namespace() {
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("shared-key".into()),
+            labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
             ..Default::default()
         },
         data: Some([("key.pem".to_string(), ByteString(victim_key))].into()),

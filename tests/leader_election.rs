@@ -64,6 +64,7 @@ async fn the_other_replica_takes_over_within_the_lease_and_mints_nothing_twice()
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("client-key".into()),
+            labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
             ..Default::default()
         },
         data: Some(

@@ -97,6 +97,7 @@ reasons! {
     // The signing key.
     KeySecretUnavailable => Transient, "api";
     KeySecretNotFound => Waiting, "key";
+    KeySecretNotOptedIn => Waiting, "key";
     KeySecretConflict => Permanent, "key";
     KeyInvalid => Permanent, "key";
     KeyMissing => Permanent, "key";

@@ -8,6 +8,7 @@ use super::super::Context;
 use super::super::Target;
 use super::super::reason::{Failure, Reason};
 use super::{KeyRequest, ResolvedKey, api_failure, bind, failure};
+use crate::crd::SIGNING_KEY_LABEL;
 use crate::smart::{KeyError, PrivateKey};
 
 pub(super) async fn referenced(
@@ -30,6 +31,21 @@ pub(super) async fn referenced(
                 ),
             )
         })?;
+    let opted_in = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SIGNING_KEY_LABEL))
+        .is_some_and(|v| v == "true");
+    if !opted_in {
+        return Err(failure(
+            Reason::KeySecretNotOptedIn,
+            format!(
+                "Secret {secret_name} does not carry the label {SIGNING_KEY_LABEL}=true, so the operator does not sign with it: whoever owns the key labels it (kubectl -n {} label secret {secret_name} {SIGNING_KEY_LABEL}=true)",
+                target.namespace
+            ),
+        ));
+    }
     let data = secret.data.unwrap_or_default();
     let Some(bytes) = data.get(key_name) else {
         let present: Vec<&str> = data.keys().map(String::as_str).collect();
