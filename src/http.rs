@@ -13,6 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+pub mod serve;
+
 use crate::controller::JwksDirectory;
 use crate::metrics::Metrics;
 

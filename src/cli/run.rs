@@ -11,8 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use std::future::IntoFuture;
-
 pub use super::lead::LeaderElection;
 use super::lead::{lead, lease, wait_true};
 use crate::controller::{self, Context, JwksDirectory, Settings, Timing};
@@ -232,11 +230,7 @@ impl Operator {
         let admin_stop = wait_true(stopped.clone());
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
-            let admin = tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(admin_stop)
-                    .into_future(),
-            );
+            let admin = tokio::spawn(crate::http::serve::serve(listener, app, admin_stop));
             let cache = tokio::spawn(controller::watch_for_jwks(client, settings, jwks, ready));
             let result = lead(ctx, task_metrics, leading, stopped).await;
             drop(always);
