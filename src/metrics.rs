@@ -43,6 +43,7 @@ pub struct Metrics {
     pub scope_narrowed: Counter,
     pub clock_skew_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub discovery_cache_entries: Gauge<i64, AtomicI64>,
+    pub server_breaker_opened: Counter,
 }
 
 impl Default for Metrics {
@@ -116,6 +117,12 @@ impl Default for Metrics {
             "Authorization metadata documents cached",
             discovery_cache_entries.clone(),
         );
+        let server_breaker_opened = Counter::default();
+        registry.register(
+            "server_breaker_opened",
+            "Times token requests to a server were paused because it stopped answering",
+            server_breaker_opened.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -130,6 +137,7 @@ impl Default for Metrics {
             scope_narrowed,
             clock_skew_seconds,
             discovery_cache_entries,
+            server_breaker_opened,
         }
     }
 }

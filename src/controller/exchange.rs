@@ -2,7 +2,7 @@
 //! what came back (a token, a refusal, the server's clock) into what the
 //! token step and the status need.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType};
@@ -11,11 +11,13 @@ use url::Url;
 use super::draft::Draft;
 use super::reason::{self, Failure, Reason};
 use super::secrets::{self, StoredToken};
+use super::servers::Admission;
 use super::validate::ValidSpec;
 use super::{Context, Target};
 use crate::crd::SmartBackendClientStatus;
 use crate::smart::{
-    self, AccessToken, AssertionParams, HttpClient, SigningKey, TokenError, TokenRequest, assertion,
+    self, AccessToken, AssertionParams, HttpClient, HttpError, SigningKey, TokenError,
+    TokenRequest, assertion,
 };
 
 pub(super) struct Inputs<'a> {
@@ -37,14 +39,34 @@ pub(super) struct Inputs<'a> {
 
 /// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
 /// authorization server's concurrency limit.
+/// How a token request went, when it did not fail.
+pub(super) enum Attempt {
+    Got(AccessToken, SystemTime),
+    /// The server's request slots were all taken: nothing was sent.
+    Busy,
+}
+
 pub(super) async fn request(
     ctx: &Context,
     inputs: &Inputs<'_>,
     draft: &mut Draft,
-) -> Result<(AccessToken, SystemTime), Failure> {
+) -> Result<Attempt, Failure> {
     let authority = inputs.token_endpoint.authority().to_string();
-    let limit = ctx.server_limit(&authority);
-    let _permit = limit.acquire().await;
+    let _permit = match ctx.servers.admit(&authority, Instant::now()) {
+        Admission::Go(permit) => permit,
+        Admission::Busy => return Ok(Attempt::Busy),
+        Admission::Open { until, failures } => {
+            let wait = until.saturating_duration_since(Instant::now());
+            return Err(Failure {
+                reason: Reason::ServerNotAnswering,
+                message: format!(
+                    "the last {failures} requests to {authority} timed out or were refused, so requests to it pause for {}s (for every client of that server); check that the server is up and reachable from the operator",
+                    wait.as_secs().max(1)
+                ),
+                retry_after: Some(wait),
+            });
+        }
+    };
     let audience = inputs
         .spec
         .audience
@@ -79,6 +101,16 @@ pub(super) async fn request(
         observe_clock(ctx, inputs, skew, draft);
     }
     let result = exchange.result;
+    let reached = !matches!(
+        &result,
+        Err(TokenError::Transport(
+            HttpError::Timeout { .. } | HttpError::Connect { .. }
+        ))
+    );
+    if ctx.servers.record(&authority, reached, Instant::now()) {
+        ctx.metrics.server_breaker_opened.inc();
+        tracing::warn!(server = %authority, "token requests to this server pause: it stopped answering");
+    }
     match &result {
         Ok(_) => ctx.metrics.token_request("success", "none"),
         Err(error) => ctx.metrics.token_request("failure", error.category()),
@@ -88,7 +120,7 @@ pub(super) async fn request(
     match result {
         Ok(mut token) => {
             token.expires_at = secrets::whole_second(token.expires_at);
-            Ok((token, issued_at))
+            Ok(Attempt::Got(token, issued_at))
         }
         Err(error) => Err(token_failure(ctx, inputs, &error)),
     }

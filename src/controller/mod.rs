@@ -19,6 +19,7 @@ mod reconcile;
 pub mod schedule;
 mod scopes;
 pub mod secrets;
+mod servers;
 mod token;
 pub mod validate;
 mod wait;
@@ -38,7 +39,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::Semaphore;
 
 use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::metrics::Metrics;
@@ -114,7 +114,7 @@ pub struct Context {
     http_with_ca: Mutex<HashMap<String, HttpClient>>,
     discovery: DiscoveryCache,
     reporter: Reporter,
-    server_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    servers: servers::Servers,
     /// What this process knows about each client (by uid) that the watch
     /// cache may not show yet.
     memory: Mutex<HashMap<String, ClientMemory>>,
@@ -137,6 +137,7 @@ impl Context {
         };
         Ok(Self {
             discovery: DiscoveryCache::new(settings.discovery_ttl),
+            servers: servers::Servers::new(settings.per_server_concurrency),
             client,
             settings,
             metrics,
@@ -144,7 +145,6 @@ impl Context {
             http,
             http_with_ca: Mutex::new(HashMap::new()),
             reporter,
-            server_limits: Mutex::new(HashMap::new()),
             memory: Mutex::new(HashMap::new()),
             own_secrets: RwLock::new(Vec::new()),
         })
@@ -157,18 +157,6 @@ impl Context {
     /// state change, so the series counting that cache is for is not needed.
     pub(crate) fn recorder(&self) -> Recorder {
         Recorder::new(self.client.clone(), self.reporter.clone())
-    }
-
-    /// Caps concurrent token requests to one authorization server, so that
-    /// many clients due at once are spread out rather than fired together.
-    pub(crate) fn server_limit(&self, authority: &str) -> Arc<Semaphore> {
-        let mut limits = self.server_limits.lock().unwrap_or_else(|e| e.into_inner());
-        limits
-            .entry(authority.to_string())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(self.settings.per_server_concurrency.max(1)))
-            })
-            .clone()
     }
 
     pub fn earliest_expiry(&self) -> Option<SystemTime> {
@@ -209,10 +197,7 @@ impl Context {
     /// Secret (the system roots stay loaded), and metadata older than an
     /// hour past its TTL is fetched again.
     fn prune_per_input_maps(&self) {
-        self.server_limits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, limit| Arc::strong_count(limit) > 1);
+        self.servers.prune();
         self.http_with_ca
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -119,6 +119,7 @@ reasons! {
     TokenEndpointUnavailable => Transient, "server_unavailable";
     TokenEndpointTimeout => Transient, "timeout";
     TokenEndpointUnreachable => Transient, "connect";
+    ServerNotAnswering => Transient, "server_not_answering";
     InvalidTokenResponse => Transient, "invalid_response";
 }
 

@@ -125,7 +125,14 @@ pub(super) async fn refresh(
     let (token, issued_at) = match take_pending(ctx, target.uid, &inputs_hash) {
         Some(pending) => (pending.token, pending.issued_at),
         None => match exchange::request(ctx, inputs, draft).await {
-            Ok(pair) => pair,
+            Ok(exchange::Attempt::Got(token, issued_at)) => (token, issued_at),
+            Ok(exchange::Attempt::Busy) => {
+                // The server has its share of requests in flight: come back
+                // in a moment without waiting here or touching the status.
+                draft.keep_status = true;
+                let jitter = Duration::from_millis(rand::random::<u64>() % 1000);
+                return Ok(Action::requeue(Duration::from_secs(1) + jitter));
+            }
             Err(failure) => {
                 // The request was acted on; retries now follow the backoff.
                 if let Some(value) = requested {
