@@ -122,13 +122,14 @@ async fn discovery_failures_are_classified_and_explained() {
 }
 
 #[tokio::test]
-async fn oversized_metadata_is_cut_at_one_mebibyte() {
+async fn oversized_metadata_is_cut_at_64_kib() {
     let server = FaultServer::start().await;
     server.on(
         "/big/.well-known/smart-configuration",
-        Behaviour::oversized(2 * 1024 * 1024),
+        Behaviour::oversized(smart::discovery::MAX_METADATA_BYTES + 1),
     );
     let err = discover(&server, "/big").await.unwrap_err();
+    assert!(err.to_string().contains("64 KiB"), "{err}");
     assert!(
         matches!(
             err,
