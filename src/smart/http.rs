@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use url::Url;
 
 use super::destination::{DestinationPolicy, GuardedResolver};
+pub use super::trust::TlsProblem;
 
 /// How outbound requests are made. The defaults suit production.
 #[derive(Clone, Debug)]
@@ -42,20 +43,6 @@ impl Default for HttpPolicy {
             proxy: None,
         }
     }
-}
-
-/// Why a server's certificate was refused, when that is why a connection
-/// failed: each has its own fix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsProblem {
-    /// Signed by a CA this client does not trust (a private CA).
-    UnknownIssuer,
-    /// Issued for other names than the URL's host.
-    WrongName,
-    /// Expired, or not valid yet (which may also be this host's clock).
-    Expired,
-    /// Anything else about the certificate.
-    Other,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +281,7 @@ impl HttpClient {
                     url,
                     timeout: self.policy.request_timeout,
                 }
-            } else if let Some(problem) = certificate_problem(&e) {
+            } else if let Some(problem) = super::trust::certificate_problem(&e) {
                 HttpError::Tls {
                     url,
                     problem,
@@ -392,42 +379,6 @@ pub fn redact_userinfo(url: &Url) -> String {
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
     shown.to_string()
-}
-
-/// The certificate error behind a failed connection, if that is what it
-/// was: rustls reports it inside the I/O error the connector returns.
-fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<TlsProblem> {
-    use rustls::{CertificateError, Error};
-    let classify = |e: &Error| match e {
-        Error::InvalidCertificate(c) => Some(match c {
-            CertificateError::UnknownIssuer => TlsProblem::UnknownIssuer,
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                TlsProblem::WrongName
-            }
-            CertificateError::Expired
-            | CertificateError::ExpiredContext { .. }
-            | CertificateError::NotValidYet
-            | CertificateError::NotValidYetContext { .. } => TlsProblem::Expired,
-            _ => TlsProblem::Other,
-        }),
-        _ => None,
-    };
-    // An io::Error's source() skips the error it wraps (and the connector
-    // wraps rustls's error in two of them), so step into each one.
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<Error>().and_then(classify) {
-            return Some(found);
-        }
-        current = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    None
 }
 
 /// reqwest's top-level message is generic ("error sending request"); the

@@ -1,7 +1,7 @@
 //! Trust anchors for TLS: the system's roots, read from disk at most once
-//! per process and only when an https request is first made (reading and
-//! parsing the store was most of a one-shot `token` command's time), plus a
-//! resource's private CA bundle when it names one.
+//! per process and only when an https request is first made, plus a
+//! resource's private CA bundle when it names one; and, when a server's
+//! certificate is refused, which of the problems with their own fix it was.
 
 use std::sync::OnceLock;
 
@@ -43,4 +43,54 @@ pub fn with_roots(
 /// so that building it reads no trust store.
 pub fn without_roots(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
     builder.tls_certs_only(Vec::new())
+}
+
+/// Why a server's certificate was refused, when that is why a connection
+/// failed: each has its own fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// Signed by a CA this client does not trust (a private CA).
+    UnknownIssuer,
+    /// Issued for other names than the URL's host.
+    WrongName,
+    /// Expired, or not valid yet (which may also be this host's clock).
+    Expired,
+    /// Anything else about the certificate.
+    Other,
+}
+
+/// The certificate error behind a failed connection, if that is what it
+/// was: rustls reports it inside the I/O error the connector returns.
+pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<TlsProblem> {
+    use rustls::{CertificateError, Error};
+    let classify = |e: &Error| match e {
+        Error::InvalidCertificate(c) => Some(match c {
+            CertificateError::UnknownIssuer => TlsProblem::UnknownIssuer,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsProblem::WrongName
+            }
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => TlsProblem::Expired,
+            _ => TlsProblem::Other,
+        }),
+        _ => None,
+    };
+    // An io::Error's source() skips the error it wraps (and the connector
+    // wraps rustls's error in two of them), so step into each one.
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<Error>().and_then(classify) {
+            return Some(found);
+        }
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
