@@ -8,7 +8,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
@@ -507,15 +506,7 @@ async fn referenced_keys_of_the_wrong_type_or_garbage_give_key_invalid() {
         ("p256", p256, "P-256"),
         ("garbage", b"not a key".to_vec(), "neither PEM nor"),
     ] {
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(format!("{name}-key")),
-                labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
-                ..Default::default()
-            },
-            data: Some([("key.pem".to_string(), ByteString(bytes))].into()),
-            ..Default::default()
-        };
+        let secret = support::key_secret(&format!("{name}-key"), bytes, true);
         h.secrets()
             .create(&PostParams::default(), &secret)
             .await
@@ -575,15 +566,7 @@ async fn algorithm_choice_follows_metadata_and_unsupported_lists_are_explained()
         json!("omit"),
     );
     let pem = ec.private_key().to_pkcs8_pem().unwrap();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("k-key".into()),
-            labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
-            ..Default::default()
-        },
-        data: Some([("key.pem".to_string(), ByteString(pem.as_bytes().to_vec()))].into()),
-        ..Default::default()
-    };
+    let secret = support::key_secret("k-key", pem.as_bytes().to_vec(), true);
     h.secrets()
         .create(&PostParams::default(), &secret)
         .await
@@ -724,15 +707,7 @@ async fn a_client_cannot_reach_a_secret_in_another_namespace() {
     let other = cluster::TestNamespace::new("e2e-victim").await;
     let victim_key =
         std::fs::read(cluster::repo_root().join("tests/fixtures/keys/p384-pkcs8.pem")).unwrap();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("shared-key".into()),
-            labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
-            ..Default::default()
-        },
-        data: Some([("key.pem".to_string(), ByteString(victim_key))].into()),
-        ..Default::default()
-    };
+    let secret = support::key_secret("shared-key", victim_key, true);
     let victim = other
         .api::<Secret>()
         .create(&PostParams::default(), &secret)

@@ -6,7 +6,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
@@ -61,21 +60,8 @@ async fn the_other_replica_takes_over_within_the_lease_and_mints_nothing_twice()
     // A referenced key registered inline: the test does not depend on
     // which replica serves the JWKS.
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("client-key".into()),
-            labels: Some([("smartbackend.dev/signing-key".into(), "true".into())].into()),
-            ..Default::default()
-        },
-        data: Some(
-            [(
-                "key.pem".to_string(),
-                ByteString(key.private_key().to_pkcs8_pem().unwrap().into_bytes()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let pem = key.private_key().to_pkcs8_pem().unwrap().into_bytes();
+    let secret = support::key_secret("client-key", pem, true);
     ns.api::<Secret>()
         .create(&PostParams::default(), &secret)
         .await

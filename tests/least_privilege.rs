@@ -5,8 +5,6 @@
 
 mod support;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use smart_backend_operator::smart::SigningAlgorithm;
@@ -20,20 +18,8 @@ async fn a_key_secret_without_the_opt_in_label_is_not_signed_with_until_labelled
     server.serve_metadata("/fhir");
     server.on("/token", Behaviour::token("t", 600, None));
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("team-key".into()),
-            ..Default::default()
-        },
-        data: Some(
-            [(
-                "key.pem".to_string(),
-                ByteString(key.private_key().to_pkcs8_pem().unwrap().into_bytes()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let pem = key.private_key().to_pkcs8_pem().unwrap().into_bytes();
+    let secret = support::key_secret("team-key", pem, false);
     h.secrets()
         .create(&PostParams::default(), &secret)
         .await

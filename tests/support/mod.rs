@@ -31,6 +31,27 @@ pub fn signing_key(alg: SigningAlgorithm) -> SigningKey {
         .expect("key generation")
 }
 
+/// A Secret holding a private key under `key.pem`, labelled as a signing
+/// key the operator may use when `opted_in` (the label a key owner sets).
+pub fn key_secret(name: &str, pem: Vec<u8>, opted_in: bool) -> k8s_openapi::api::core::v1::Secret {
+    let labels = opted_in.then(|| {
+        [(
+            "smartbackend.dev/signing-key".to_string(),
+            "true".to_string(),
+        )]
+        .into()
+    });
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            labels,
+            ..Default::default()
+        },
+        data: Some([("key.pem".to_string(), k8s_openapi::ByteString(pem))].into()),
+        ..Default::default()
+    }
+}
+
 /// The tests' servers run on loopback, which the operator refuses unless
 /// the allow-list names it: exactly what a developer does.
 pub fn loopback_destinations() -> smart_backend_operator::smart::DestinationPolicy {
