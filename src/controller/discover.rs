@@ -99,9 +99,12 @@ pub(super) async fn discover(
         });
     }
     let found = ctx.discovery.get(http, &spec.metadata).await;
-    ctx.metrics
-        .discovery_cache_entries
-        .set(ctx.discovery.len() as i64);
+    // Only a fetch changes what the cache holds (and the prune loop).
+    if let Ok((_, Source::Fresh)) = &found {
+        ctx.metrics
+            .discovery_cache_entries
+            .set(ctx.discovery.len() as i64);
+    }
     match found {
         Ok((config, source)) => {
             let choice = config.choose_algorithm(spec.algorithm, None).map_err(|error| {

@@ -220,12 +220,12 @@ pub fn for_token_error(error: &TokenError, never_had_token: bool) -> Reason {
         TokenError::UnexpectedStatus { .. } if transient => Reason::TokenEndpointUnavailable,
         TokenError::UnexpectedStatus { .. } => Reason::TokenRequestFailed,
         TokenError::InvalidResponse(_) => Reason::InvalidTokenResponse,
-        TokenError::Transport(http) if for_tls(http).is_some() => {
-            for_tls(http).map_or(Reason::TokenRequestFailed, |(reason, _)| reason)
-        }
-        TokenError::Transport(HttpError::Timeout { .. }) => Reason::TokenEndpointTimeout,
-        TokenError::Transport(_) if transient => Reason::TokenEndpointUnreachable,
-        TokenError::Transport(_) => Reason::TokenRequestFailed,
+        TokenError::Transport(http) => match (for_tls(http), http) {
+            (Some((reason, _)), _) => reason,
+            (None, HttpError::Timeout { .. }) => Reason::TokenEndpointTimeout,
+            (None, _) if transient => Reason::TokenEndpointUnreachable,
+            (None, _) => Reason::TokenRequestFailed,
+        },
     }
 }
 

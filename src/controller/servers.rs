@@ -32,13 +32,18 @@ impl Breaker {
     /// through (the others wait for another cool-down) to see whether the
     /// server is back.
     pub fn allow(&mut self, now: Instant) -> Result<(), Instant> {
+        self.check(now)?;
+        if self.open_until.is_some() {
+            self.open_until = Some(now + COOL_DOWN);
+        }
+        Ok(())
+    }
+
+    /// Whether a request could go now, without taking the trial.
+    pub fn check(&self, now: Instant) -> Result<(), Instant> {
         match self.open_until {
             Some(until) if now < until => Err(until),
-            Some(_) => {
-                self.open_until = Some(now + COOL_DOWN);
-                Ok(())
-            }
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -107,18 +112,21 @@ impl Servers {
 
     pub fn admit(&self, authority: &str, now: Instant) -> Admission {
         self.with(authority, |server| {
-            if let Err(until) = server.breaker.clone().allow(now) {
+            if let Err(until) = server.breaker.check(now) {
                 return Admission::Open {
                     until,
                     failures: server.breaker.failures(),
                 };
             }
             match server.slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    // Let the half-open trial count only when it goes.
-                    let _ = server.breaker.allow(now);
-                    Admission::Go(permit)
-                }
+                // The half-open trial is taken only by a request that goes.
+                Ok(permit) => match server.breaker.allow(now) {
+                    Ok(()) => Admission::Go(permit),
+                    Err(until) => Admission::Open {
+                        until,
+                        failures: server.breaker.failures(),
+                    },
+                },
                 Err(_) => Admission::Busy,
             }
         })
