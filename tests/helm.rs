@@ -5,33 +5,15 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use support::cluster::{self, TestNamespace, bin_dir, kubeconfig_path, repo_root};
+use support::helm::{CHART, can_i, helm, text};
 use support::oidc::{Client, OidcServer, Registration};
 use support::operator::{Harness, install_crd};
 use support::process::{Launch, OperatorProcess, free_port};
-
-const CHART: &str = "charts/smart-backend-operator";
-
-fn helm(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("helm"))
-        .args(args)
-        .current_dir(repo_root())
-        .env("KUBECONFIG", kubeconfig_path())
-        .output()
-        .expect("run helm from target/control-plane/bin")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 #[test]
 fn the_chart_lints_with_default_and_production_values() {
@@ -160,11 +142,6 @@ async fn every_rendered_object_including_the_crd_is_accepted_by_the_api_server()
     }
 }
 
-fn can_i(sa: &str, args: &[&str]) -> String {
-    let output = cluster::kubectl(&[&["auth", "can-i"], args, &[&format!("--as={sa}")]].concat());
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 #[tokio::test]
 async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operator() {
     let release_ns = TestNamespace::new("helm-op").await;
@@ -243,30 +220,8 @@ async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operato
         "spec is the user's"
     );
 
-    // A token for that ServiceAccount from the TokenRequest API, and a
-    // kubeconfig that uses it and nothing else.
-    let token = cluster::kubectl(&[
-        "create",
-        "token",
-        &account,
-        "-n",
-        &release_ns.name,
-        "--duration=1h",
-    ]);
-    assert!(token.status.success(), "{}", text(&token));
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
-    let cluster_entry = &admin["clusters"][0]["cluster"];
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("operator.kubeconfig");
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": cluster_entry["server"].as_str(), "certificate-authority": cluster_entry["certificate-authority"].as_str()}}],
-        "users": [{"name": "operator", "user": {"token": String::from_utf8_lossy(&token.stdout).trim()}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator", "namespace": release_ns.name}}],
-        "current-context": "c"
-    });
-    std::fs::write(&kubeconfig, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let kubeconfig = cluster::service_account_kubeconfig(&account, &release_ns.name, dir.path());
 
     let port = free_port();
     let jwks_uri = format!("http://127.0.0.1:{port}/jwks/{w}/billing");
@@ -298,39 +253,4 @@ async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operato
     let sbc = harness.wait_ready("billing").await;
     assert!(sbc.status.unwrap().token_expires_at.is_some());
     assert!(harness.secret("billing-token").await.is_some());
-}
-
-#[tokio::test]
-async fn cluster_install_grants_cluster_wide_access_through_one_cluster_role() {
-    let ns = TestNamespace::new("helm-cluster").await;
-    install_crd(&ns.client).await;
-    let release = format!("sbc-{}", &ns.name[ns.name.len() - 8..]);
-    let installed = helm(&[
-        "install",
-        &release,
-        CHART,
-        "-n",
-        &ns.name,
-        "--set",
-        "crds.install=false",
-    ]);
-    assert!(installed.status.success(), "{}", text(&installed));
-    let sa = format!(
-        "system:serviceaccount:{}:{release}-smart-backend-operator",
-        ns.name
-    );
-    assert_eq!(
-        can_i(
-            &sa,
-            &[
-                "list",
-                "smartbackendclients.smartbackend.dev",
-                "--all-namespaces"
-            ]
-        ),
-        "yes"
-    );
-    assert_eq!(can_i(&sa, &["delete", "secrets", "-n", "default"]), "no");
-    let uninstalled = helm(&["uninstall", &release, "-n", &ns.name]);
-    assert!(uninstalled.status.success(), "{}", text(&uninstalled));
 }

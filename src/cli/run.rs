@@ -13,7 +13,9 @@ use tokio::task::JoinHandle;
 
 pub use super::lead::LeaderElection;
 use super::lead::{lead, lease, wait_true};
-use crate::controller::{self, Context, JwksDirectory, Settings, Timing};
+use crate::controller::{
+    self, Context, JwksDirectory, SecretAccess, SecretGrant, Settings, Timing,
+};
 use crate::http::{AdminState, router};
 use crate::metrics::Metrics;
 use crate::smart::HttpPolicy;
@@ -95,6 +97,17 @@ pub struct RunArgs {
     /// status.jwksUri is built from it.
     #[arg(long, env = "SBO_JWKS_PUBLIC_URL")]
     pub jwks_public_url: Option<Url>,
+    /// Where the operator may read and write Secrets: `per-namespace` (each
+    /// namespace grants it with a RoleBinding; the default) or `cluster`.
+    #[arg(long, env = "SBO_SECRET_ACCESS", value_enum, default_value_t = SecretAccess::PerNamespace)]
+    pub secret_access: SecretAccess,
+    /// The ClusterRole a namespace binds to grant the operator Secrets; with
+    /// `--service-account`, a refusal names the exact RoleBinding to create.
+    #[arg(long, env = "SBO_SECRETS_CLUSTER_ROLE")]
+    pub secrets_cluster_role: Option<String>,
+    /// The operator's ServiceAccount (in the `POD_NAMESPACE` namespace).
+    #[arg(long, env = "SBO_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
     /// Cache-Control max-age of the JWKS endpoint, seconds.
     #[arg(long, default_value_t = 300)]
     pub jwks_max_age: u64,
@@ -152,6 +165,16 @@ impl RunArgs {
             per_server_concurrency: self.per_server_concurrency,
             instance: instance_name(),
             jwks_public_url: self.jwks_public_url.clone(),
+            secret_access: self.secret_access,
+            secret_grant: self
+                .secrets_cluster_role
+                .clone()
+                .zip(self.service_account.clone())
+                .map(|(cluster_role, service_account)| SecretGrant {
+                    cluster_role,
+                    service_account,
+                    service_account_namespace: self.lease_namespace.clone(),
+                }),
             clocks: controller::Clocks {
                 assertion_backdate: self.assertion_backdate,
                 skew_warning: self.clock_skew_warning,

@@ -81,14 +81,17 @@ pub(super) async fn http_client(
 }
 
 /// Finds the token endpoint and the algorithm for a generated key.
+/// What discovery found; `None` when a fetch was needed but the
+/// namespace's request slots were all taken (come back shortly).
 pub(super) async fn discover(
     ctx: &Context,
     http: &HttpClient,
     spec: &ValidSpec,
-) -> Result<Discovered, Failure> {
+    namespace: &str,
+) -> Result<Option<Discovered>, Failure> {
     // Both set: nothing to discover.
     if let (Some(endpoint), Some(algorithm)) = (&spec.token_endpoint, spec.algorithm) {
-        return Ok(Discovered {
+        return Ok(Some(Discovered {
             token_endpoint: endpoint.clone(),
             algorithm,
             config: None,
@@ -96,8 +99,18 @@ pub(super) async fn discover(
                 Reason::Configured,
                 "spec.tokenEndpoint and spec.signing.algorithm are set; discovery is skipped",
             ),
-        });
+        }));
     }
+    // A fetch holds one of the namespace's request slots, like a token
+    // request: one tenant's hanging metadata URLs cannot hold every worker.
+    let _permit = if ctx.discovery.is_fresh(http, &spec.metadata) {
+        None
+    } else {
+        match ctx.servers.admit_namespace(namespace) {
+            Some(permit) => Some(permit),
+            None => return Ok(None),
+        }
+    };
     let found = ctx.discovery.get(http, &spec.metadata).await;
     // Only a fetch changes what the cache holds (and the prune loop).
     if let Ok((_, Source::Fresh)) = &found {
@@ -105,7 +118,7 @@ pub(super) async fn discover(
             .discovery_cache_entries
             .set(ctx.discovery.len() as i64);
     }
-    match found {
+    let discovered = match found {
         Ok((config, source)) => {
             let choice = config.choose_algorithm(spec.algorithm, None).map_err(|error| {
                 Failure::new(
@@ -164,7 +177,8 @@ pub(super) async fn discover(
                 None => Failure::new(Reason::DiscoveryFailed, error.to_string()),
             }),
         },
-    }
+    };
+    discovered.map(Some)
 }
 
 fn discovered_message(

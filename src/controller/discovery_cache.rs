@@ -126,6 +126,11 @@ impl DiscoveryCache {
             .map(|e| (e.config.clone(), !e.stale && e.fetched.elapsed() < self.ttl))
     }
 
+    /// Whether `source` is cached and fresh: a lookup would not fetch.
+    pub fn is_fresh(&self, http: &HttpClient, source: &MetadataSource) -> bool {
+        matches!(self.cached(&cache_key(http, source)), Some((_, true)))
+    }
+
     pub async fn get(
         &self,
         http: &HttpClient,

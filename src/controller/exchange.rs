@@ -52,7 +52,10 @@ pub(super) async fn request(
     draft: &mut Draft,
 ) -> Result<Attempt, Failure> {
     let authority = inputs.token_endpoint.authority().to_string();
-    let _permit = match ctx.servers.admit(&authority, Instant::now()) {
+    let _permit = match ctx
+        .servers
+        .admit(&authority, inputs.target.namespace, Instant::now())
+    {
         Admission::Go(permit) => permit,
         Admission::Busy => return Ok(Attempt::Busy),
         Admission::Open { until, failures } => {

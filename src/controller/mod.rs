@@ -18,6 +18,7 @@ pub mod reason;
 mod reconcile;
 pub mod schedule;
 mod scopes;
+mod secret_watches;
 pub mod secrets;
 mod servers;
 mod token;
@@ -30,23 +31,22 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{reflector, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 
-use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::metrics::Metrics;
 use crate::smart::{HttpClient, HttpPolicy};
 use discovery_cache::DiscoveryCache;
 pub use jwks::{JwksDirectory, Published, watch_for_jwks};
 pub(crate) use memory::{ClientMemory, KnownKeySecret, KnownTokenSecret, PendingToken, Settled};
 pub use schedule::Timing;
+use secret_watches::SecretWatches;
+pub use secret_watches::{SecretAccess, SecretGrant};
 pub use watched::WatchedClient;
 
 /// Operator-wide settings, from the `run` flags.
@@ -67,6 +67,10 @@ pub struct Settings {
     /// Where EHRs reach the operator's `/jwks/` (an Ingress), for
     /// `status.jwksUri`; unset when it is not exposed.
     pub jwks_public_url: Option<url::Url>,
+    /// Where the operator may touch Secrets.
+    pub secret_access: SecretAccess,
+    /// How a namespace grants it Secrets, when known (the chart says).
+    pub secret_grant: Option<SecretGrant>,
 }
 
 /// How the operator deals with clocks that disagree.
@@ -100,6 +104,8 @@ impl Default for Settings {
             instance: "smart-backend-operator".into(),
             clocks: Clocks::default(),
             jwks_public_url: None,
+            secret_access: SecretAccess::default(),
+            secret_grant: None,
         }
     }
 }
@@ -118,9 +124,8 @@ pub struct Context {
     /// What this process knows about each client (by uid) that the watch
     /// cache may not show yet.
     memory: Mutex<HashMap<String, ClientMemory>>,
-    /// The metadata (resource versions) of the Secrets the operator
-    /// manages, one store per watched scope.
-    own_secrets: RwLock<Vec<reflector::Store<PartialObjectMeta<Secret>>>>,
+    /// The watches on the Secrets the operator manages, while it leads.
+    secret_watches: RwLock<Option<Arc<SecretWatches>>>,
 }
 
 impl Context {
@@ -137,7 +142,10 @@ impl Context {
         };
         Ok(Self {
             discovery: DiscoveryCache::new(settings.discovery_ttl),
-            servers: servers::Servers::new(settings.per_server_concurrency),
+            servers: servers::Servers::new(
+                settings.per_server_concurrency,
+                usize::from(settings.concurrency / 2),
+            ),
             client,
             settings,
             metrics,
@@ -146,7 +154,7 @@ impl Context {
             http_with_ca: Mutex::new(HashMap::new()),
             reporter,
             memory: Mutex::new(HashMap::new()),
-            own_secrets: RwLock::new(Vec::new()),
+            secret_watches: RwLock::new(None),
         })
     }
 
@@ -173,11 +181,22 @@ impl Context {
     /// The resource version of a Secret the operator manages, as its watch
     /// last showed it.
     pub(crate) fn own_secret_version(&self, namespace: &str, name: &str) -> Option<String> {
-        let reference = ObjectRef::new(name).within(namespace);
-        let stores = self.own_secrets.read().unwrap_or_else(|e| e.into_inner());
-        stores
-            .iter()
-            .find_map(|store| store.get(&reference)?.metadata.resource_version.clone())
+        self.secret_watches()?.version(namespace, name)
+    }
+
+    fn secret_watches(&self) -> Option<Arc<SecretWatches>> {
+        let watches = self
+            .secret_watches
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        watches.clone()
+    }
+
+    /// Whether the client was just woken because its namespace granted the
+    /// operator Secrets: then a backoff after `Forbidden` is not waited out.
+    pub(crate) fn secrets_just_granted(&self, uid: &str) -> bool {
+        self.secret_watches()
+            .is_some_and(|watches| watches.take_granted(uid))
     }
 
     /// Forgets what this replica learned while leading: per-client memory
@@ -274,49 +293,49 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
-    let mut controllers = Vec::new();
-    let mut stores = Vec::new();
-    let mut secret_stores = Vec::new();
+    // The clients of each scope (a namespace, or all), cached with only
+    // what reconcile reads (see `watched`).
+    let mut watched = Vec::new();
     for scope in scopes(&ctx.settings) {
-        // Api<PartialObjectMeta<_>> makes metadata-only requests.
-        let (clients, secrets): (Api<WatchedClient>, Api<PartialObjectMeta<Secret>>) = match &scope
-        {
-            Some(ns) => (
-                Api::namespaced(ctx.client.clone(), ns),
-                Api::namespaced(ctx.client.clone(), ns),
-            ),
-            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        let clients: Api<WatchedClient> = match &scope {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
         };
-        // The cache keeps only what reconcile reads (see `watched`).
         let writer = reflector::store::Writer::default();
         let reader = writer.as_reader();
-        stores.push(reader.clone());
         let resources = reflector(
             writer,
             watcher(clients, watcher::Config::default()).default_backoff(),
         )
         .applied_objects();
-        // Only the operator's own Secrets are watched, never all Secrets,
-        // and only their metadata, of which only the resource version and
-        // the owning client are kept: token and key bytes never pass
-        // through the watch.
-        let own_secrets =
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let secret_writer = reflector::store::Writer::default();
-        secret_stores.push(secret_writer.as_reader());
-        let secret_changes = reflector(
-            secret_writer,
-            watcher(secrets, own_secrets)
-                .default_backoff()
-                .modify(slim_secret_metadata),
-        )
-        .touched_objects();
+        watched.push((scope, reader, resources));
+    }
+    let stores: Vec<_> = watched
+        .iter()
+        .map(|(scope, store, _)| (scope.clone(), store.clone()))
+        .collect();
+    let (secret_watches, woken) = SecretWatches::new(
+        ctx.client.clone(),
+        ctx.settings.secret_access,
+        stores.clone(),
+    );
+    *ctx.secret_watches
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Some(secret_watches.clone());
+    let mut controllers = Vec::new();
+    for ((_, reader, resources), woken) in watched.into_iter().zip(woken) {
+        // A namespace's Secrets are watched from its first client on.
+        let watches = secret_watches.clone();
+        let resources = resources.inspect(move |client| {
+            if let Ok(namespace) = client.as_ref().map(|c| c.meta().namespace.as_deref()) {
+                watches.ensure(namespace.unwrap_or_default());
+            }
+        });
+        let woken = futures_util::stream::unfold(woken, |mut woken| async move {
+            woken.recv().await.map(|client| (client, woken))
+        });
         let controller = Controller::for_stream(resources, reader)
-            .watches_stream(secret_changes, |secret: PartialObjectMeta<Secret>| {
-                let client = secret.annotations().get(CLIENT_ANNOTATION)?;
-                let namespace = secret.meta().namespace.as_deref()?;
-                Some(ObjectRef::new(client).within(namespace))
-            })
+            .reconcile_on(woken)
             .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
             .graceful_shutdown_on(shutdown.clone());
         let ctx = ctx.clone();
@@ -327,12 +346,16 @@ pub async fn run(
                 .await
         });
     }
-    *ctx.own_secrets.write().unwrap_or_else(|e| e.into_inner()) = secret_stores;
-    let prune = prune_forgotten_clients(ctx.clone(), stores);
+    let stores = stores.into_iter().map(|(_, store)| store).collect();
+    let prune = prune_forgotten_clients(ctx.clone(), stores, secret_watches);
     tokio::select! {
         _ = futures_util::future::join_all(controllers) => {}
         _ = prune => {}
     }
+    // The term is over: the Secret watches stop with it.
+    *ctx.secret_watches
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// How often memory of deleted clients is dropped.
@@ -341,7 +364,11 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 /// Drops per-client memory and published JWKS of clients that no longer
 /// exist. A deleted resource without finalizers is never reconciled again,
 /// so nothing else would let go of them.
-async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store<WatchedClient>>) {
+async fn prune_forgotten_clients(
+    ctx: Arc<Context>,
+    stores: Vec<reflector::Store<WatchedClient>>,
+    secret_watches: Arc<SecretWatches>,
+) {
     for store in &stores {
         if store.wait_until_ready().await.is_err() {
             return;
@@ -365,23 +392,7 @@ async fn prune_forgotten_clients(ctx: Arc<Context>, stores: Vec<reflector::Store
             .collect();
         ctx.jwks
             .retain(|namespace, name| names.contains(&(namespace, name)));
+        secret_watches.retain(|namespace| names.iter().any(|(ns, _)| *ns == namespace));
         ctx.prune_per_input_maps();
     }
-}
-
-/// Keeps what the controller reads from its own Secrets' metadata: where
-/// they are, their version, and the client they belong to.
-fn slim_secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
-    let meta = &mut secret.metadata;
-    let client = meta
-        .annotations
-        .take()
-        .and_then(|mut a| a.remove_entry(CLIENT_ANNOTATION));
-    *meta = kube::api::ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        resource_version: meta.resource_version.take(),
-        annotations: client.map(|entry| BTreeMap::from([entry])),
-        ..Default::default()
-    };
 }

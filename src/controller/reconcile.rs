@@ -71,6 +71,7 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
     let action = match steps(&ctx, sbc, &target, &previous, &mut draft).await {
         Ok(action) => action,
         Err((slot, failure)) => {
+            let failure = failure.with_grant_advice(ctx.settings.secret_grant.as_ref(), &namespace);
             ctx.metrics.failure(failure.reason.category());
             let timing = &ctx.settings.timing;
             let now = SystemTime::now();
@@ -234,9 +235,14 @@ async fn steps(
     let http = discover::http_client(ctx, target.namespace, &spec)
         .await
         .map_err(at(Slot::Discovered))?;
-    let discovered = discover::discover(ctx, &http, &spec)
+    let Some(discovered) = discover::discover(ctx, &http, &spec, target.namespace)
         .await
-        .map_err(at(Slot::Discovered))?;
+        .map_err(at(Slot::Discovered))?
+    else {
+        // The namespace has its share of requests in flight.
+        draft.keep_status = true;
+        return Ok(super::servers::come_back_shortly());
+    };
     draft.set(Slot::Discovered, discovered.state.clone());
     if let Some(event) = endpoint_moved(previous, &discovered.token_endpoint) {
         draft.events.push(event);

@@ -4,9 +4,13 @@
 //! stopped answering (a circuit breaker, so that clients of a server that
 //! hangs fail fast instead of each waiting out the timeout).
 //!
-//! Nothing here waits: a reconcile that finds the server's slots taken is
-//! told so and comes back shortly, so one tenant's slow server cannot hold
-//! the workers every tenant shares.
+//! Requests are also capped per namespace (half the workers), so that one
+//! tenant pointing many clients at many slow servers still leaves the other
+//! half of the workers to everyone else.
+//!
+//! Nothing here waits: a reconcile that finds its slots taken is told so
+//! and comes back shortly, so one tenant's slow server cannot hold the
+//! workers every tenant shares.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,11 +75,26 @@ impl Breaker {
     }
 }
 
+/// When a reconcile that found its slots taken comes back: in a moment,
+/// spread out so that the ones turned away together do not return together.
+pub fn come_back_shortly() -> kube::runtime::controller::Action {
+    let jitter = Duration::from_millis(rand::random::<u64>() % 1000);
+    kube::runtime::controller::Action::requeue(Duration::from_secs(1) + jitter)
+}
+
+/// Slots held by a request in flight, freed when dropped.
+pub struct Permit {
+    _server: Option<OwnedSemaphorePermit>,
+    _namespace: OwnedSemaphorePermit,
+}
+
 /// Whether a token request to a server may go now.
 pub enum Admission {
-    /// Go, holding one of the server's slots until the permit is dropped.
-    Go(OwnedSemaphorePermit),
-    /// All the server's slots are taken: come back shortly.
+    /// Go, holding one of the server's and one of the namespace's slots
+    /// until the permit is dropped.
+    Go(Permit),
+    /// All the server's or the namespace's slots are taken: come back
+    /// shortly.
     Busy,
     /// The server stopped answering: fail fast until then.
     Open { until: Instant, failures: u32 },
@@ -89,14 +108,35 @@ struct Server {
 pub struct Servers {
     per_server: usize,
     servers: Mutex<HashMap<String, Server>>,
+    per_namespace: usize,
+    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Servers {
-    pub fn new(per_server: usize) -> Self {
+    pub fn new(per_server: usize, per_namespace: usize) -> Self {
         Self {
             per_server: per_server.max(1),
             servers: Mutex::new(HashMap::new()),
+            per_namespace: per_namespace.max(1),
+            namespaces: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// One of the namespace's slots for a request to any server (metadata
+    /// fetches take only this), or None when they are all taken.
+    pub fn admit_namespace(&self, namespace: &str) -> Option<Permit> {
+        let slots = {
+            let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+            namespaces
+                .entry(namespace.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_namespace)))
+                .clone()
+        };
+        let permit = slots.try_acquire_owned().ok()?;
+        Some(Permit {
+            _server: None,
+            _namespace: permit,
+        })
     }
 
     fn with<R>(&self, authority: &str, f: impl FnOnce(&mut Server) -> R) -> R {
@@ -110,7 +150,10 @@ impl Servers {
         f(server)
     }
 
-    pub fn admit(&self, authority: &str, now: Instant) -> Admission {
+    pub fn admit(&self, authority: &str, namespace: &str, now: Instant) -> Admission {
+        let Some(mut permit) = self.admit_namespace(namespace) else {
+            return Admission::Busy;
+        };
         self.with(authority, |server| {
             if let Err(until) = server.breaker.check(now) {
                 return Admission::Open {
@@ -120,8 +163,11 @@ impl Servers {
             }
             match server.slots.clone().try_acquire_owned() {
                 // The half-open trial is taken only by a request that goes.
-                Ok(permit) => match server.breaker.allow(now) {
-                    Ok(()) => Admission::Go(permit),
+                Ok(slot) => match server.breaker.allow(now) {
+                    Ok(()) => {
+                        permit._server = Some(slot);
+                        Admission::Go(permit)
+                    }
                     Err(until) => Admission::Open {
                         until,
                         failures: server.breaker.failures(),
@@ -141,6 +187,8 @@ impl Servers {
     pub fn prune(&self) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.retain(|_, s| s.slots.available_permits() < self.per_server || !s.breaker.closed());
+        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        namespaces.retain(|_, slots| slots.available_permits() < self.per_namespace);
     }
 
     #[cfg(test)]
@@ -188,18 +236,27 @@ mod tests {
 
     #[test]
     fn slots_are_taken_without_waiting_and_freed_with_the_permit() {
-        let servers = Servers::new(2);
+        let servers = Servers::new(2, 8);
         let now = Instant::now();
-        let Admission::Go(a) = servers.admit("ehr:443", now) else {
+        let Admission::Go(a) = servers.admit("ehr:443", "n", now) else {
             panic!()
         };
-        let Admission::Go(_b) = servers.admit("ehr:443", now) else {
+        let Admission::Go(_b) = servers.admit("ehr:443", "n", now) else {
             panic!()
         };
-        assert!(matches!(servers.admit("ehr:443", now), Admission::Busy));
-        assert!(matches!(servers.admit("other:443", now), Admission::Go(_)));
+        assert!(matches!(
+            servers.admit("ehr:443", "n", now),
+            Admission::Busy
+        ));
+        assert!(matches!(
+            servers.admit("other:443", "n", now),
+            Admission::Go(_)
+        ));
         drop(a);
-        assert!(matches!(servers.admit("ehr:443", now), Admission::Go(_)));
+        assert!(matches!(
+            servers.admit("ehr:443", "n", now),
+            Admission::Go(_)
+        ));
         servers.prune();
         assert_eq!(
             servers.len(),
@@ -210,17 +267,47 @@ mod tests {
 
     #[test]
     fn an_open_breaker_is_reported_with_when_it_closes() {
-        let servers = Servers::new(4);
+        let servers = Servers::new(4, 8);
         let now = Instant::now();
         for _ in 0..OPEN_AFTER {
             servers.record("hang:443", false, now);
         }
-        match servers.admit("hang:443", now) {
+        match servers.admit("hang:443", "n", now) {
             Admission::Open { until, failures } => {
                 assert_eq!(until, now + COOL_DOWN);
                 assert_eq!(failures, OPEN_AFTER);
             }
             _ => panic!("the breaker is open"),
         }
+    }
+
+    #[test]
+    fn one_namespace_takes_at_most_its_share_of_requests_across_all_servers() {
+        let servers = Servers::new(4, 3);
+        let now = Instant::now();
+        let held: Vec<Permit> = (0..3)
+            .map(
+                |i| match servers.admit(&format!("slow-{i}:443"), "greedy", now) {
+                    Admission::Go(permit) => permit,
+                    _ => panic!("within the share"),
+                },
+            )
+            .collect();
+        assert!(matches!(
+            servers.admit("slow-9:443", "greedy", now),
+            Admission::Busy
+        ));
+        assert!(servers.admit_namespace("greedy").is_none(), "metadata too");
+        assert!(matches!(
+            servers.admit("slow-0:443", "other", now),
+            Admission::Go(_)
+        ));
+        drop(held);
+        assert!(servers.admit_namespace("greedy").is_some());
+        servers.prune();
+        assert!(
+            servers.namespaces.lock().unwrap().is_empty(),
+            "idle namespaces are forgotten"
+        );
     }
 }

@@ -130,8 +130,7 @@ pub(super) async fn refresh(
                 // The server has its share of requests in flight: come back
                 // in a moment without waiting here or touching the status.
                 draft.keep_status = true;
-                let jitter = Duration::from_millis(rand::random::<u64>() % 1000);
-                return Ok(Action::requeue(Duration::from_secs(1) + jitter));
+                return Ok(super::servers::come_back_shortly());
             }
             Err(failure) => {
                 // The request was acted on; retries now follow the backoff.

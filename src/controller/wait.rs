@@ -68,6 +68,10 @@ pub(super) fn backoff_remaining(
     target: &Target<'_>,
     previous: &SmartBackendClientStatus,
 ) -> Option<std::time::Duration> {
+    // Woken because the namespace just granted the operator its Secrets.
+    if ctx.secrets_just_granted(target.uid) {
+        return None;
+    }
     if previous.consecutive_failures == 0 || previous.observed_generation != sbc.metadata.generation
     {
         return None;

@@ -2,7 +2,7 @@
 //! `tests/cluster/control-plane up`, a fresh namespace per test, and waits
 //! that explain themselves when they time out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -183,4 +183,28 @@ where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
     let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// A kubeconfig that acts as a ServiceAccount and nothing else: a token from
+/// the TokenRequest API, written into `dir`.
+pub fn service_account_kubeconfig(account: &str, namespace: &str, dir: &Path) -> PathBuf {
+    let token = kubectl(&["create", "token", account, "-n", namespace, "--duration=1h"]);
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": cluster["server"].as_str(), "certificate-authority": cluster["certificate-authority"].as_str()}}],
+        "users": [{"name": "operator", "user": {"token": String::from_utf8_lossy(&token.stdout).trim()}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator", "namespace": namespace}}],
+        "current-context": "c"
+    });
+    let path = dir.join(format!("{account}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
 }

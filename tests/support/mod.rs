@@ -5,6 +5,7 @@
 pub mod api_proxy;
 pub mod cluster;
 pub mod fault_server;
+pub mod helm;
 pub mod keycloak;
 pub mod oidc;
 pub mod operator;

@@ -40,6 +40,7 @@ pub fn test_settings(namespace: &str) -> Settings {
         instance: "e2e".into(),
         clocks: Default::default(),
         jwks_public_url: None,
+        ..Settings::default()
     }
 }
 

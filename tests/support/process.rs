@@ -22,6 +22,7 @@ pub struct OperatorProcess {
 /// How one operator process runs.
 pub struct Launch<'a> {
     pub kubeconfig: &'a Path,
+    /// The one namespace to watch; "" watches them all.
     pub watch_namespace: &'a str,
     pub lease_namespace: &'a str,
     pub lease_name: &'a str,
@@ -33,6 +34,12 @@ impl OperatorProcess {
     /// `run` with leader election, plain http and loopback allowed (the
     /// tests' servers), a 1 s refresh floor.
     pub fn spawn(launch: &Launch<'_>) -> Self {
+        Self::spawn_with(launch, &[])
+    }
+
+    /// Like [`Self::spawn`], with more environment (settings the chart
+    /// passes that way).
+    pub fn spawn_with(launch: &Launch<'_>, env: &[(&str, &str)]) -> Self {
         let port = launch.admin_port;
         let child = Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
             .args([
@@ -56,12 +63,18 @@ impl OperatorProcess {
             ])
             .env("KUBECONFIG", launch.kubeconfig)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .spawn()
             .expect("start the operator binary");
         Self {
             child: Some(child),
             port,
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process at once, as a crash would.

@@ -28,21 +28,30 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* Rules the operator needs wherever it watches SmartBackendClients. */}}
-{{- define "sbo.watchRules" -}}
+{{- define "sbo.clientRules" -}}
 - apiGroups: ["smartbackend.dev"]
   resources: ["smartbackendclients"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["smartbackend.dev"]
   resources: ["smartbackendclients/status"]
   verbs: ["get", "patch", "update"]
-# Key Secrets are created and read; token Secrets are server-side applied.
-# The operator's watch is label-selected, but RBAC cannot express that.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* Key Secrets are created and read; token Secrets are server-side
+applied. The operator's watch is label-selected, but RBAC cannot express
+that. */}}
+{{- define "sbo.secretRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update"]
+{{- end -}}
+
+{{/* The ClusterRole a namespace binds to grant the operator its Secrets. */}}
+{{- define "sbo.secretsClusterRole" -}}
+{{- printf "%s-%s" .Release.Namespace (include "sbo.fullname" .) | trunc 55 | trimSuffix "-" -}}-secrets
 {{- end -}}
 
 {{/* Where EHRs fetch /jwks/: the value, else the Ingress host. */}}

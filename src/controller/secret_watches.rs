@@ -1,0 +1,304 @@
+//! The watches on the operator's own Secrets (their metadata only, selected
+//! by the managed-by label), which tell a reconcile that a Secret it wrote
+//! is unchanged and wake a client when someone else changes one.
+//!
+//! By default the operator may touch Secrets only in namespaces that opted
+//! in (a RoleBinding to the ClusterRole the chart ships), so Secrets are
+//! watched one namespace at a time: a watch starts when the first client of
+//! a namespace is seen and stops when the namespace has none left. A watch
+//! the API server refuses keeps retrying with backoff; when it first lists,
+//! the namespace's clients are woken at once instead of waiting out their
+//! backoff. With cluster-wide Secret access (an explicit choice), one watch
+//! covers every namespace.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
+
+use super::WatchedClient;
+use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Where the operator may read and write Secrets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretAccess {
+    /// Only in namespaces granted one by one (the default install).
+    #[default]
+    PerNamespace,
+    /// Everywhere (`secrets.clusterWide` in the chart).
+    Cluster,
+}
+
+/// A request to reconcile one client.
+pub(crate) type Wake = ObjectRef<WatchedClient>;
+
+struct Watch {
+    store: Store<PartialObjectMeta<Secret>>,
+    task: tokio::task::AbortHandle,
+}
+
+pub(crate) struct SecretWatches {
+    client: Client,
+    access: SecretAccess,
+    /// By namespace; the key "" is the cluster-wide watch.
+    watches: Mutex<HashMap<String, Watch>>,
+    /// Each controller's scope (a namespace, or all), the clients it
+    /// watches, and where to send its wake-ups.
+    controllers: Vec<(
+        Option<String>,
+        Store<WatchedClient>,
+        mpsc::UnboundedSender<Wake>,
+    )>,
+    /// Clients (by uid) woken because their namespace's Secrets became
+    /// accessible: their next reconcile does not wait out a backoff.
+    granted: Mutex<HashSet<String>>,
+}
+
+impl SecretWatches {
+    /// One receiver of wake-ups for each controller, in the order given.
+    pub fn new(
+        client: Client,
+        access: SecretAccess,
+        controllers: Vec<(Option<String>, Store<WatchedClient>)>,
+    ) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Wake>>) {
+        let mut receivers = Vec::new();
+        let controllers = controllers
+            .into_iter()
+            .map(|(scope, store)| {
+                let (wake, woken) = mpsc::unbounded_channel();
+                receivers.push(woken);
+                (scope, store, wake)
+            })
+            .collect();
+        let watches = Arc::new(Self {
+            client,
+            access,
+            watches: Mutex::new(HashMap::new()),
+            controllers,
+            granted: Mutex::new(HashSet::new()),
+        });
+        if access == SecretAccess::Cluster {
+            watches.start("");
+        }
+        (watches, receivers)
+    }
+
+    /// Whether the client was woken because its namespace's Secrets just
+    /// became accessible (once).
+    pub fn take_granted(&self, uid: &str) -> bool {
+        let mut granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+        granted.remove(uid)
+    }
+
+    /// Makes sure the Secrets of `namespace` are watched.
+    pub fn ensure(self: &Arc<Self>, namespace: &str) {
+        if self.access == SecretAccess::PerNamespace {
+            self.start(namespace);
+        }
+    }
+
+    /// The resource version of one of the operator's Secrets, as its watch
+    /// last showed it.
+    pub fn version(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = match self.access {
+            SecretAccess::Cluster => "",
+            SecretAccess::PerNamespace => namespace,
+        };
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let secret = watches
+            .get(key)?
+            .store
+            .get(&ObjectRef::new(name).within(namespace))?;
+        secret.metadata.resource_version.clone()
+    }
+
+    /// Stops the watches of namespaces in which no client is left.
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        if self.access == SecretAccess::Cluster {
+            return;
+        }
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.retain(|namespace, watch| {
+            let keep = live(namespace);
+            if !keep {
+                watch.task.abort();
+            }
+            keep
+        });
+    }
+
+    fn start(self: &Arc<Self>, namespace: &str) {
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if watches.contains_key(namespace) {
+            return;
+        }
+        let api: Api<PartialObjectMeta<Secret>> = if namespace.is_empty() {
+            Api::all(self.client.clone())
+        } else {
+            Api::namespaced(self.client.clone(), namespace)
+        };
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+        let writer = reflector::store::Writer::default();
+        let store = writer.as_reader();
+        let events = reflector(
+            writer,
+            watcher(api, watcher::Config::default().labels(&selector))
+                .default_backoff()
+                .modify(slim_secret_metadata),
+        );
+        // The task holds the set weakly: dropping the set (the end of a
+        // leadership term) aborts every watch.
+        let this = Arc::downgrade(self);
+        let scope = namespace.to_string();
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let mut refused = false;
+            while let Some(event) = events.next().await {
+                let Some(watches) = this.upgrade() else {
+                    return;
+                };
+                match event {
+                    Ok(
+                        watcher::Event::Apply(secret)
+                        | watcher::Event::Delete(secret)
+                        | watcher::Event::InitApply(secret),
+                    ) => watches.wake_owner(&secret),
+                    Ok(watcher::Event::InitDone) => {
+                        if refused {
+                            refused = false;
+                            tracing::info!(namespace = %scope, "Secrets in the namespace are now accessible");
+                            watches.wake_namespace(&scope);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        if !refused {
+                            tracing::warn!(namespace = %scope, %error, "watching the operator's Secrets failed; retrying with backoff");
+                        }
+                        refused = true;
+                    }
+                }
+            }
+        });
+        watches.insert(
+            namespace.to_string(),
+            Watch {
+                store,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    fn controller_of(
+        &self,
+        namespace: &str,
+    ) -> Option<&(
+        Option<String>,
+        Store<WatchedClient>,
+        mpsc::UnboundedSender<Wake>,
+    )> {
+        self.controllers
+            .iter()
+            .find(|(scope, _, _)| scope.as_deref().is_none_or(|s| s == namespace))
+    }
+
+    fn wake_owner(&self, secret: &PartialObjectMeta<Secret>) {
+        let owner = secret.annotations().get(CLIENT_ANNOTATION);
+        if let (Some(client), Some(namespace)) = (owner, secret.meta().namespace.as_deref())
+            && let Some((_, _, wake)) = self.controller_of(namespace)
+        {
+            let _ = wake.send(ObjectRef::new(client).within(namespace));
+        }
+    }
+
+    fn wake_namespace(&self, namespace: &str) {
+        let Some((_, store, wake)) = self.controller_of(namespace) else {
+            return;
+        };
+        let clients: Vec<_> = store
+            .state()
+            .into_iter()
+            .filter(|c| c.meta().namespace.as_deref() == Some(namespace))
+            .collect();
+        self.granted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(clients.iter().filter_map(|c| c.meta().uid.clone()));
+        for client in clients {
+            let _ = wake.send(ObjectRef::from_obj(&*client));
+        }
+    }
+}
+
+impl Drop for SecretWatches {
+    fn drop(&mut self) {
+        let watches = self.watches.get_mut().unwrap_or_else(|e| e.into_inner());
+        for watch in watches.values() {
+            watch.task.abort();
+        }
+    }
+}
+
+/// Keeps what the controller reads from its own Secrets' metadata: where
+/// they are, their version, and the client they belong to. Token and key
+/// bytes never pass through the watch.
+fn slim_secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    let client = meta
+        .annotations
+        .take()
+        .and_then(|mut a| a.remove_entry(CLIENT_ANNOTATION));
+    *meta = kube::api::ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        resource_version: meta.resource_version.take(),
+        annotations: client.map(|entry| BTreeMap::from([entry])),
+        ..Default::default()
+    };
+}
+
+/// Which ClusterRole grants the operator's ServiceAccount Secrets in a
+/// namespace, so that a refusal can say exactly what to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretGrant {
+    pub cluster_role: String,
+    pub service_account: String,
+    pub service_account_namespace: String,
+}
+
+impl SecretGrant {
+    /// The command a namespace admin runs to let the operator in.
+    pub fn command(&self, namespace: &str) -> String {
+        format!(
+            "kubectl create rolebinding {role} -n {namespace} --clusterrole={role} --serviceaccount={sa_ns}:{sa}",
+            role = self.cluster_role,
+            sa_ns = self.service_account_namespace,
+            sa = self.service_account,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grant_command_names_the_cluster_role_and_the_service_account() {
+        let grant = SecretGrant {
+            cluster_role: "ops-sbo-secrets".into(),
+            service_account: "sbo".into(),
+            service_account_namespace: "ops".into(),
+        };
+        assert_eq!(
+            grant.command("team-a"),
+            "kubectl create rolebinding ops-sbo-secrets -n team-a --clusterrole=ops-sbo-secrets --serviceaccount=ops:sbo"
+        );
+    }
+}
