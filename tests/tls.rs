@@ -296,4 +296,47 @@ async fn the_operator_gets_a_token_over_https_through_a_private_ca_bundle() {
         .await;
     let message = &condition(&sbc, "Discovered").unwrap().message;
     assert!(message.contains("other names"), "{message}");
+
+    // The bundle is replaced by another CA's: the next request uses it (and
+    // fails), then the right one again (and succeeds). The operator follows
+    // the Secret through its watch.
+    let other = tempfile::tempdir().unwrap();
+    certificates(other.path(), "IP:127.0.0.1", "1");
+    let set_bundle = |pem: Vec<u8>| {
+        let secrets = h.secrets();
+        async move {
+            let patch = json!({"data": {"ca.pem": ByteString(pem)}});
+            secrets
+                .patch(
+                    "private-ca",
+                    &Default::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_bundle(std::fs::read(other.path().join("ca.pem")).unwrap()).await;
+    h.annotate(
+        "trusted",
+        "smartbackend.dev/refresh-requested-at",
+        "other-ca",
+    )
+    .await;
+    h.wait_condition("trusted", "Discovered", "False", Some("TlsUntrusted"))
+        .await;
+    set_bundle(std::fs::read(dir.path().join("ca.pem")).unwrap()).await;
+    h.annotate(
+        "trusted",
+        "smartbackend.dev/refresh-requested-at",
+        "right-ca",
+    )
+    .await;
+    let sbc = h
+        .wait_condition("trusted", "Discovered", "True", None)
+        .await;
+    assert_eq!(
+        sbc.status.unwrap().handled_refresh_request.as_deref(),
+        Some("right-ca")
+    );
 }

@@ -34,12 +34,24 @@ pub(super) async fn http_client(
     let Some((secret_name, key)) = &spec.ca_bundle else {
         return Ok(ctx.http.clone());
     };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = api
-        .get_opt(secret_name)
-        .await
-        .map_err(|e| Failure::api(Reason::CaBundleUnavailable, "get", namespace, secret_name, &e))?
-        .ok_or_else(|| {
+    // From the bundle's watch; read directly only until it has listed.
+    let secret = match ctx.ca_bundle(namespace, secret_name) {
+        Some(watched) => watched,
+        None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(secret_name)
+            .await
+            .map_err(|e| {
+                Failure::api(
+                    Reason::CaBundleUnavailable,
+                    "get",
+                    namespace,
+                    secret_name,
+                    &e,
+                )
+            })?
+            .map(Arc::new),
+    };
+    let secret = secret.ok_or_else(|| {
             Failure::new(
                 Reason::CaBundleNotFound,
                 format!("Secret {secret_name} (spec.tls.caBundleSecretRef) does not exist in namespace {namespace}: create it with the CA certificates (PEM) under the key {key:?}"),
@@ -47,6 +59,7 @@ pub(super) async fn http_client(
         })?;
     let pem = secret
         .data
+        .as_ref()
         .and_then(|d| d.get(key).cloned())
         .ok_or_else(|| {
             Failure::new(

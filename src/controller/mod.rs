@@ -5,6 +5,7 @@
 //! is ours, discover, resolve the key, then refresh the token when its time
 //! has come. Each step records a condition; one status patch ends it.
 
+mod ca_bundles;
 mod clock;
 mod conditions;
 mod discover;
@@ -190,6 +191,16 @@ impl Context {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         watches.clone()
+    }
+
+    /// A CA bundle Secret as its watch shows it (`Some(None)`: it does not
+    /// exist); `None` when it must be read from the API server.
+    pub(crate) fn ca_bundle(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Option<Arc<k8s_openapi::api::core::v1::Secret>>> {
+        self.secret_watches()?.ca_bundles.get(namespace, name)
     }
 
     /// Whether the client was just woken because its namespace granted the
@@ -393,6 +404,17 @@ async fn prune_forgotten_clients(
         ctx.jwks
             .retain(|namespace, name| names.contains(&(namespace, name)));
         secret_watches.retain(|namespace| names.iter().any(|(ns, _)| *ns == namespace));
+        let bundles: std::collections::HashSet<(&str, &str)> = live
+            .iter()
+            .filter_map(|o| {
+                let client = o.0.as_ref().ok()?;
+                let bundle = client.spec.tls.as_ref()?.ca_bundle_secret_ref.as_ref()?;
+                Some((client.metadata.namespace.as_deref()?, bundle.name.as_str()))
+            })
+            .collect();
+        secret_watches
+            .ca_bundles
+            .retain(|namespace, name| bundles.contains(&(namespace, name)));
         ctx.prune_per_input_maps();
     }
 }

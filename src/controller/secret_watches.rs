@@ -24,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use super::WatchedClient;
+use super::ca_bundles::CaBundles;
 use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Where the operator may read and write Secrets.
@@ -59,6 +60,8 @@ pub(crate) struct SecretWatches {
     /// Clients (by uid) woken because their namespace's Secrets became
     /// accessible: their next reconcile does not wait out a backoff.
     granted: Mutex<HashSet<String>>,
+    /// The CA bundle Secrets clients name.
+    pub ca_bundles: CaBundles,
 }
 
 impl SecretWatches {
@@ -78,6 +81,7 @@ impl SecretWatches {
             })
             .collect();
         let watches = Arc::new(Self {
+            ca_bundles: CaBundles::new(client.clone()),
             client,
             access,
             watches: Mutex::new(HashMap::new()),
