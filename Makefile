@@ -13,7 +13,7 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down keycloak-up keycloak-down
+.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down keycloak-up keycloak-down promtool
 
 demo:
 	scripts/demo
@@ -42,8 +42,14 @@ fuzz:
 	  (cd fuzz && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
 
-test: lint oidc-deps cluster-up keycloak-up
+test: lint oidc-deps cluster-up keycloak-up promtool
 	cargo test --locked --all-targets
+
+# promtool checks the chart's alert rules and dashboard queries (Debian's
+# prometheus package; only the tool is used, no server is started).
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 lint: lint-dockerfile
 	cargo fmt --check

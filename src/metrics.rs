@@ -15,6 +15,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabels {
     pub category: &'static str,
+    /// permanent, transient or waiting (`controller::reason::Class`), so
+    /// that alerts can tell what needs a person from what passes.
+    pub class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,9 +161,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn failure(&self, category: &'static str) {
+    pub fn failure(&self, category: &'static str, class: &'static str) {
         self.failures
-            .get_or_create(&CategoryLabels { category })
+            .get_or_create(&CategoryLabels { category, class })
             .inc();
     }
 

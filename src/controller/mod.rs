@@ -283,7 +283,7 @@ impl Error {
 }
 
 fn error_policy(_obj: Arc<WatchedClient>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(error.category());
+    ctx.metrics.failure(error.category(), "transient");
     tracing::warn!(error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }

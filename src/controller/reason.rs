@@ -27,6 +27,18 @@ pub enum Class {
     Waiting,
 }
 
+impl Class {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Ok => "ok",
+            Class::Permanent => "permanent",
+            Class::Transient => "transient",
+            Class::Waiting => "waiting",
+        }
+    }
+}
+
 macro_rules! reasons {
     ($($name:ident => $class:ident, $category:literal;)*) => {
         /// A condition reason.

@@ -72,7 +72,8 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         Ok(action) => action,
         Err((slot, failure)) => {
             let failure = failure.with_grant_advice(ctx.settings.secret_grant.as_ref(), &namespace);
-            ctx.metrics.failure(failure.reason.category());
+            ctx.metrics
+                .failure(failure.reason.category(), failure.reason.class().as_str());
             let timing = &ctx.settings.timing;
             let now = SystemTime::now();
             draft.fail(slot, failure, &previous, timing, now, rand::random())
