@@ -13,7 +13,7 @@ use super::reason::{self, Failure, Reason};
 use super::secrets::{self, StoredToken};
 use super::servers::Admission;
 use super::validate::ValidSpec;
-use super::{Context, Target};
+use super::{ClientMemory, Context, Target};
 use crate::crd::SmartBackendClientStatus;
 use crate::smart::{
     self, AccessToken, AssertionParams, HttpClient, HttpError, SigningKey, TokenError,
@@ -50,6 +50,7 @@ pub(super) async fn request(
     ctx: &Context,
     inputs: &Inputs<'_>,
     draft: &mut Draft,
+    memory: &mut ClientMemory,
 ) -> Result<Attempt, Failure> {
     let authority = inputs.token_endpoint.authority().to_string();
     let _permit = match ctx
@@ -101,7 +102,7 @@ pub(super) async fn request(
     )
     .await;
     if let Some(skew) = exchange.clock_skew {
-        observe_clock(ctx, inputs, skew, draft);
+        observe_clock(ctx, inputs, skew, draft, memory);
     }
     let result = exchange.result;
     let reached = !matches!(
@@ -118,8 +119,7 @@ pub(super) async fn request(
         Ok(_) => ctx.metrics.token_request("success", "none"),
         Err(error) => ctx.metrics.token_request("failure", error.category()),
     }
-    let failed = result.is_err();
-    ctx.remember(inputs.target.uid, |m| m.last_attempt_failed = Some(failed));
+    memory.last_attempt_failed = Some(result.is_err());
     match result {
         Ok(mut token) => {
             token.expires_at = secrets::whole_second(token.expires_at);
@@ -134,11 +134,17 @@ const MAX_BACKDATE: Duration = Duration::from_secs(60);
 
 /// Notes the server's clock: the gauge always, and past the threshold a
 /// note on TokenReady and one Warning event until the clocks agree again.
-fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draft) {
+fn observe_clock(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    skew: i64,
+    draft: &mut Draft,
+    memory: &mut ClientMemory,
+) {
     ctx.metrics.clock_skew_seconds.set(skew as f64);
     let threshold = ctx.settings.clocks.skew_warning.as_secs();
     let beyond = |s: i64| s.unsigned_abs() > threshold;
-    let was = ctx.remember(inputs.target.uid, |m| m.clock_skew.replace(skew));
+    let was = memory.clock_skew.replace(skew);
     draft.clock_note =
         beyond(skew).then(|| super::clock::note(skew, inputs.token_endpoint.authority()));
     if let Some(note) = &draft.clock_note
@@ -156,8 +162,12 @@ fn observe_clock(ctx: &Context, inputs: &Inputs<'_>, skew: i64, draft: &mut Draf
 
 /// The clock note from the last exchange, for reconciles that make none:
 /// it stays on TokenReady while the last answer said the clocks disagree.
-pub(super) fn remembered_clock_note(ctx: &Context, inputs: &Inputs<'_>) -> Option<String> {
-    let skew = ctx.remember(inputs.target.uid, |m| m.clock_skew)?;
+pub(super) fn remembered_clock_note(
+    ctx: &Context,
+    memory: &ClientMemory,
+    inputs: &Inputs<'_>,
+) -> Option<String> {
+    let skew = memory.clock_skew?;
     (skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs())
         .then(|| super::clock::note(skew, inputs.token_endpoint.authority()))
 }

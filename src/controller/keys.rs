@@ -11,7 +11,7 @@ mod referenced;
 
 use super::secrets::{self, PRIVATE_KEY_FILE};
 use super::validate::KeySource;
-use super::{Context, KnownKeySecret, Target};
+use super::{ClientMemory, Context, KnownKeySecret, Target};
 use crate::crd::{FIELD_MANAGER, GeneratedKeyPolicy, REGENERATE_KEY_ANNOTATION};
 use crate::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 
@@ -63,16 +63,20 @@ pub async fn resolve(
     ctx: &Context,
     target: &Target<'_>,
     request: &KeyRequest<'_>,
+    memory: &mut ClientMemory,
 ) -> Result<ResolvedKey, Failure> {
     match request.source {
         KeySource::Referenced { secret_name, key } => {
-            referenced::referenced(ctx, target, request, secret_name, key).await
+            referenced::referenced(ctx, target, request, secret_name, key, memory).await
         }
         KeySource::Generated {
             secret_name,
             policy,
             rsa_bits,
-        } => generated(ctx, target, request, secret_name, *policy, *rsa_bits).await,
+        } => {
+            let params = (*policy, *rsa_bits);
+            generated(ctx, target, request, secret_name, params, memory).await
+        }
     }
 }
 
@@ -82,8 +86,7 @@ pub async fn resolve(
 /// key into aws-lc, so the result is kept per client for as long as the key
 /// bytes, algorithm and kid stay the same. Returns it with that fingerprint.
 pub(super) fn bind(
-    ctx: &Context,
-    target: &Target<'_>,
+    memory: &mut ClientMemory,
     bytes: &[u8],
     key: PrivateKey,
     algorithm: Option<SigningAlgorithm>,
@@ -100,12 +103,11 @@ pub(super) fn bind(
         hash.update(kid.unwrap_or("-"));
         <[u8; 32]>::from(hash.finalize())
     };
-    let cached = ctx.remember(target.uid, |m| {
-        m.signing_key
-            .as_ref()
-            .filter(|(f, _)| *f == fingerprint)
-            .map(|(_, k)| k.clone())
-    });
+    let cached = memory
+        .signing_key
+        .as_ref()
+        .filter(|(f, _)| *f == fingerprint)
+        .map(|(_, k)| k.clone());
     if let Some(signing) = cached {
         return Ok((signing, fingerprint));
     }
@@ -116,9 +118,7 @@ pub(super) fn bind(
                 format!("{whose}: {e}; set spec.signing.algorithm to match the key, or provide a key of the right type"),
             )
         })?;
-    ctx.remember(target.uid, |m| {
-        m.signing_key = Some((fingerprint, signing.clone()))
-    });
+    memory.signing_key = Some((fingerprint, signing.clone()));
     Ok((signing, fingerprint))
 }
 
@@ -127,12 +127,12 @@ async fn generated(
     target: &Target<'_>,
     request: &KeyRequest<'_>,
     secret_name: &str,
-    policy: GeneratedKeyPolicy,
-    rsa_bits: usize,
+    (policy, rsa_bits): (GeneratedKeyPolicy, usize),
+    memory: &mut ClientMemory,
 ) -> Result<ResolvedKey, Failure> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
-    if let Some(known) = known_key(ctx, target, request, secret_name, owner.is_some()) {
+    if let Some(known) = known_key(ctx, memory, target, request, secret_name, owner.is_some()) {
         return Ok(known);
     }
     if let Some(existing) = api
@@ -140,7 +140,7 @@ async fn generated(
         .await
         .map_err(|e| api_failure("get", target, secret_name, e))?
     {
-        return adopt(ctx, &api, target, request, secret_name, existing, owner).await;
+        return adopt(&api, target, request, secret_name, existing, owner, memory).await;
     }
 
     // The key is gone. If its public key was published, the EHR knows only
@@ -172,8 +172,7 @@ async fn generated(
         .to_pkcs8_pem()
         .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
     let (signing, fingerprint) = bind(
-        ctx,
-        target,
+        memory,
         pem.as_bytes(),
         key,
         Some(algorithm),
@@ -204,15 +203,7 @@ async fn generated(
         .await
     {
         Ok(created) => {
-            remember_key(
-                ctx,
-                target,
-                request,
-                secret_name,
-                &created,
-                owned,
-                fingerprint,
-            );
+            remember_key(memory, request, secret_name, &created, owned, fingerprint);
             Ok(ResolvedKey {
                 signing,
                 secret_name: secret_name.to_string(),
@@ -231,20 +222,20 @@ async fn generated(
                 .await
                 .map_err(|e| api_failure("get", target, secret_name, e))?;
             let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
-            adopt(ctx, &api, target, request, secret_name, existing, owner).await
+            adopt(&api, target, request, secret_name, existing, owner, memory).await
         }
         Err(e) => Err(api_failure("create", target, secret_name, e)),
     }
 }
 
 async fn adopt(
-    ctx: &Context,
     api: &Api<Secret>,
     target: &Target<'_>,
     request: &KeyRequest<'_>,
     secret_name: &str,
     existing: Secret,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    memory: &mut ClientMemory,
 ) -> Result<ResolvedKey, Failure> {
     if !secrets::is_managed(&existing) {
         return Err(failure(
@@ -287,8 +278,7 @@ async fn adopt(
         .flatten()
         .any(|r| r.uid == target.owner.uid);
     let (signing, fingerprint) = bind(
-        ctx,
-        target,
+        memory,
         &pem.0,
         key,
         Some(request.algorithm),
@@ -310,15 +300,7 @@ async fn adopt(
     } else {
         existing
     };
-    remember_key(
-        ctx,
-        target,
-        request,
-        secret_name,
-        &current,
-        owned,
-        fingerprint,
-    );
+    remember_key(memory, request, secret_name, &current, owned, fingerprint);
     Ok(ResolvedKey {
         signing,
         secret_name: secret_name.to_string(),
@@ -333,23 +315,22 @@ async fn adopt(
 /// no parse. The key itself is the one `bind` keeps.
 fn known_key(
     ctx: &Context,
+    memory: &ClientMemory,
     target: &Target<'_>,
     request: &KeyRequest<'_>,
     secret_name: &str,
     owned: bool,
 ) -> Option<ResolvedKey> {
     let version = ctx.own_secret_version(target.namespace, secret_name)?;
-    let signing = ctx.remember(target.uid, |m| {
-        let known = m.generated_key.as_ref()?;
-        let (fingerprint, signing) = m.signing_key.as_ref()?;
-        let same = known.name == secret_name
-            && known.version == version
-            && known.kid.as_deref() == request.kid
-            && known.owned == owned
-            && known.fingerprint == *fingerprint
-            && signing.algorithm() == request.algorithm;
-        same.then(|| signing.clone())
-    })?;
+    let known = memory.generated_key.as_ref()?;
+    let (fingerprint, signing) = memory.signing_key.as_ref()?;
+    let same = known.name == secret_name
+        && known.version == version
+        && known.kid.as_deref() == request.kid
+        && known.owned == owned
+        && known.fingerprint == *fingerprint
+        && signing.algorithm() == request.algorithm;
+    let signing = same.then(|| signing.clone())?;
     Some(ResolvedKey {
         signing,
         secret_name: secret_name.to_string(),
@@ -360,8 +341,7 @@ fn known_key(
 }
 
 fn remember_key(
-    ctx: &Context,
-    target: &Target<'_>,
+    memory: &mut ClientMemory,
     request: &KeyRequest<'_>,
     secret_name: &str,
     secret: &Secret,
@@ -379,5 +359,5 @@ fn remember_key(
             owned,
             fingerprint,
         });
-    ctx.remember(target.uid, |m| m.generated_key = known);
+    memory.generated_key = known;
 }

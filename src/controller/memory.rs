@@ -1,7 +1,14 @@
 //! What this process remembers about each client between reconciles: the
 //! watch cache can lag behind the operator's own writes, this cannot.
 //! Cleared at every change of leadership (`Context::forget_leader_state`).
+//!
+//! A reconcile takes its client's memory whole (one snapshot), passes it to
+//! the steps that need it, and puts it back at the end (one commit): no step
+//! reaches into a shared map, and what a reconcile knows cannot change
+//! under it. The controller never runs two reconciles of one client at once.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::crd::SmartBackendClientStatus;
@@ -45,6 +52,48 @@ pub(crate) struct ClientMemory {
     /// The token endpoint's clock minus this host's, as its last answer
     /// said (seconds).
     pub clock_skew: Option<i64>,
+}
+
+/// Every client's memory, by uid.
+#[derive(Default)]
+pub(crate) struct Memories {
+    clients: Mutex<HashMap<String, ClientMemory>>,
+    /// Each client's token expiry, kept apart so that the earliest-expiry
+    /// gauge also sees clients whose memory a reconcile has taken.
+    expiries: Mutex<HashMap<String, SystemTime>>,
+}
+
+impl Memories {
+    /// The client's memory, taken out until [`Memories::commit`].
+    pub fn take(&self, uid: &str) -> ClientMemory {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.remove(uid).unwrap_or_default()
+    }
+
+    pub fn commit(&self, uid: &str, memory: ClientMemory) {
+        if let Some(expires_at) = memory.expires_at {
+            let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+            expiries.insert(uid.to_string(), expires_at);
+        }
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.insert(uid.to_string(), memory);
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.retain(|other| other != uid);
+    }
+
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|uid, _| keep(uid));
+        let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+        expiries.retain(|uid, _| keep(uid));
+    }
+
+    pub fn earliest_expiry(&self) -> Option<SystemTime> {
+        let expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+        expiries.values().min().copied()
+    }
 }
 
 /// A reconcile's outcome that stays true until the next refresh time while

@@ -44,7 +44,9 @@ use crate::metrics::Metrics;
 use crate::smart::{HttpClient, HttpPolicy};
 use discovery_cache::DiscoveryCache;
 pub use jwks::{JwksDirectory, Published, watch_for_jwks};
-pub(crate) use memory::{ClientMemory, KnownKeySecret, KnownTokenSecret, PendingToken, Settled};
+pub(crate) use memory::{
+    ClientMemory, KnownKeySecret, KnownTokenSecret, Memories, PendingToken, Settled,
+};
 pub use schedule::Timing;
 use secret_watches::SecretWatches;
 pub use secret_watches::{SecretAccess, SecretGrant};
@@ -124,7 +126,7 @@ pub struct Context {
     servers: servers::Servers,
     /// What this process knows about each client (by uid) that the watch
     /// cache may not show yet.
-    memory: Mutex<HashMap<String, ClientMemory>>,
+    memory: Memories,
     /// The watches on the Secrets the operator manages, while it leads.
     secret_watches: RwLock<Option<Arc<SecretWatches>>>,
 }
@@ -154,7 +156,7 @@ impl Context {
             http,
             http_with_ca: Mutex::new(HashMap::new()),
             reporter,
-            memory: Mutex::new(HashMap::new()),
+            memory: Memories::default(),
             secret_watches: RwLock::new(None),
         })
     }
@@ -169,14 +171,7 @@ impl Context {
     }
 
     pub fn earliest_expiry(&self) -> Option<SystemTime> {
-        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        memory.values().filter_map(|m| m.expires_at).min()
-    }
-
-    /// Reads or updates what this process remembers about one client.
-    pub(crate) fn remember<R>(&self, uid: &str, f: impl FnOnce(&mut ClientMemory) -> R) -> R {
-        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        f(memory.entry(uid.to_string()).or_default())
+        self.memory.earliest_expiry()
     }
 
     /// The resource version of a Secret the operator manages, as its watch
@@ -214,10 +209,7 @@ impl Context {
     /// and the JWKS it published ahead of the status. Called whenever
     /// leadership is gained or lost, so that no state outlives a term.
     pub fn forget_leader_state(&self) {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.memory.retain(|_| false);
         self.jwks.retain(|_, _| false);
     }
 
@@ -240,10 +232,7 @@ impl Context {
     }
 
     pub(crate) fn forget(&self, uid: &str) {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
+        self.memory.forget(uid);
     }
 }
 
@@ -393,10 +382,7 @@ async fn prune_forgotten_clients(
             .iter()
             .filter_map(|o| o.meta().uid.as_deref())
             .collect();
-        ctx.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|uid, _| uids.contains(uid.as_str()));
+        ctx.memory.retain(|uid| uids.contains(uid));
         let names: std::collections::HashSet<(&str, &str)> = live
             .iter()
             .filter_map(|o| Some((o.meta().namespace.as_deref()?, o.meta().name.as_deref()?)))

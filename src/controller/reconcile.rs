@@ -20,7 +20,7 @@ use super::draft::{Draft, Slot};
 use super::keys::{self, KeyRequest};
 use super::reason::{Failure, Reason};
 use super::validate;
-use super::{Context, Error, Target, WatchedClient, secrets, token, wait};
+use super::{ClientMemory, Context, Error, Target, WatchedClient, secrets, token, wait};
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
 
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -37,12 +37,45 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         ctx.forget(&uid);
         return Ok(Action::await_change());
     }
-    if let Some(action) = wait::settled_action(&ctx, &uid, &namespace, meta) {
+    // The client's memory: one snapshot, one commit, whatever the outcome.
+    let mut memory = ctx.memory.take(&uid);
+    let ids = Ids {
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+    };
+    let result = reconcile_with(&obj, &ctx, ids, &mut memory, started).await;
+    ctx.memory.commit(&uid, memory);
+    result
+}
+
+/// Where the object is, for the reconcile proper.
+#[derive(Clone, Copy)]
+struct Ids<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+}
+
+async fn reconcile_with(
+    obj: &WatchedClient,
+    ctx: &Context,
+    ids: Ids<'_>,
+    memory: &mut ClientMemory,
+    started: Instant,
+) -> Result<Action, Error> {
+    let Ids {
+        name,
+        namespace,
+        uid,
+    } = ids;
+    let meta = obj.meta();
+    if let Some(action) = wait::settled_action(ctx, memory, namespace, meta) {
         ctx.metrics.reconciles_unchanged.inc();
         ctx.metrics.observe_reconcile(started.elapsed());
         return Ok(action);
     }
-    let api: Api<SmartBackendClient> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<SmartBackendClient> = Api::namespaced(ctx.client.clone(), namespace);
     let sbc = match &obj.0 {
         Ok(sbc) => sbc,
         Err(unreadable) => {
@@ -52,26 +85,26 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
             );
             let status = json!({"status": {"conditions": [conditions::condition(
                 conditions::READY, &State::failed(Reason::InvalidResource, message), meta.generation, &[], Timestamp::now())]}});
-            patch_status(&ctx, &api, &name, status).await?;
+            patch_status(ctx, &api, name, status).await?;
             return Ok(Action::await_change());
         }
     };
     let cached = sbc.status.clone().unwrap_or_default();
-    let previous = ctx.remember(&uid, |m| m.current_status(cached));
+    let previous = memory.current_status(cached);
     let target = Target {
-        name: &name,
-        namespace: &namespace,
-        uid: &uid,
-        owner: owner_reference(&name, &uid),
+        name,
+        namespace,
+        uid,
+        owner: owner_reference(name, uid),
         annotations: sbc.annotations().clone(),
         status_kid: previous.kid.as_deref(),
         handled_key_regeneration: previous.handled_key_regeneration.as_deref(),
     };
     let mut draft = Draft::new(&previous);
-    let action = match steps(&ctx, sbc, &target, &previous, &mut draft).await {
+    let action = match steps(ctx, sbc, &target, &previous, &mut draft, memory).await {
         Ok(action) => action,
         Err((slot, failure)) => {
-            let failure = failure.with_grant_advice(ctx.settings.secret_grant.as_ref(), &namespace);
+            let failure = failure.with_grant_advice(ctx.settings.secret_grant.as_ref(), namespace);
             ctx.metrics
                 .failure(failure.reason.category(), failure.reason.class().as_str());
             let timing = &ctx.settings.timing;
@@ -85,13 +118,10 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         draft.finish(&previous, sbc.metadata.generation, SystemTime::now())
     };
     if status != previous {
-        patch_status(&ctx, &api, &name, json!({"status": status})).await?;
-        ctx.remember(&uid, |m| {
-            m.written_status = Some((std::time::Instant::now(), status.clone()))
-        });
+        patch_status(ctx, &api, name, json!({"status": status})).await?;
+        memory.written_status = Some((std::time::Instant::now(), status.clone()));
     }
-    let settled = wait::settled(&status, &draft, &sbc.metadata);
-    ctx.remember(&uid, |m| m.settled = settled);
+    memory.settled = wait::settled(&status, &draft, &sbc.metadata);
     if !draft.events.is_empty() {
         let reference = sbc.object_ref(&());
         let recorder = ctx.recorder();
@@ -157,11 +187,12 @@ async fn steps(
     target: &Target<'_>,
     previous: &SmartBackendClientStatus,
     draft: &mut Draft,
+    memory: &mut ClientMemory,
 ) -> Result<Action, StepFailure> {
     // After a failure, wait out the backoff even though our own status write
     // (or any other event) triggers a reconcile sooner. A spec change or a
     // new refresh request ends the wait.
-    if let Some(wait) = wait::backoff_remaining(ctx, sbc, target, previous) {
+    if let Some(wait) = wait::backoff_remaining(ctx, memory, sbc, target, previous) {
         draft.keep_status = true;
         return Ok(Action::requeue(wait));
     }
@@ -184,6 +215,7 @@ async fn steps(
     // shows it unchanged since: then it is not read again.
     let known_token = token::known(
         ctx,
+        memory,
         target,
         &spec.token_secret_name,
         sbc.metadata.generation,
@@ -259,7 +291,7 @@ async fn steps(
         }),
         kid: spec.kid.as_deref(),
     };
-    let key = keys::resolve(ctx, target, &key_request)
+    let key = keys::resolve(ctx, target, &key_request, memory)
         .await
         .map_err(at(Slot::Key))?;
     if key.generated {
@@ -338,6 +370,7 @@ async fn steps(
             jwks_set: sbc.spec.signing.jwks_set.as_deref(),
         },
         draft,
+        memory,
     )
     .await
     .map_err(at(Slot::Token))

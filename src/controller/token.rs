@@ -16,7 +16,7 @@ use super::schedule;
 use super::scopes;
 use super::secrets::{self, StoredToken, TokenSecretInput, rfc3339};
 use super::wait;
-use super::{Context, KnownTokenSecret, PendingToken, Target};
+use super::{ClientMemory, Context, KnownTokenSecret, PendingToken, Target};
 use crate::crd::FIELD_MANAGER;
 use crate::smart;
 
@@ -26,11 +26,12 @@ pub(super) use super::exchange::Inputs;
 /// shows that version still and the resource's generation is the same.
 pub(super) fn known(
     ctx: &Context,
+    memory: &ClientMemory,
     target: &Target<'_>,
     name: &str,
     generation: Option<i64>,
 ) -> Option<KnownTokenSecret> {
-    let known = ctx.remember(target.uid, |m| m.token_secret.clone())?;
+    let known = memory.token_secret.clone()?;
     let version = ctx.own_secret_version(target.namespace, name)?;
     (known.name == name && known.version == version && known.generation == generation)
         .then_some(known)
@@ -38,7 +39,7 @@ pub(super) fn known(
 
 /// Remembers the token Secret at `version` as holding `stored`.
 fn remember(
-    ctx: &Context,
+    memory: &mut ClientMemory,
     inputs: &Inputs<'_>,
     version: Option<String>,
     stored: Option<StoredToken>,
@@ -51,7 +52,7 @@ fn remember(
             generation: inputs.generation,
             stored,
         });
-    ctx.remember(inputs.target.uid, |m| m.token_secret = known);
+    memory.token_secret = known;
 }
 
 /// A per-client number in [0, 1), stable across reconciles of the same
@@ -79,6 +80,7 @@ pub(super) async fn refresh(
     ctx: &Context,
     inputs: &Inputs<'_>,
     draft: &mut Draft,
+    memory: &mut ClientMemory,
 ) -> Result<Action, Failure> {
     let Inputs {
         target,
@@ -88,13 +90,13 @@ pub(super) async fn refresh(
         ..
     } = inputs;
     let timing = &ctx.settings.timing;
-    draft.clock_note = exchange::remembered_clock_note(ctx, inputs);
+    draft.clock_note = exchange::remembered_clock_note(ctx, memory, inputs);
     let inputs_hash = secrets::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
     let stored = inputs
         .known
         .clone()
         .or_else(|| inputs.existing.and_then(secrets::read_token_secret));
-    let requested = wait::pending_refresh_request(ctx, target, previous);
+    let requested = wait::pending_refresh_request(memory, target, previous);
 
     if let Some(stored) = &stored {
         let refresh_at = schedule::refresh_at(
@@ -112,19 +114,17 @@ pub(super) async fn refresh(
                 .conditions
                 .iter()
                 .any(|c| c.type_ == super::conditions::TOKEN_READY && c.status == "False");
-        let last_attempt_failed = ctx
-            .remember(target.uid, |m| m.last_attempt_failed)
-            .unwrap_or(from_status);
+        let last_attempt_failed = memory.last_attempt_failed.unwrap_or(from_status);
         let current =
             stored.inputs_hash == inputs_hash && requested.is_none() && !last_attempt_failed;
         if current && SystemTime::now() < refresh_at {
-            return keep(ctx, inputs, stored, refresh_at, draft).await;
+            return keep(ctx, inputs, stored, refresh_at, draft, memory).await;
         }
     }
 
-    let (token, issued_at) = match take_pending(ctx, target.uid, &inputs_hash) {
+    let (token, issued_at) = match take_pending(ctx, memory, &inputs_hash) {
         Some(pending) => (pending.token, pending.issued_at),
-        None => match exchange::request(ctx, inputs, draft).await {
+        None => match exchange::request(ctx, inputs, draft, memory).await {
             Ok(exchange::Attempt::Got(token, issued_at)) => (token, issued_at),
             Ok(exchange::Attempt::Busy) => {
                 // The server has its share of requests in flight: come back
@@ -135,7 +135,7 @@ pub(super) async fn refresh(
             Err(failure) => {
                 // The request was acted on; retries now follow the backoff.
                 if let Some(value) = requested {
-                    wait::mark_handled(ctx, target.uid, value);
+                    memory.handled_refresh = Some(value.to_string());
                     draft.fields.handled_refresh_request = Some(value.to_string());
                 }
                 return Err(failure);
@@ -155,7 +155,7 @@ pub(super) async fn refresh(
     match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
         Ok(version) => {
             remember(
-                ctx,
+                memory,
                 inputs,
                 version.clone(),
                 secrets::read_token_secret(&secret),
@@ -169,7 +169,7 @@ pub(super) async fn refresh(
                 issued_at,
                 inputs_hash: inputs_hash.clone(),
             };
-            ctx.remember(target.uid, |m| m.pending = Some(pending));
+            memory.pending = Some(pending);
             let mut failure = Failure::api(
                 Reason::TokenSecretWriteFailed,
                 "patch",
@@ -229,7 +229,7 @@ pub(super) async fn refresh(
             });
         }
     }
-    record_expiry(ctx, target.uid, token.expires_at);
+    memory.expires_at = Some(token.expires_at);
     let fields = &mut draft.fields;
     fields.token_expires_at = Some(rfc3339(token.expires_at));
     fields.last_refresh_time = Some(rfc3339(issued_at));
@@ -237,7 +237,7 @@ pub(super) async fn refresh(
     fields.granted_scopes = token.scope.clone();
     fields.consecutive_failures = 0;
     if let Some(value) = requested {
-        wait::mark_handled(ctx, target.uid, value);
+        memory.handled_refresh = Some(value.to_string());
         fields.handled_refresh_request = Some(value.to_string());
     }
     draft.token = Some(state);
@@ -252,6 +252,7 @@ async fn keep(
     stored: &StoredToken,
     refresh_at: SystemTime,
     draft: &mut Draft,
+    memory: &mut ClientMemory,
 ) -> Result<Action, Failure> {
     let spec = inputs.spec;
     let drifted = inputs
@@ -261,7 +262,7 @@ async fn keep(
         && drifted.is_none()
     {
         let version = existing.metadata.resource_version.clone();
-        remember(ctx, inputs, version, Some(stored.clone()));
+        remember(memory, inputs, version, Some(stored.clone()));
     }
     if let Some(existing) = drifted {
         let mut updated = existing.clone();
@@ -291,7 +292,7 @@ async fn keep(
         .await;
         match written {
             Ok(version) => {
-                remember(ctx, inputs, version.clone(), Some(stored.clone()));
+                remember(memory, inputs, version.clone(), Some(stored.clone()));
                 draft.saw_own_secret(&spec.token_secret_name, version);
             }
             Err(error) => {
@@ -305,7 +306,7 @@ async fn keep(
             }
         }
     }
-    record_expiry(ctx, inputs.target.uid, stored.expires_at);
+    memory.expires_at = Some(stored.expires_at);
     let fields = &mut draft.fields;
     fields.token_expires_at = Some(rfc3339(stored.expires_at));
     fields.next_refresh_time = Some(rfc3339(refresh_at));
@@ -329,15 +330,15 @@ async fn keep(
     ))
 }
 
-fn take_pending(ctx: &Context, uid: &str, inputs_hash: &str) -> Option<PendingToken> {
-    let pending = ctx.remember(uid, |m| m.pending.take())?;
+fn take_pending(
+    ctx: &Context,
+    memory: &mut ClientMemory,
+    inputs_hash: &str,
+) -> Option<PendingToken> {
+    let pending = memory.pending.take()?;
     let usable = pending.inputs_hash == inputs_hash
         && pending.token.expires_at > SystemTime::now() + ctx.settings.timing.min_refresh_interval;
     usable.then_some(pending)
-}
-
-fn record_expiry(ctx: &Context, uid: &str, expires_at: SystemTime) {
-    ctx.remember(uid, |m| m.expires_at = Some(expires_at));
 }
 
 /// Applies the token Secret; returns the resource version it made.

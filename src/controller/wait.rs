@@ -7,7 +7,7 @@ use kube::runtime::controller::Action;
 
 use super::conditions;
 use super::draft::Draft;
-use super::{Context, Settled, Target, secrets};
+use super::{ClientMemory, Context, Settled, Target, secrets};
 use crate::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClient, SmartBackendClientStatus};
 
 /// The outcome worth remembering: a good token, nothing pending, and the
@@ -37,11 +37,11 @@ pub(super) fn settled(
 /// without an API request. Anything else is a full reconcile.
 pub(super) fn settled_action(
     ctx: &Context,
-    uid: &str,
+    memory: &mut ClientMemory,
     namespace: &str,
     meta: &ObjectMeta,
 ) -> Option<Action> {
-    let settled = ctx.remember(uid, |m| m.settled.take())?;
+    let settled = memory.settled.take()?;
     let unchanged = settled.generation == meta.generation
         && settled.requests == Settled::requests(meta)
         && settled.own_secrets.iter().all(|(name, versions)| {
@@ -56,7 +56,7 @@ pub(super) fn settled_action(
     if !unchanged {
         return None;
     }
-    ctx.remember(uid, |m| m.settled = Some(settled));
+    memory.settled = Some(settled);
     Some(Action::requeue(wait))
 }
 
@@ -64,6 +64,7 @@ pub(super) fn settled_action(
 /// failure is still current (same generation, no new refresh request).
 pub(super) fn backoff_remaining(
     ctx: &Context,
+    memory: &ClientMemory,
     sbc: &SmartBackendClient,
     target: &Target<'_>,
     previous: &SmartBackendClientStatus,
@@ -76,7 +77,7 @@ pub(super) fn backoff_remaining(
     {
         return None;
     }
-    if pending_refresh_request(ctx, target, previous).is_some() {
+    if pending_refresh_request(memory, target, previous).is_some() {
         return None;
     }
     let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
@@ -90,17 +91,12 @@ pub(super) fn backoff_remaining(
 /// the status and with this process's own memory, since the watch cache can
 /// lag behind our last status write.
 pub(super) fn pending_refresh_request<'a>(
-    ctx: &Context,
+    memory: &ClientMemory,
     target: &'a Target<'_>,
     previous: &SmartBackendClientStatus,
 ) -> Option<&'a str> {
-    let handled_here = ctx.remember(target.uid, |m| m.handled_refresh.clone());
+    let handled_here = memory.handled_refresh.as_deref();
     target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
-        Some(*v) != previous.handled_refresh_request.as_deref()
-            && Some(*v) != handled_here.as_deref()
+        Some(*v) != previous.handled_refresh_request.as_deref() && Some(*v) != handled_here
     })
-}
-
-pub(super) fn mark_handled(ctx: &Context, uid: &str, value: &str) {
-    ctx.remember(uid, |m| m.handled_refresh = Some(value.to_string()));
 }

@@ -4,9 +4,9 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
-use super::super::Context;
 use super::super::Target;
 use super::super::reason::{Failure, Reason};
+use super::super::{ClientMemory, Context};
 use super::{KeyRequest, ResolvedKey, api_failure, bind, failure};
 use crate::crd::SIGNING_KEY_LABEL;
 use crate::smart::{KeyError, PrivateKey};
@@ -17,6 +17,7 @@ pub(super) async fn referenced(
     request: &KeyRequest<'_>,
     secret_name: &str,
     key_name: &str,
+    memory: &mut ClientMemory,
 ) -> Result<ResolvedKey, Failure> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let secret = api
@@ -81,15 +82,7 @@ pub(super) async fn referenced(
             ),
         ));
     }
-    let (signing, _) = bind(
-        ctx,
-        target,
-        &bytes.0,
-        key,
-        Some(algorithm),
-        request.kid,
-        &whose,
-    )?;
+    let (signing, _) = bind(memory, &bytes.0, key, Some(algorithm), request.kid, &whose)?;
     Ok(ResolvedKey {
         signing,
         secret_name: secret_name.to_string(),
