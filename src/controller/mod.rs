@@ -17,6 +17,7 @@ mod keys;
 mod memory;
 pub mod reason;
 mod reconcile;
+pub mod rotation;
 pub mod schedule;
 mod scopes;
 mod secret_watches;

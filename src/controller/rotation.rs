@@ -1,0 +1,216 @@
+//! Key rotation for generated keys, decided as a pure function of the key
+//! list the key Secret stores, the time and what asked for a rotation.
+//!
+//! A client holds at most one key in each state: `Next` (published, not yet
+//! signing), `Active` (signing) and `Retiring` (published, no longer
+//! signing). A rotation generates `Next`, waits until every EHR that cached
+//! the JWKS before it was published has fetched it again (the JWKS max-age
+//! plus a margin), then signs one token request with it: if the server
+//! accepts it, `Next` becomes `Active` and the old key `Retiring`; if the
+//! server refuses it, the old key keeps signing and the trial is retried.
+//! `Retiring` is dropped once the last assertion it signed has expired and
+//! the max-age has passed again. Because the plan reads only the stored
+//! list, an operator that crashed at any step resumes from where it was.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::smart::SigningAlgorithm;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum KeyState {
+    Next,
+    Active,
+    Retiring,
+}
+
+/// One key of a client, as stored beside the key material and shown in
+/// `status.keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    pub state: KeyState,
+    /// When the key entered its state.
+    pub since: SystemTime,
+}
+
+/// Why a rotation starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// `spec.signing.rotation.every` has passed since the key became active.
+    Schedule,
+    /// The rotate-key annotation has a value not acted on yet.
+    Requested(String),
+    /// The server no longer lists the active key's algorithm; the new key
+    /// uses this one.
+    AlgorithmDropped(SigningAlgorithm),
+}
+
+/// What the plan reads besides the key list.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    pub now: SystemTime,
+    /// `spec.signing.rotation.every`; no scheduled rotation when unset.
+    pub every: Option<Duration>,
+    /// The rotate-key annotation, and the value last acted on.
+    pub requested: Option<&'a str>,
+    pub handled: Option<&'a str>,
+    /// The server's algorithms, when it lists them, and the one it would
+    /// choose for a new key.
+    pub server_algorithms: Option<&'a [String]>,
+    pub preferred: SigningAlgorithm,
+    /// How long EHRs may cache the JWKS (`--jwks-max-age`) and the margin
+    /// on top (`--rotation-margin`).
+    pub jwks_max_age: Duration,
+    pub margin: Duration,
+    /// The longest an assertion lives.
+    pub assertion_lifetime: Duration,
+}
+
+/// The one thing to do now. The caller carries it out, stores the list it
+/// leads to, and comes back at `revisit` (or when the resource changes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do; look again at `revisit`, if set.
+    Steady { revisit: Option<SystemTime> },
+    /// Generate a `Next` key with this algorithm and publish it.
+    GenerateNext {
+        algorithm: SigningAlgorithm,
+        trigger: Trigger,
+    },
+    /// `Next` is published; EHRs may still hold a JWKS without it.
+    AwaitPublication { kid: String, until: SystemTime },
+    /// Sign the next token request with `Next` (a trial).
+    Trial { kid: String },
+    /// Drop the retiring key (public and private).
+    DropRetiring { kid: String },
+}
+
+pub fn find(keys: &[KeyEntry], state: KeyState) -> Option<&KeyEntry> {
+    keys.iter().find(|k| k.state == state)
+}
+
+/// Why the active key should be replaced, if it should.
+pub fn trigger(active: &KeyEntry, inputs: &Inputs<'_>) -> Option<Trigger> {
+    if let Some(listed) = inputs.server_algorithms
+        && !listed.iter().any(|a| a == active.algorithm.as_str())
+    {
+        return Some(Trigger::AlgorithmDropped(inputs.preferred));
+    }
+    if let Some(value) = inputs.requested
+        && inputs.handled != Some(value)
+    {
+        return Some(Trigger::Requested(value.to_string()));
+    }
+    let due = inputs.every.map(|every| active.since + every);
+    match due {
+        Some(due) if inputs.now >= due => Some(Trigger::Schedule),
+        _ => None,
+    }
+}
+
+/// The next step of rotation for one client's keys.
+pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
+    let (next, active, retiring) = (
+        find(keys, KeyState::Next),
+        find(keys, KeyState::Active),
+        find(keys, KeyState::Retiring),
+    );
+    let Some(active) = active else {
+        // No key yet: the caller generates the first one as it always has.
+        return Step::Steady { revisit: None };
+    };
+    // A retiring key leaves first: it may be past what anyone needs.
+    if let Some(retiring) = retiring {
+        let gone = retiring.since + inputs.assertion_lifetime + inputs.jwks_max_age;
+        if inputs.now >= gone {
+            return Step::DropRetiring {
+                kid: retiring.kid.clone(),
+            };
+        }
+    }
+    if let Some(next) = next {
+        let published = next.since + inputs.jwks_max_age + inputs.margin;
+        if inputs.now < published {
+            return Step::AwaitPublication {
+                kid: next.kid.clone(),
+                until: published,
+            };
+        }
+        // Promoting now would make a second retiring key: wait for the
+        // first to go.
+        if let Some(retiring) = retiring {
+            return Step::Steady {
+                revisit: Some(retiring.since + inputs.assertion_lifetime + inputs.jwks_max_age),
+            };
+        }
+        return Step::Trial {
+            kid: next.kid.clone(),
+        };
+    }
+    if let Some(trigger) = trigger(active, inputs) {
+        let algorithm = match &trigger {
+            Trigger::AlgorithmDropped(algorithm) => *algorithm,
+            _ => active.algorithm,
+        };
+        return Step::GenerateNext { algorithm, trigger };
+    }
+    let revisit = [
+        retiring.map(|r| r.since + inputs.assertion_lifetime + inputs.jwks_max_age),
+        inputs.every.map(|every| active.since + every),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    Step::Steady { revisit }
+}
+
+/// The list after a trial the server accepted: `Next` signs from now on,
+/// the old active key retires (its private key is no longer needed).
+pub fn promote(keys: &[KeyEntry], now: SystemTime) -> Vec<KeyEntry> {
+    keys.iter()
+        .map(|k| {
+            let state = match k.state {
+                KeyState::Next => KeyState::Active,
+                KeyState::Active => KeyState::Retiring,
+                KeyState::Retiring => KeyState::Retiring,
+            };
+            KeyEntry {
+                state,
+                since: if state == k.state { k.since } else { now },
+                ..k.clone()
+            }
+        })
+        .collect()
+}
+
+/// The list with a new `Next` key published now.
+pub fn add_next(
+    keys: &[KeyEntry],
+    kid: &str,
+    algorithm: SigningAlgorithm,
+    now: SystemTime,
+) -> Vec<KeyEntry> {
+    let mut keys: Vec<KeyEntry> = keys
+        .iter()
+        .filter(|k| k.state != KeyState::Next)
+        .cloned()
+        .collect();
+    keys.push(KeyEntry {
+        kid: kid.to_string(),
+        algorithm,
+        state: KeyState::Next,
+        since: now,
+    });
+    keys
+}
+
+/// The list without `kid`.
+pub fn drop_key(keys: &[KeyEntry], kid: &str) -> Vec<KeyEntry> {
+    keys.iter().filter(|k| k.kid != kid).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests;
