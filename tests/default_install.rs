@@ -39,6 +39,18 @@ async fn the_default_install_touches_secrets_only_where_a_namespace_opted_in() {
         &format!("secrets.namespaces={{{}}}", team.name),
     ]);
     assert!(installed.status.success(), "{}", text(&installed));
+    // The install's notes say how a namespace opts in.
+    let cluster_role = format!(
+        "{}-{release}-smart-backend-operator-secrets",
+        release_ns.name
+    );
+    let notes = text(&installed);
+    assert!(
+        notes.contains(&format!(
+            "kubectl create rolebinding {cluster_role} -n <namespace>"
+        )) && notes.contains(&format!("(now: {})", team.name)),
+        "{notes}"
+    );
 
     let account = format!("{release}-smart-backend-operator");
     let sa = format!("system:serviceaccount:{}:{account}", release_ns.name);
@@ -64,10 +76,6 @@ async fn the_default_install_touches_secrets_only_where_a_namespace_opted_in() {
 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = cluster::service_account_kubeconfig(&account, &release_ns.name, dir.path());
-    let cluster_role = format!(
-        "{}-{release}-smart-backend-operator-secrets",
-        release_ns.name
-    );
     let server = FaultServer::start().await;
     server.serve_metadata("/fhir");
     server.on("/token", Behaviour::token("t", 600, None));

@@ -1,5 +1,5 @@
 //! The chart's PrometheusRule and Grafana dashboard, checked with a real
-//! promtool (Debian's `prometheus` package; `make test` installs it): the
+//! promtool (from Debian's `prometheus` package; `make test` unpacks it): the
 //! rules and every dashboard query parse, the alerts fire exactly when they
 //! should (`promtool test rules` over synthetic series), and every metric
 //! they name is one the operator exports.
@@ -14,12 +14,12 @@ use smart_backend_operator::metrics::Metrics;
 use support::helm::{CHART, helm, text};
 
 fn promtool() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.exists());
-    found.expect("promtool is not installed: `make promtool` installs Debian's prometheus package (make test does it)")
+    let path = support::cluster::repo_root().join("target/tools/prometheus/usr/bin/promtool");
+    assert!(
+        path.exists(),
+        "promtool is missing: `make promtool` takes it out of Debian's prometheus package (make test does it)"
+    );
+    path
 }
 
 fn run_promtool(dir: &Path, args: &[&str]) {
