@@ -70,7 +70,9 @@ async fn reconcile_with(
         uid,
     } = ids;
     let meta = obj.meta();
-    if let Some(action) = wait::settled_action(ctx, memory, namespace, meta) {
+    let version_of = |secret: &str| ctx.own_secret_version(namespace, secret);
+    if let Some(wait) = wait::settled_wait(memory, meta, SystemTime::now(), version_of) {
+        let action = Action::requeue(wait);
         ctx.metrics.reconciles_unchanged.inc();
         ctx.metrics.observe_reconcile(started.elapsed());
         return Ok(action);
@@ -192,7 +194,12 @@ async fn steps(
     // After a failure, wait out the backoff even though our own status write
     // (or any other event) triggers a reconcile sooner. A spec change or a
     // new refresh request ends the wait.
-    if let Some(wait) = wait::backoff_remaining(ctx, memory, sbc, target, previous) {
+    let backoff = wait::Backoff {
+        generation: sbc.metadata.generation,
+        now: SystemTime::now(),
+        just_granted: ctx.secrets_just_granted(target.uid),
+    };
+    if let Some(wait) = wait::backoff_remaining(memory, target, previous, backoff) {
         draft.keep_status = true;
         return Ok(Action::requeue(wait));
     }

@@ -1,14 +1,16 @@
 //! When a reconcile has nothing to do: the outcome of the last one still
 //! holds (nothing it depends on changed and the next refresh is ahead), or
-//! the backoff after a failure has not run out.
+//! the backoff after a failure has not run out. Pure: the caller passes the
+//! time and what the watches show.
+
+use std::time::{Duration, SystemTime};
 
 use kube::api::ObjectMeta;
-use kube::runtime::controller::Action;
 
 use super::conditions;
 use super::draft::Draft;
-use super::{ClientMemory, Context, Settled, Target, secrets};
-use crate::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClient, SmartBackendClientStatus};
+use super::{ClientMemory, Settled, Target, secrets};
+use crate::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClientStatus};
 
 /// The outcome worth remembering: a good token, nothing pending, and the
 /// next refresh known.
@@ -34,46 +36,56 @@ pub(super) fn settled(
 
 /// When nothing the operator reads changed since the last settled outcome
 /// (see [`Settled`]) and the next refresh is still ahead: the wait until it,
-/// without an API request. Anything else is a full reconcile.
-pub(super) fn settled_action(
-    ctx: &Context,
+/// without an API request. Anything else is a full reconcile (and the
+/// settled outcome is dropped). `version_of` gives an own Secret's resource
+/// version as its watch shows it.
+pub(super) fn settled_wait(
     memory: &mut ClientMemory,
-    namespace: &str,
     meta: &ObjectMeta,
-) -> Option<Action> {
+    now: SystemTime,
+    version_of: impl Fn(&str) -> Option<String>,
+) -> Option<Duration> {
     let settled = memory.settled.take()?;
     let unchanged = settled.generation == meta.generation
         && settled.requests == Settled::requests(meta)
-        && settled.own_secrets.iter().all(|(name, versions)| {
-            ctx.own_secret_version(namespace, name)
-                .is_some_and(|v| versions.contains(&v))
-        });
+        && settled
+            .own_secrets
+            .iter()
+            .all(|(name, versions)| version_of(name).is_some_and(|v| versions.contains(&v)));
     let wait = settled
         .until
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(now)
         .ok()
         .filter(|w| !w.is_zero())?;
     if !unchanged {
         return None;
     }
     memory.settled = Some(settled);
-    Some(Action::requeue(wait))
+    Some(wait)
+}
+
+/// What ends a backoff early besides the resource itself.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Backoff {
+    pub generation: Option<i64>,
+    pub now: SystemTime,
+    /// The client was woken because its namespace just granted the operator
+    /// its Secrets.
+    pub just_granted: bool,
 }
 
 /// Time left before the retry that the last failure scheduled, if that
-/// failure is still current (same generation, no new refresh request).
+/// failure is still current (same generation, no new refresh request, no
+/// new grant).
 pub(super) fn backoff_remaining(
-    ctx: &Context,
     memory: &ClientMemory,
-    sbc: &SmartBackendClient,
     target: &Target<'_>,
     previous: &SmartBackendClientStatus,
-) -> Option<std::time::Duration> {
-    // Woken because the namespace just granted the operator its Secrets.
-    if ctx.secrets_just_granted(target.uid) {
-        return None;
-    }
-    if previous.consecutive_failures == 0 || previous.observed_generation != sbc.metadata.generation
+    backoff: Backoff,
+) -> Option<Duration> {
+    if backoff.just_granted
+        || previous.consecutive_failures == 0
+        || previous.observed_generation != backoff.generation
     {
         return None;
     }
@@ -82,7 +94,7 @@ pub(super) fn backoff_remaining(
     }
     let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
     retry_at
-        .duration_since(std::time::SystemTime::now())
+        .duration_since(backoff.now)
         .ok()
         .filter(|d| !d.is_zero())
 }
@@ -100,3 +112,6 @@ pub(super) fn pending_refresh_request<'a>(
         Some(*v) != previous.handled_refresh_request.as_deref() && Some(*v) != handled_here
     })
 }
+
+#[cfg(test)]
+mod tests;
