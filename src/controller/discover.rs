@@ -93,9 +93,9 @@ pub(super) async fn http_client(
     Ok(client)
 }
 
-/// Finds the token endpoint and the algorithm for a generated key.
-/// What discovery found; `None` when a fetch was needed but the
-/// namespace's request slots were all taken (come back shortly).
+/// Finds the token endpoint and the algorithm for a generated key; `None`
+/// when a fetch was needed but the namespace's request slots were all taken
+/// (come back shortly).
 pub(super) async fn discover(
     ctx: &Context,
     http: &HttpClient,
@@ -116,15 +116,15 @@ pub(super) async fn discover(
     }
     // A fetch holds one of the namespace's request slots, like a token
     // request: one tenant's hanging metadata URLs cannot hold every worker.
-    let _permit = if ctx.discovery.is_fresh(http, &spec.metadata) {
-        None
-    } else {
-        match ctx.servers.admit_namespace(namespace) {
-            Some(permit) => Some(permit),
-            None => return Ok(None),
-        }
+    let admit = || ctx.servers.admit_namespace(namespace);
+    let Some(found) = ctx
+        .discovery
+        .get(http, &spec.metadata, admit)
+        .await
+        .transpose()
+    else {
+        return Ok(None);
     };
-    let found = ctx.discovery.get(http, &spec.metadata).await;
     // Only a fetch changes what the cache holds (and the prune loop).
     if let Ok((_, Source::Fresh)) = &found {
         ctx.metrics

@@ -126,29 +126,31 @@ impl DiscoveryCache {
             .map(|e| (e.config.clone(), !e.stale && e.fetched.elapsed() < self.ttl))
     }
 
-    /// Whether `source` is cached and fresh: a lookup would not fetch.
-    pub fn is_fresh(&self, http: &HttpClient, source: &MetadataSource) -> bool {
-        matches!(self.cached(&cache_key(http, source)), Some((_, true)))
-    }
-
-    pub async fn get(
+    /// The cached configuration while it is fresh; otherwise a fetch, but
+    /// only when `admit` grants one (its permit is held for the fetch).
+    /// `Ok(None)`: a fetch was needed and `admit` refused it.
+    pub async fn get<P>(
         &self,
         http: &HttpClient,
         source: &MetadataSource,
-    ) -> Result<(Arc<SmartConfiguration>, Source), DiscoveryError> {
+        admit: impl FnOnce() -> Option<P>,
+    ) -> Result<Option<(Arc<SmartConfiguration>, Source)>, DiscoveryError> {
         let key = cache_key(http, source);
         let cached = self.cached(&key);
         if let Some((config, true)) = &cached {
-            return Ok((config.clone(), Source::Cached));
+            return Ok(Some((config.clone(), Source::Cached)));
         }
+        let Some(_permit) = admit() else {
+            return Ok(None);
+        };
         match source.fetch(http).await {
             Ok(config) => {
                 let config = Arc::new(config);
                 self.insert(key, config.clone());
-                Ok((config, Source::Fresh))
+                Ok(Some((config, Source::Fresh)))
             }
             Err(error) if error.is_transient() => match cached {
-                Some((config, _)) => Ok((config, Source::StaleAfterError(error.to_string()))),
+                Some((config, _)) => Ok(Some((config, Source::StaleAfterError(error.to_string())))),
                 None => Err(error),
             },
             Err(error) => Err(error),
