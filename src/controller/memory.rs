@@ -64,19 +64,23 @@ pub(crate) struct Memories {
 }
 
 impl Memories {
-    /// The client's memory, taken out until [`Memories::commit`].
+    /// The client's memory, taken out until [`Memories::commit`] (its
+    /// entry stays, so that the commit of a known client allocates nothing).
     pub fn take(&self, uid: &str) -> ClientMemory {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.remove(uid).unwrap_or_default()
+        clients
+            .get_mut(uid)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn commit(&self, uid: &str, memory: ClientMemory) {
         if let Some(expires_at) = memory.expires_at {
             let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
-            expiries.insert(uid.to_string(), expires_at);
+            put(&mut expiries, uid, expires_at);
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.insert(uid.to_string(), memory);
+        put(&mut clients, uid, memory);
     }
 
     pub fn forget(&self, uid: &str) {
@@ -93,6 +97,16 @@ impl Memories {
     pub fn earliest_expiry(&self) -> Option<SystemTime> {
         let expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
         expiries.values().min().copied()
+    }
+}
+
+/// Sets the value of `key`, allocating the key only when it is new.
+fn put<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
+    match map.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            map.insert(key.to_string(), value);
+        }
     }
 }
 
