@@ -4,9 +4,8 @@
 //! bundle from memory instead of the API server, and a changed bundle is
 //! used by the next request. A watch nobody's spec names any more stops.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -14,6 +13,9 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use tokio::task::AbortHandle;
+
+use super::watch_tasks::WatchTasks;
 
 /// One bundle Secret: (namespace, name).
 type Key = (String, String);
@@ -22,19 +24,18 @@ struct Watch {
     store: Store<Secret>,
     /// Whether the watch has listed (until then the store knows nothing).
     listed: Arc<AtomicBool>,
-    task: tokio::task::AbortHandle,
 }
 
 pub(crate) struct CaBundles {
     client: Client,
-    watches: Mutex<HashMap<Key, Watch>>,
+    watches: WatchTasks<Key, Watch>,
 }
 
 impl CaBundles {
     pub fn new(client: Client) -> Self {
         Self {
             client,
-            watches: Mutex::new(HashMap::new()),
+            watches: WatchTasks::new(),
         }
     }
 
@@ -42,30 +43,24 @@ impl CaBundles {
     /// not exist, `None` when the watch has not listed yet (the caller
     /// reads it from the API server instead). Starts the watch if needed.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Option<Arc<Secret>>> {
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let key = (namespace.to_string(), name.to_string());
-        let watch = watches
-            .entry(key)
-            .or_insert_with(|| self.start(namespace, name));
-        if !watch.listed.load(Ordering::SeqCst) {
-            return None;
-        }
-        Some(watch.store.get(&ObjectRef::new(name).within(namespace)))
+        self.watches.read_or_start(
+            key,
+            || self.start(namespace, name),
+            |watch| {
+                let listed = watch.listed.load(Ordering::SeqCst);
+                listed.then(|| watch.store.get(&ObjectRef::new(name).within(namespace)))
+            },
+        )
     }
 
     /// Stops the watches of bundles no client names.
     pub fn retain(&self, named: impl Fn(&str, &str) -> bool) {
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches.retain(|(namespace, name), watch| {
-            let keep = named(namespace, name);
-            if !keep {
-                watch.task.abort();
-            }
-            keep
-        });
+        self.watches
+            .retain(|(namespace, name)| named(namespace, name));
     }
 
-    fn start(&self, namespace: &str, name: &str) -> Watch {
+    fn start(&self, namespace: &str, name: &str) -> (Watch, AbortHandle) {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let writer = reflector::store::Writer::default();
@@ -91,19 +86,6 @@ impl CaBundles {
                 }
             }
         });
-        Watch {
-            store,
-            listed,
-            task: task.abort_handle(),
-        }
-    }
-}
-
-impl Drop for CaBundles {
-    fn drop(&mut self) {
-        let watches = self.watches.get_mut().unwrap_or_else(|e| e.into_inner());
-        for watch in watches.values() {
-            watch.task.abort();
-        }
+        (Watch { store, listed }, task.abort_handle())
     }
 }

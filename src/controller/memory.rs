@@ -68,10 +68,7 @@ impl Memories {
     /// entry stays, so that the commit of a known client allocates nothing).
     pub fn take(&self, uid: &str) -> ClientMemory {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .get_mut(uid)
-            .map(std::mem::take)
-            .unwrap_or_default()
+        clients.get_mut(uid).map(std::mem::take).unwrap_or_default()
     }
 
     pub fn commit(&self, uid: &str, memory: ClientMemory) {

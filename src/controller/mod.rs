@@ -26,6 +26,7 @@ mod servers;
 mod token;
 pub mod validate;
 mod wait;
+mod watch_tasks;
 mod watched;
 
 use std::collections::{BTreeMap, HashMap};

@@ -11,7 +11,7 @@
 //! backoff. With cluster-wide Secret access (an explicit choice), one watch
 //! covers every namespace.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::WatchedClient;
 use super::ca_bundles::CaBundles;
+use super::watch_tasks::WatchTasks;
 use crate::crd::{CLIENT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Where the operator may read and write Secrets.
@@ -40,16 +41,11 @@ pub enum SecretAccess {
 /// A request to reconcile one client.
 pub(crate) type Wake = ObjectRef<WatchedClient>;
 
-struct Watch {
-    store: Store<PartialObjectMeta<Secret>>,
-    task: tokio::task::AbortHandle,
-}
-
 pub(crate) struct SecretWatches {
     client: Client,
     access: SecretAccess,
     /// By namespace; the key "" is the cluster-wide watch.
-    watches: Mutex<HashMap<String, Watch>>,
+    watches: WatchTasks<String, Store<PartialObjectMeta<Secret>>>,
     /// Each controller's scope (a namespace, or all), the clients it
     /// watches, and where to send its wake-ups.
     controllers: Vec<(
@@ -84,7 +80,7 @@ impl SecretWatches {
             ca_bundles: CaBundles::new(client.clone()),
             client,
             access,
-            watches: Mutex::new(HashMap::new()),
+            watches: WatchTasks::new(),
             controllers,
             granted: Mutex::new(HashSet::new()),
         });
@@ -115,34 +111,33 @@ impl SecretWatches {
             SecretAccess::Cluster => "",
             SecretAccess::PerNamespace => namespace,
         };
-        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        let secret = watches
-            .get(key)?
-            .store
-            .get(&ObjectRef::new(name).within(namespace))?;
-        secret.metadata.resource_version.clone()
+        self.watches
+            .read(key, |store| {
+                let secret = store.get(&ObjectRef::new(name).within(namespace))?;
+                secret.metadata.resource_version.clone()
+            })
+            .flatten()
     }
 
     /// Stops the watches of namespaces in which no client is left.
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
-        if self.access == SecretAccess::Cluster {
-            return;
+        if self.access == SecretAccess::PerNamespace {
+            self.watches.retain(|namespace| live(namespace));
         }
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches.retain(|namespace, watch| {
-            let keep = live(namespace);
-            if !keep {
-                watch.task.abort();
-            }
-            keep
-        });
     }
 
+    /// Starts the watch of `namespace` ("" for all) unless it runs.
     fn start(self: &Arc<Self>, namespace: &str) {
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        if watches.contains_key(namespace) {
-            return;
+        if self.watches.read(namespace, |_| ()).is_none() {
+            self.watches
+                .read_or_start(namespace.to_string(), || self.spawn(namespace), |_| ());
         }
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        namespace: &str,
+    ) -> (Store<PartialObjectMeta<Secret>>, tokio::task::AbortHandle) {
         let api: Api<PartialObjectMeta<Secret>> = if namespace.is_empty() {
             Api::all(self.client.clone())
         } else {
@@ -191,13 +186,7 @@ impl SecretWatches {
                 }
             }
         });
-        watches.insert(
-            namespace.to_string(),
-            Watch {
-                store,
-                task: task.abort_handle(),
-            },
-        );
+        (store, task.abort_handle())
     }
 
     fn controller_of(
@@ -237,15 +226,6 @@ impl SecretWatches {
             .extend(clients.iter().filter_map(|c| c.meta().uid.clone()));
         for client in clients {
             let _ = wake.send(ObjectRef::from_obj(&*client));
-        }
-    }
-}
-
-impl Drop for SecretWatches {
-    fn drop(&mut self) {
-        let watches = self.watches.get_mut().unwrap_or_else(|e| e.into_inner());
-        for watch in watches.values() {
-            watch.task.abort();
         }
     }
 }
