@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::cluster::{self, TestNamespace, wait_for};
 use support::fault_server::{Behaviour, FaultServer};
-use support::helm::{CHART, can_i, helm, release_name, text};
+use support::helm::{CHART, can_i, helm, install, release_name, text};
 use support::operator::{Harness, condition, install_crd};
 use support::process::{Launch, OperatorProcess, free_port};
 
@@ -27,24 +27,13 @@ async fn the_default_install_touches_secrets_only_where_a_namespace_opted_in() {
     let other = TestNamespace::new("def-other").await;
     install_crd(&release_ns.client).await;
     let release = release_name("sbd", &release_ns.name);
-    let installed = helm(&[
-        "install",
-        &release,
-        CHART,
-        "-n",
-        &release_ns.name,
-        "--set",
-        "crds.install=false",
-        "--set",
-        &format!("secrets.namespaces={{{}}}", team.name),
-    ]);
-    assert!(installed.status.success(), "{}", text(&installed));
+    let opted_in = format!("secrets.namespaces={{{}}}", team.name);
+    let notes = install(&release, &release_ns.name, &[&opted_in]);
     // The install's notes say how a namespace opts in.
     let cluster_role = format!(
         "{}-{release}-smart-backend-operator-secrets",
         release_ns.name
     );
-    let notes = text(&installed);
     assert!(
         notes.contains(&format!(
             "kubectl create rolebinding {cluster_role} -n <namespace>"

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::cluster::{self, TestNamespace, bin_dir, kubeconfig_path, repo_root};
-use support::helm::{CHART, can_i, helm, text};
+use support::helm::{CHART, can_i, helm, install, release_name, text};
 use support::oidc::{Client, OidcServer, Registration};
 use support::operator::{Harness, install_crd};
 use support::process::{Launch, OperatorProcess, free_port};
@@ -148,21 +148,13 @@ async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operato
     let watched = TestNamespace::new("helm-team").await;
     let other = TestNamespace::new("helm-other").await;
     install_crd(&release_ns.client).await;
-    let release = format!("sbo-{}", &release_ns.name[release_ns.name.len() - 8..]);
-    let installed = helm(&[
-        "install",
+    let release = release_name("sbo", &release_ns.name);
+    let watched_only = format!("watch.namespaces={{{}}}", watched.name);
+    install(
         &release,
-        CHART,
-        "-n",
         &release_ns.name,
-        "--set",
-        "crds.install=false",
-        "--set",
-        "watch.mode=namespaced",
-        "--set",
-        &format!("watch.namespaces={{{}}}", watched.name),
-    ]);
-    assert!(installed.status.success(), "{}", text(&installed));
+        &["watch.mode=namespaced", &watched_only],
+    );
 
     let account = format!("{release}-smart-backend-operator");
     let sa = format!("system:serviceaccount:{}:{account}", release_ns.name);

@@ -16,6 +16,28 @@ pub fn helm(args: &[&str]) -> Output {
         .expect("run helm from target/control-plane/bin")
 }
 
+/// Installs the chart as `release` into `namespace` (the CRD is installed
+/// by the test), with more `--set` values; fails the test if helm does.
+/// Returns what helm printed (the notes).
+pub fn install(release: &str, namespace: &str, values: &[&str]) -> String {
+    let mut args = vec![
+        "install",
+        release,
+        CHART,
+        "-n",
+        namespace,
+        "--set",
+        "crds.install=false",
+    ];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    let installed = helm(&args);
+    let printed = text(&installed);
+    assert!(installed.status.success(), "{printed}");
+    printed
+}
+
 /// Both streams of a command, for assertion messages.
 pub fn text(output: &Output) -> String {
     format!(
