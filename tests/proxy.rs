@@ -32,6 +32,16 @@ async fn token_command(
         .expect("run the token command")
 }
 
+/// Runs the token command and fails the test unless it succeeds.
+async fn token_succeeds(args: &[&str], envs: &[(&str, &str)], key: &std::path::Path) {
+    let output = token_command(args, envs, key).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Answers as the EHR would: metadata and a token, at the paths the
 /// requests name (a plain-http proxy request carries the whole URL).
 fn serve_ehr(server: &FaultServer, token_endpoint: &str) {
@@ -70,17 +80,12 @@ async fn proxies_in_the_environment_are_ignored() {
         ("ALL_PROXY", proxy_url.as_str()),
     ];
     let base = ehr.url("/fhir");
-    let output = token_command(
+    token_succeeds(
         &["--fhir-base-url", &base, "--allow-host", "127.0.0.1"],
         &envs,
         &key,
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(
         ehr.requests("/token").len(),
         1,
@@ -103,7 +108,7 @@ async fn an_explicit_proxy_carries_every_request_within_the_allow_list() {
     serve_ehr(&proxy, &format!("http://{EHR}/token"));
     let proxy_url = proxy.url("");
     let base = format!("http://{EHR}/fhir");
-    let output = token_command(
+    token_succeeds(
         &[
             "--fhir-base-url",
             &base,
@@ -116,11 +121,6 @@ async fn an_explicit_proxy_carries_every_request_within_the_allow_list() {
         &key,
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(
         proxy
             .requests("/fhir/.well-known/smart-configuration")
