@@ -185,24 +185,31 @@ async fn a_private_ca_bundle_is_trusted_and_nothing_else_is() {
     assert_eq!(problem(&error), Some(TlsProblem::UnknownIssuer), "{error}");
 }
 
-#[tokio::test]
-async fn a_certificate_for_another_host_is_refused() {
+/// Discovery from a server whose certificate (from a trusted private CA)
+/// names `san` and is valid for `days`: the problem it is refused for.
+async fn refused_for(san: &str, days: &str) -> Option<TlsProblem> {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path(), "DNS:ehr.example.org", "1");
+    certificates(dir.path(), san, days);
     let server = TlsServer::start(dir.path()).await;
     let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
     let error = discover(&server, Some(ca)).await.unwrap_err();
-    assert_eq!(problem(&error), Some(TlsProblem::WrongName), "{error}");
+    problem(&error)
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_is_refused() {
+    assert_eq!(
+        refused_for("DNS:ehr.example.org", "1").await,
+        Some(TlsProblem::WrongName)
+    );
 }
 
 #[tokio::test]
 async fn an_expired_certificate_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path(), "IP:127.0.0.1", "-1");
-    let server = TlsServer::start(dir.path()).await;
-    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
-    let error = discover(&server, Some(ca)).await.unwrap_err();
-    assert_eq!(problem(&error), Some(TlsProblem::Expired), "{error}");
+    assert_eq!(
+        refused_for("IP:127.0.0.1", "-1").await,
+        Some(TlsProblem::Expired)
+    );
 }
 
 /// The operator end to end over HTTPS, with plain http refused (no
