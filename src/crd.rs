@@ -31,6 +31,9 @@ pub const SIGNING_KEY_LABEL: &str = "smartbackend.dev/signing-key";
 /// the token Secret changes.
 pub const RELOADER_IGNORE: &str = "reloader.stakater.com/ignore";
 pub const REGENERATE_KEY_ANNOTATION: &str = "smartbackend.dev/regenerate-key";
+/// Annotation on the resource: a new value starts a rotation of the
+/// generated key (a new key is published, tried, then signs).
+pub const ROTATE_KEY_ANNOTATION: &str = "smartbackend.dev/rotate-key";
 
 /// A workload's identity at a SMART on FHIR authorization server. The
 /// operator keeps a valid access token for it in a Secret that pods mount.
@@ -168,6 +171,65 @@ pub struct SigningSpec {
     /// Retain (default; its public key is registered with the EHR) or Delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated_key_policy: Option<GeneratedKeyPolicy>,
+
+    /// Scheduled rotation of the generated key. A rotation can also be
+    /// asked for with the annotation smartbackend.dev/rotate-key=<new value>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSpec>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSpec {
+    /// Rotate the generated key this long after it started signing, e.g.
+    /// 720h. The new key is published first and used only once the server
+    /// accepts it; the old one stays published until nothing it signed is
+    /// still valid. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub every: Option<String>,
+}
+
+/// Where a key is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published in the JWKS, not signing yet.
+    Next,
+    /// Signing.
+    Active,
+    /// Published, no longer signing: assertions it signed may still be
+    /// checked. Its private key is gone.
+    Retiring,
+}
+
+/// One published key of the client.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    pub state: KeyState,
+    /// When the key entered its state (RFC 3339).
+    pub since: String,
+}
+
+/// Progress of a key rotation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotationStatus {
+    /// The last rotate-key annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+    /// Token requests signed with the next key that the server refused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused_trials: u32,
+    /// When the next key is tried again after a refusal (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_trial_time: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -280,6 +342,12 @@ pub struct SmartBackendClientStatus {
     /// The last regenerate-key annotation value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_key_regeneration: Option<String>,
+    /// The client's published keys: the one signing (Active), and during a
+    /// rotation the next one and the retiring one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<KeyRotationStatus>,
 }
 
 impl SmartBackendClient {

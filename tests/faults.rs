@@ -243,7 +243,6 @@ async fn two_operators_racing_end_with_one_key() {
         h.ns.client.clone(),
         test_settings(&h.ns.name),
         "127.0.0.1:0".parse().unwrap(),
-        5,
         None,
     )
     .await

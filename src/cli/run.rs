@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// servers whose clock is a little behind (`exp - iat` stays ≤ 300 s).
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub assertion_backdate: Duration,
+    /// How long a signed assertion is valid (`exp` minus the signing time),
+    /// at most 300s minus the backdate. A retiring key stays published
+    /// until the last assertion it signed has expired.
+    #[arg(long, default_value = "240s", value_parser = duration)]
+    pub assertion_lifetime: Duration,
     /// Report a server whose `Date` header differs from this host's clock by
     /// more than this (reason `ClockSkew` in events and the gauge
     /// `smart_backend_clock_skew_seconds`).
@@ -108,9 +113,14 @@ pub struct RunArgs {
     /// The operator's ServiceAccount (in the `POD_NAMESPACE` namespace).
     #[arg(long, env = "SBO_SERVICE_ACCOUNT")]
     pub service_account: Option<String>,
-    /// Cache-Control max-age of the JWKS endpoint, seconds.
+    /// Cache-Control max-age of the JWKS endpoint, seconds. A rotation
+    /// waits this long (plus --rotation-margin) before a new key signs.
     #[arg(long, default_value_t = 300)]
     pub jwks_max_age: u64,
+    /// Added to the JWKS max-age before a rotation first uses a new key,
+    /// for EHRs that fetch the JWKS a little late.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub rotation_margin: Duration,
     #[arg(long, env = "SBO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Elect a leader through a coordination.k8s.io Lease, so that several
@@ -175,8 +185,13 @@ impl RunArgs {
                     service_account,
                     service_account_namespace: self.lease_namespace.clone(),
                 }),
+            rotation: controller::RotationTiming {
+                jwks_max_age: Duration::from_secs(self.jwks_max_age),
+                margin: self.rotation_margin,
+            },
             clocks: controller::Clocks {
                 assertion_backdate: self.assertion_backdate,
+                assertion_lifetime: self.assertion_lifetime,
                 skew_warning: self.clock_skew_warning,
             },
         }
@@ -216,7 +231,6 @@ impl Operator {
         client: kube::Client,
         settings: Settings,
         admin_addr: SocketAddr,
-        jwks_max_age: u64,
         leader: Option<LeaderElection>,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::default());
@@ -237,7 +251,7 @@ impl Operator {
             metrics: metrics.clone(),
             jwks: jwks.clone(),
             ready: ready.clone(),
-            jwks_max_age,
+            jwks_max_age: settings.rotation.jwks_max_age.as_secs(),
             earliest_expiry: Arc::new(move || expiry_ctx.earliest_expiry()),
         });
         // Without election this replica always leads; the sender is kept
@@ -313,7 +327,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         client,
         args.settings(),
         args.admin_addr,
-        args.jwks_max_age,
         args.leader_election(),
     )
     .await?;

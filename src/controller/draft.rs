@@ -40,6 +40,8 @@ pub(super) struct Draft {
     pub own_secrets: Vec<(String, Vec<String>)>,
     /// Said on TokenReady when the token endpoint's clock disagrees.
     pub clock_note: Option<String>,
+    /// When a key rotation wants to look again, if before the refresh.
+    pub revisit: Option<SystemTime>,
 }
 
 impl Draft {
@@ -54,6 +56,7 @@ impl Draft {
             keep_status: false,
             own_secrets: Vec::new(),
             clock_note: None,
+            revisit: None,
         }
     }
 

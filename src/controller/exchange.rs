@@ -80,7 +80,7 @@ pub(super) async fn request(
     params.jku = inputs.spec.jku.as_deref();
     let backdate = ctx.settings.clocks.assertion_backdate;
     params.backdate = backdate.min(MAX_BACKDATE);
-    params.lifetime = assertion::DEFAULT_LIFETIME.min(assertion::MAX_LIFETIME - params.backdate);
+    params.lifetime = assertion_lifetime(&ctx.settings.clocks);
     let issued_at = secrets::whole_second(SystemTime::now());
     let assertion = smart::assertion::sign(inputs.key, &params).map_err(|e| {
         Failure::new(
@@ -127,6 +127,15 @@ pub(super) async fn request(
         }
         Err(error) => Err(token_failure(ctx, inputs, &error)),
     }
+}
+
+/// How long an assertion is valid after it is signed, within what SMART
+/// allows (`exp - iat` at most 300 s, `iat` backdated).
+pub(super) fn assertion_lifetime(clocks: &super::Clocks) -> Duration {
+    let backdate = clocks.assertion_backdate.min(MAX_BACKDATE);
+    clocks
+        .assertion_lifetime
+        .clamp(Duration::from_secs(1), assertion::MAX_LIFETIME - backdate)
 }
 
 /// The most `iat` is backdated, whatever the flag says.

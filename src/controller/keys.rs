@@ -9,6 +9,7 @@ use serde_json::json;
 use super::reason::{Failure, Reason};
 mod referenced;
 
+use super::key_ring::Ring;
 use super::secrets::{self, PRIVATE_KEY_FILE};
 use super::validate::KeySource;
 use super::{ClientMemory, Context, KnownKeySecret, Target};
@@ -26,6 +27,8 @@ pub struct ResolvedKey {
     /// For a key the operator generated: the resource versions at which
     /// this reconcile read or wrote its Secret.
     pub own_secret_versions: Vec<String>,
+    /// For a key the operator generated: every key its Secret holds.
+    pub ring: Option<Ring>,
 }
 
 pub(super) fn failure(reason: Reason, message: String) -> Failure {
@@ -93,16 +96,7 @@ pub(super) fn bind(
     kid: Option<&str>,
     whose: &str,
 ) -> Result<(SigningKey, [u8; 32]), Failure> {
-    let fingerprint = {
-        use sha2::Digest;
-        let mut hash = sha2::Sha256::new();
-        hash.update(bytes);
-        hash.update([0]);
-        hash.update(algorithm.map(|a| a.as_str()).unwrap_or("-"));
-        hash.update([0]);
-        hash.update(kid.unwrap_or("-"));
-        <[u8; 32]>::from(hash.finalize())
-    };
+    let fingerprint = fingerprint(bytes, algorithm, kid);
     let cached = memory
         .signing_key
         .as_ref()
@@ -120,6 +114,42 @@ pub(super) fn bind(
         })?;
     memory.signing_key = Some((fingerprint, signing.clone()));
     Ok((signing, fingerprint))
+}
+
+/// What identifies a bound key: its bytes, algorithm and kid.
+pub(super) fn fingerprint(
+    bytes: &[u8],
+    algorithm: Option<SigningAlgorithm>,
+    kid: Option<&str>,
+) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(bytes);
+    hash.update([0]);
+    hash.update(algorithm.map(|a| a.as_str()).unwrap_or("-"));
+    hash.update([0]);
+    hash.update(kid.unwrap_or("-"));
+    <[u8; 32]>::from(hash.finalize())
+}
+
+/// A new private key and its PKCS#8 PEM, made off the async threads.
+pub(super) async fn generate(
+    algorithm: SigningAlgorithm,
+    rsa_bits: usize,
+) -> Result<(PrivateKey, String), Failure> {
+    let key = tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm, rsa_bits))
+        .await
+        .map_err(|e| {
+            failure(
+                Reason::KeyGenerationFailed,
+                format!("key generation did not finish: {e}"),
+            )
+        })?
+        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
+    Ok((key, pem))
 }
 
 async fn generated(
@@ -159,18 +189,7 @@ async fn generated(
     }
 
     let algorithm = request.algorithm;
-    let key = tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm, rsa_bits))
-        .await
-        .map_err(|e| {
-            failure(
-                Reason::KeyGenerationFailed,
-                format!("key generation did not finish: {e}"),
-            )
-        })?
-        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
-    let pem = key
-        .to_pkcs8_pem()
-        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
+    let (key, pem) = generate(algorithm, rsa_bits).await?;
     let (signing, fingerprint) = bind(
         memory,
         pem.as_bytes(),
@@ -180,7 +199,8 @@ async fn generated(
         "the generated key",
     )?;
     let owned = owner.is_some();
-    let secret = secrets::build_key_secret(secrets::KeySecretInput {
+    let ring = Ring::single(&signing, std::time::SystemTime::now());
+    let mut secret = secrets::build_key_secret(secrets::KeySecretInput {
         name: secret_name,
         namespace: target.namespace,
         client_name: target.name,
@@ -190,6 +210,7 @@ async fn generated(
         algorithm,
         kid: signing.kid(),
     });
+    ring.store(&mut secret, None);
     // A plain create of a fixed name: of two racing reconciles (or
     // replicas) exactly one succeeds, and the other adopts its key.
     match api
@@ -203,7 +224,8 @@ async fn generated(
         .await
     {
         Ok(created) => {
-            remember_key(memory, request, secret_name, &created, owned, fingerprint);
+            let known = (fingerprint, ring.clone());
+            remember_key(memory, request, secret_name, &created, owned, known);
             Ok(ResolvedKey {
                 signing,
                 secret_name: secret_name.to_string(),
@@ -214,6 +236,7 @@ async fn generated(
                     None
                 },
                 own_secret_versions: created.metadata.resource_version.into_iter().collect(),
+                ring: Some(ring),
             })
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -258,17 +281,9 @@ async fn adopt(
     let whose = format!("the generated key in Secret {secret_name}");
     let key = PrivateKey::parse(&pem.0)
         .map_err(|e| failure(Reason::KeyInvalid, format!("{whose} cannot be used: {e}")))?;
-    if key.algorithm() != request.algorithm {
-        return Err(failure(
-            Reason::KeyAlgorithmMismatch,
-            format!(
-                "{whose} is for {} but {} is now required (the server's list or spec.signing.algorithm changed); set spec.signing.algorithm: {}, or delete the Secret and annotate this resource with {REGENERATE_KEY_ANNOTATION} to generate a new key (then register it with the EHR)",
-                key.algorithm(),
-                request.algorithm,
-                key.algorithm()
-            ),
-        ));
-    }
+    // A key of another algorithm than the one now wanted keeps signing
+    // until a rotation replaces it (see rotate.rs).
+    let algorithm = key.algorithm();
     // Keep the owner reference in step with generatedKeyPolicy; this is the
     // only write to an existing key Secret, and only when the policy changed.
     let has_owner = existing
@@ -277,14 +292,13 @@ async fn adopt(
         .iter()
         .flatten()
         .any(|r| r.uid == target.owner.uid);
-    let (signing, fingerprint) = bind(
-        memory,
-        &pem.0,
-        key,
-        Some(request.algorithm),
-        request.kid,
-        &whose,
-    )?;
+    let (signing, fingerprint) = bind(memory, &pem.0, key, Some(algorithm), request.kid, &whose)?;
+    let ring = Ring::read(&existing, &signing).map_err(|e| {
+        failure(
+            Reason::KeyInvalid,
+            format!("{whose}: {e}; restore the Secret from a backup (or delete it and annotate this resource with {REGENERATE_KEY_ANNOTATION}, then register the new key)"),
+        )
+    })?;
     let mut own_secret_versions: Vec<String> =
         existing.metadata.resource_version.iter().cloned().collect();
     let owned = owner.is_some();
@@ -300,13 +314,15 @@ async fn adopt(
     } else {
         existing
     };
-    remember_key(memory, request, secret_name, &current, owned, fingerprint);
+    let known = (fingerprint, ring.clone());
+    remember_key(memory, request, secret_name, &current, owned, known);
     Ok(ResolvedKey {
         signing,
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
         own_secret_versions,
+        ring: Some(ring),
     })
 }
 
@@ -328,8 +344,7 @@ fn known_key(
         && known.version == version
         && known.kid.as_deref() == request.kid
         && known.owned == owned
-        && known.fingerprint == *fingerprint
-        && signing.algorithm() == request.algorithm;
+        && known.fingerprint == *fingerprint;
     let signing = same.then(|| signing.clone())?;
     Some(ResolvedKey {
         signing,
@@ -337,16 +352,17 @@ fn known_key(
         generated: false,
         regeneration_handled: None,
         own_secret_versions: vec![version],
+        ring: Some(known.ring.clone()),
     })
 }
 
-fn remember_key(
+pub(super) fn remember_key(
     memory: &mut ClientMemory,
     request: &KeyRequest<'_>,
     secret_name: &str,
     secret: &Secret,
     owned: bool,
-    fingerprint: [u8; 32],
+    (fingerprint, ring): ([u8; 32], Ring),
 ) {
     let known = secret
         .metadata
@@ -358,6 +374,7 @@ fn remember_key(
             kid: request.kid.map(str::to_string),
             owned,
             fingerprint,
+            ring,
         });
     memory.generated_key = known;
 }

@@ -116,8 +116,8 @@ fn put<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
 #[derive(Clone, Debug)]
 pub(crate) struct Settled {
     pub generation: Option<i64>,
-    /// The refresh-requested and regenerate-key annotations.
-    pub requests: [Option<String>; 2],
+    /// The refresh-requested, regenerate-key and rotate-key annotations.
+    pub requests: [Option<String>; 3],
     /// Each Secret the operator manages for the client (name, and the
     /// resource versions it was read or written at).
     pub own_secrets: Vec<(String, Vec<String>)>,
@@ -126,11 +126,12 @@ pub(crate) struct Settled {
 }
 
 impl Settled {
-    pub fn requests(meta: &kube::api::ObjectMeta) -> [Option<String>; 2] {
+    pub fn requests(meta: &kube::api::ObjectMeta) -> [Option<String>; 3] {
         let annotations = meta.annotations.as_ref();
         [
             crate::crd::REFRESH_REQUESTED_ANNOTATION,
             crate::crd::REGENERATE_KEY_ANNOTATION,
+            crate::crd::ROTATE_KEY_ANNOTATION,
         ]
         .map(|key| annotations.and_then(|a| a.get(key)).cloned())
     }
@@ -147,6 +148,8 @@ pub(crate) struct KnownKeySecret {
     /// Whether the Secret carries the owner reference (generatedKeyPolicy).
     pub owned: bool,
     pub fingerprint: [u8; 32],
+    /// Every key the Secret holds at that version.
+    pub ring: super::key_ring::Ring,
 }
 
 /// A token Secret at one resource version, written or read for one

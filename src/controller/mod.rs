@@ -13,16 +13,19 @@ mod discovery_cache;
 mod draft;
 mod exchange;
 pub mod jwks;
+mod key_ring;
 mod keys;
 mod memory;
 pub mod reason;
 mod reconcile;
+mod rotate;
 pub mod rotation;
 pub mod schedule;
 mod scopes;
 mod secret_watches;
 pub mod secrets;
 mod servers;
+mod signing;
 mod token;
 pub mod validate;
 mod wait;
@@ -76,6 +79,28 @@ pub struct Settings {
     pub secret_access: SecretAccess,
     /// How a namespace grants it Secrets, when known (the chart says).
     pub secret_grant: Option<SecretGrant>,
+    /// Key rotation's waits.
+    pub rotation: RotationTiming,
+}
+
+/// How long a rotation waits between its steps.
+#[derive(Clone, Copy, Debug)]
+pub struct RotationTiming {
+    /// The max-age the JWKS endpoint serves (`--jwks-max-age`): how long an
+    /// EHR may go on using a JWKS fetched before a new key was added.
+    pub jwks_max_age: Duration,
+    /// On top of the max-age before the next key is first used
+    /// (`--rotation-margin`).
+    pub margin: Duration,
+}
+
+impl Default for RotationTiming {
+    fn default() -> Self {
+        Self {
+            jwks_max_age: Duration::from_secs(300),
+            margin: Duration::from_secs(60),
+        }
+    }
 }
 
 /// How the operator deals with clocks that disagree.
@@ -83,6 +108,8 @@ pub struct Settings {
 pub struct Clocks {
     /// `iat` is set this far in the past (`exp - iat` stays at most 300 s).
     pub assertion_backdate: Duration,
+    /// How long an assertion is valid after it is signed.
+    pub assertion_lifetime: Duration,
     /// A server's `Date` further than this from the local clock is
     /// reported (`ClockSkew`).
     pub skew_warning: Duration,
@@ -92,6 +119,7 @@ impl Default for Clocks {
     fn default() -> Self {
         Self {
             assertion_backdate: crate::smart::assertion::DEFAULT_BACKDATE,
+            assertion_lifetime: crate::smart::assertion::DEFAULT_LIFETIME,
             skew_warning: Duration::from_secs(10),
         }
     }
@@ -111,6 +139,7 @@ impl Default for Settings {
             jwks_public_url: None,
             secret_access: SecretAccess::default(),
             secret_grant: None,
+            rotation: RotationTiming::default(),
         }
     }
 }

@@ -17,10 +17,9 @@ use serde_json::json;
 use super::conditions::{self, State};
 use super::discover;
 use super::draft::{Draft, Slot};
-use super::keys::{self, KeyRequest};
 use super::reason::{Failure, Reason};
 use super::validate;
-use super::{ClientMemory, Context, Error, Target, WatchedClient, secrets, token, wait};
+use super::{ClientMemory, Context, Error, Target, WatchedClient, secrets, signing, token, wait};
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
 
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -170,9 +169,6 @@ async fn patch_status(
     Ok(())
 }
 
-/// Between generating a key and the first token request that uses it.
-const KEY_PUBLICATION_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// A failure and the condition it belongs to.
 type StepFailure = (Slot, Failure);
 
@@ -288,99 +284,16 @@ async fn steps(
         draft.events.push(event);
     }
 
-    let key_request = KeyRequest {
-        source: &spec.key,
-        algorithm: discovered.algorithm,
-        explicit_algorithm: spec.algorithm,
-        server_algorithms: discovered.config.as_ref().and_then(|c| {
-            c.token_endpoint_auth_signing_alg_values_supported
-                .as_deref()
-        }),
-        kid: spec.kid.as_deref(),
+    let found = signing::Found {
+        sbc,
+        spec: &spec,
+        previous,
+        http: &http,
+        discovered: &discovered,
+        existing_token: existing_token.as_ref(),
+        known_token: known_token.map(|k| k.stored),
     };
-    let key = keys::resolve(ctx, target, &key_request, memory)
-        .await
-        .map_err(at(Slot::Key))?;
-    if key.generated {
-        ctx.metrics.keys_generated.inc();
-        ctx.metrics.write("key_secret");
-        draft.events.push(Event {
-            type_: EventType::Normal,
-            reason: "KeyGenerated".into(),
-            note: Some(format!(
-                "generated a {} key (kid {}) in Secret {}; register its public JWKS (status.publicJwks or the operator's /jwks/{}/{}) with the EHR",
-                key.signing.algorithm(),
-                key.signing.kid(),
-                key.secret_name,
-                target.namespace,
-                target.name
-            )),
-            action: "GenerateKey".into(),
-            secondary: None,
-        });
-    }
-    for version in &key.own_secret_versions {
-        draft.saw_own_secret(&key.secret_name, Some(version.clone()));
-    }
-    if key.regeneration_handled.is_some() {
-        draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
-    }
-    let jwks = key.signing.public_jwks().to_json();
-    let jwks_set = sbc.spec.signing.jwks_set.clone();
-    ctx.jwks.publish(
-        target.namespace,
-        target.name,
-        super::Published {
-            jwks: jwks.clone(),
-            set: jwks_set.clone(),
-        },
-    );
-    draft.set(
-        Slot::Key,
-        State::ok(
-            Reason::KeyReady,
-            format!(
-                "{} key, kid {}, in Secret {}",
-                key.signing.algorithm(),
-                key.signing.kid(),
-                key.secret_name
-            ),
-        ),
-    );
-    draft.fields.algorithm = Some(key.signing.algorithm());
-    draft.fields.kid = Some(key.signing.kid().to_string());
-    draft.fields.key_secret_name = Some(key.secret_name.clone());
-    draft.fields.public_jwks = Some(jwks);
-    draft.fields.jwks_uri = ctx.settings.jwks_public_url.as_ref().map(|base| {
-        super::jwks::public_uri(base, target.namespace, target.name, jwks_set.as_deref())
-    });
-    draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
-    if key.generated {
-        // Publish first, use after: the status (and so every replica's JWKS
-        // endpoint) carries the new key before any server is asked to
-        // verify a signature made with it.
-        return Ok(Action::requeue(KEY_PUBLICATION_DELAY));
-    }
-
-    token::refresh(
-        ctx,
-        &token::Inputs {
-            target,
-            spec: &spec,
-            http: &http,
-            token_endpoint: &discovered.token_endpoint,
-            key: &key.signing,
-            existing: existing_token.as_ref(),
-            known: known_token.map(|k| k.stored),
-            generation: sbc.metadata.generation,
-            previous,
-            jwks_set: sbc.spec.signing.jwks_set.as_deref(),
-        },
-        draft,
-        memory,
-    )
-    .await
-    .map_err(at(Slot::Token))
+    signing::key_and_token(ctx, target, found, draft, memory).await
 }
 
 /// A Warning when the token endpoint's host differs from the one the last

@@ -14,20 +14,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::smart::SigningAlgorithm;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub enum KeyState {
-    Next,
-    Active,
-    Retiring,
-}
+pub use crate::crd::KeyState;
 
 /// One key of a client, as stored beside the key material and shown in
 /// `status.keys`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyEntry {
     pub kid: String,
     pub algorithm: SigningAlgorithm,
@@ -43,9 +36,10 @@ pub enum Trigger {
     Schedule,
     /// The rotate-key annotation has a value not acted on yet.
     Requested(String),
-    /// The server no longer lists the active key's algorithm; the new key
+    /// The active key's algorithm is no longer wanted (the server stopped
+    /// listing it, or spec.signing.algorithm names another); the new key
     /// uses this one.
-    AlgorithmDropped(SigningAlgorithm),
+    Algorithm(SigningAlgorithm),
 }
 
 /// What the plan reads besides the key list.
@@ -61,6 +55,10 @@ pub struct Inputs<'a> {
     /// choose for a new key.
     pub server_algorithms: Option<&'a [String]>,
     pub preferred: SigningAlgorithm,
+    /// spec.signing.algorithm, when set.
+    pub required: Option<SigningAlgorithm>,
+    /// After the server refused the next key: not tried again before this.
+    pub trial_not_before: Option<SystemTime>,
     /// How long EHRs may cache the JWKS (`--jwks-max-age`) and the margin
     /// on top (`--rotation-margin`).
     pub jwks_max_age: Duration,
@@ -82,6 +80,8 @@ pub enum Step {
     },
     /// `Next` is published; EHRs may still hold a JWKS without it.
     AwaitPublication { kid: String, until: SystemTime },
+    /// The server refused `Next`; it is tried again at `until`.
+    AwaitTrial { kid: String, until: SystemTime },
     /// Sign the next token request with `Next` (a trial).
     Trial { kid: String },
     /// Drop the retiring key (public and private).
@@ -94,10 +94,16 @@ pub fn find(keys: &[KeyEntry], state: KeyState) -> Option<&KeyEntry> {
 
 /// Why the active key should be replaced, if it should.
 pub fn trigger(active: &KeyEntry, inputs: &Inputs<'_>) -> Option<Trigger> {
+    if let Some(required) = inputs.required
+        && required != active.algorithm
+    {
+        return Some(Trigger::Algorithm(required));
+    }
     if let Some(listed) = inputs.server_algorithms
+        && inputs.required.is_none()
         && !listed.iter().any(|a| a == active.algorithm.as_str())
     {
-        return Some(Trigger::AlgorithmDropped(inputs.preferred));
+        return Some(Trigger::Algorithm(inputs.preferred));
     }
     if let Some(value) = inputs.requested
         && inputs.handled != Some(value)
@@ -146,13 +152,19 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
                 revisit: Some(retiring.since + inputs.assertion_lifetime + inputs.jwks_max_age),
             };
         }
+        if let Some(until) = inputs.trial_not_before.filter(|t| inputs.now < *t) {
+            return Step::AwaitTrial {
+                kid: next.kid.clone(),
+                until,
+            };
+        }
         return Step::Trial {
             kid: next.kid.clone(),
         };
     }
     if let Some(trigger) = trigger(active, inputs) {
         let algorithm = match &trigger {
-            Trigger::AlgorithmDropped(algorithm) => *algorithm,
+            Trigger::Algorithm(algorithm) => *algorithm,
             _ => active.algorithm,
         };
         return Step::GenerateNext { algorithm, trigger };
@@ -165,6 +177,13 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
     .flatten()
     .min();
     Step::Steady { revisit }
+}
+
+/// How long after the `refusals`-th refused trial the next key is tried
+/// again: a minute, doubling, at most an hour.
+pub fn trial_retry(refusals: u32) -> Duration {
+    let doublings = refusals.saturating_sub(1).min(6);
+    Duration::from_secs(60 << doublings).min(Duration::from_secs(3600))
 }
 
 /// The list after a trial the server accepted: `Next` signs from now on,

@@ -40,6 +40,8 @@ pub struct ValidSpec {
     pub token_secret_name: String,
     pub template: SecretTemplate,
     pub refresh_before: Option<Duration>,
+    /// Scheduled rotation of the generated key.
+    pub rotate_every: Option<Duration>,
     pub extra_params: Vec<(String, String)>,
     pub ca_bundle: Option<(String, String)>,
 }
@@ -168,6 +170,7 @@ pub fn validate(
             rsa_bits,
         },
     };
+    let rotate_every = rotation(sbc)?;
     let token_secret_name = sbc.token_secret_name(name);
     if let KeySource::Referenced { secret_name, .. } | KeySource::Generated { secret_name, .. } =
         &key
@@ -216,6 +219,7 @@ pub fn validate(
         token_secret_name,
         template,
         refresh_before,
+        rotate_every,
         extra_params,
         ca_bundle: spec
             .tls
@@ -223,6 +227,38 @@ pub fn validate(
             .and_then(|t| t.ca_bundle_secret_ref.as_ref())
             .map(|r| (r.name.clone(), r.key.clone())),
     })
+}
+
+/// `spec.signing.rotation.every`, and whether rotation can work for the
+/// key as configured (it needs a generated key and a kid per key). The
+/// rotate-key annotation is checked where it is acted on: an annotation
+/// never stops refreshes.
+fn rotation(sbc: &SmartBackendClient) -> Result<Option<Duration>, InvalidSpec> {
+    let signing = &sbc.spec.signing;
+    let every = signing.rotation.as_ref().and_then(|r| r.every.as_deref());
+    let Some(every) = every else { return Ok(None) };
+    if signing.key_secret_ref.is_some() {
+        return Err(invalid(
+            "signing.rotation",
+            "the operator rotates only keys it generates; with keySecretRef, rotate by publishing the next key first (see the README's key rotation section), and remove spec.signing.rotation",
+        ));
+    }
+    if signing.kid.is_some() {
+        return Err(invalid(
+            "signing.kid",
+            "a rotation publishes two keys at once, which need different kids: remove spec.signing.kid (each key then gets its RFC 7638 thumbprint), or stop rotating",
+        ));
+    }
+    let parsed = humantime::parse_duration(every).map_err(|e| {
+        invalid(
+            "signing.rotation.every",
+            format!("{every:?} is not a duration like 720h ({e})"),
+        )
+    })?;
+    if parsed.is_zero() {
+        return Err(invalid("signing.rotation.every", "must be more than 0"));
+    }
+    Ok(Some(parsed))
 }
 
 /// Labels and annotations the operator writes on its Secrets and relies on.

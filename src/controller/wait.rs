@@ -30,7 +30,11 @@ pub(super) fn settled(
         generation: reconciled.generation,
         requests: Settled::requests(reconciled),
         own_secrets: draft.own_secrets.clone(),
-        until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?,
+        until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?.min(
+            draft
+                .revisit
+                .unwrap_or(SystemTime::UNIX_EPOCH + Duration::MAX / 2),
+        ),
     })
 }
 

@@ -40,6 +40,10 @@ pub fn test_settings(namespace: &str) -> Settings {
         instance: "e2e".into(),
         clocks: Default::default(),
         jwks_public_url: None,
+        rotation: smart_backend_operator::controller::RotationTiming {
+            jwks_max_age: Duration::from_secs(5),
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
@@ -104,7 +108,6 @@ impl Harness {
             operator_client.unwrap_or_else(|| ns.client.clone()),
             settings,
             "127.0.0.1:0".parse().unwrap(),
-            5,
             None,
         )
         .await
@@ -145,7 +148,6 @@ impl Harness {
                 self.ns.client.clone(),
                 settings,
                 "127.0.0.1:0".parse().unwrap(),
-                5,
                 None,
             )
             .await

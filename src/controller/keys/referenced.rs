@@ -89,5 +89,6 @@ pub(super) async fn referenced(
         generated: false,
         regeneration_handled: None,
         own_secret_versions: Vec::new(),
+        ring: None,
     })
 }

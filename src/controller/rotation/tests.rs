@@ -25,6 +25,8 @@ fn inputs(now: u64) -> Inputs<'static> {
         handled: None,
         server_algorithms: None,
         preferred: SigningAlgorithm::ES384,
+        required: None,
+        trial_not_before: None,
         jwks_max_age: MAX_AGE,
         margin: MARGIN,
         assertion_lifetime: LIFETIME,
@@ -116,8 +118,42 @@ fn each_stored_list_leads_to_one_step() {
             },
             Step::GenerateNext {
                 algorithm: SigningAlgorithm::RS384,
-                trigger: Trigger::AlgorithmDropped(SigningAlgorithm::RS384),
+                trigger: Trigger::Algorithm(SigningAlgorithm::RS384),
             },
+        ),
+        (
+            "spec.signing.algorithm names another algorithm: it wins over the server's choice",
+            vec![key("a", Active, 0)],
+            Inputs {
+                server_algorithms: Some(es),
+                required: Some(SigningAlgorithm::RS384),
+                ..inputs(5)
+            },
+            Step::GenerateNext {
+                algorithm: SigningAlgorithm::RS384,
+                trigger: Trigger::Algorithm(SigningAlgorithm::RS384),
+            },
+        ),
+        (
+            "the server refused the next key: tried again after the backoff",
+            vec![key("a", Active, 0), key("b", Next, 1000)],
+            Inputs {
+                trial_not_before: Some(t(1500)),
+                ..inputs(1400)
+            },
+            Step::AwaitTrial {
+                kid: "b".into(),
+                until: t(1500),
+            },
+        ),
+        (
+            "the backoff after a refusal is over",
+            vec![key("a", Active, 0), key("b", Next, 1000)],
+            Inputs {
+                trial_not_before: Some(t(1500)),
+                ..inputs(1500)
+            },
+            Step::Trial { kid: "b".into() },
         ),
         (
             "next just published: EHRs may hold the old JWKS until max-age and margin",
@@ -218,7 +254,7 @@ fn a_whole_rotation_never_signs_with_an_unpublished_key_nor_drops_one_still_need
                 assert!(retiring.since <= last_signed + Duration::from_secs(60));
                 keys = drop_key(&keys, kid);
             }
-            Step::Steady { .. } | Step::AwaitPublication { .. } => {}
+            Step::Steady { .. } | Step::AwaitPublication { .. } | Step::AwaitTrial { .. } => {}
         }
         if !matches!(step, Step::Steady { .. } | Step::AwaitPublication { .. }) {
             steps.push(step);
@@ -289,4 +325,10 @@ fn promotion_and_removal_keep_at_most_one_key_per_state() {
     );
     assert_eq!(find(&replaced, KeyState::Next).unwrap().kid, "c");
     assert_eq!(drop_key(&promoted, "a").len(), 1);
+}
+
+#[test]
+fn a_refused_next_key_is_tried_again_after_a_minute_doubling_to_an_hour() {
+    let waits: Vec<u64> = (1..=9).map(|n| trial_retry(n).as_secs()).collect();
+    assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
 }

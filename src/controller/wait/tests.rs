@@ -28,7 +28,7 @@ fn settled_memory() -> ClientMemory {
     ClientMemory {
         settled: Some(Settled {
             generation: Some(3),
-            requests: [None, None],
+            requests: [None, None, None],
             own_secrets: vec![("c-token".into(), vec!["9".into(), "10".into()])],
             until: t(600),
         }),

@@ -1,0 +1,235 @@
+//! The key and token steps of a reconcile: find the signing key, take the
+//! rotation's step, publish the JWKS, then keep the token fresh (with the
+//! next key when this request is a rotation's trial).
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+
+use super::conditions::State;
+use super::discover::Discovered;
+use super::draft::{Draft, Slot};
+use super::key_ring::Ring;
+use super::keys::{self, KeyRequest};
+use super::reason::{Failure, Reason};
+use super::secrets::{StoredToken, parse_rfc3339};
+use super::validate::ValidSpec;
+use super::{ClientMemory, Context, Target, rotate, token};
+use crate::crd::{SmartBackendClient, SmartBackendClientStatus};
+use crate::smart::{HttpClient, SigningKey};
+
+/// Between generating a key and the first token request that uses it.
+const KEY_PUBLICATION_DELAY: Duration = Duration::from_secs(1);
+
+/// What the token step needs that the earlier steps found.
+pub(super) struct Found<'a> {
+    pub sbc: &'a SmartBackendClient,
+    pub spec: &'a ValidSpec,
+    pub previous: &'a SmartBackendClientStatus,
+    pub http: &'a HttpClient,
+    pub discovered: &'a Discovered,
+    pub existing_token: Option<&'a Secret>,
+    pub known_token: Option<StoredToken>,
+}
+
+pub(super) async fn key_and_token(
+    ctx: &Context,
+    target: &Target<'_>,
+    found: Found<'_>,
+    draft: &mut Draft,
+    memory: &mut ClientMemory,
+) -> Result<Action, (Slot, Failure)> {
+    let Found {
+        sbc,
+        spec,
+        previous,
+        discovered,
+        ..
+    } = found;
+    let server_algorithms = discovered.config.as_ref().and_then(|c| {
+        c.token_endpoint_auth_signing_alg_values_supported
+            .as_deref()
+    });
+    let key_request = KeyRequest {
+        source: &spec.key,
+        algorithm: discovered.algorithm,
+        explicit_algorithm: spec.algorithm,
+        server_algorithms,
+        kid: spec.kid.as_deref(),
+    };
+    let at_key = |failure| (Slot::Key, failure);
+    let key = keys::resolve(ctx, target, &key_request, memory)
+        .await
+        .map_err(at_key)?;
+    if key.generated {
+        ctx.metrics.keys_generated.inc();
+        ctx.metrics.write("key_secret");
+        draft.events.push(Event {
+            type_: EventType::Normal,
+            reason: "KeyGenerated".into(),
+            note: Some(format!(
+                "generated a {} key (kid {}) in Secret {}; register its public JWKS (status.publicJwks or the operator's /jwks/{}/{}) with the EHR",
+                key.signing.algorithm(),
+                key.signing.kid(),
+                key.secret_name,
+                target.namespace,
+                target.name
+            )),
+            action: "GenerateKey".into(),
+            secondary: None,
+        });
+    }
+    for version in &key.own_secret_versions {
+        draft.saw_own_secret(&key.secret_name, Some(version.clone()));
+    }
+    if key.regeneration_handled.is_some() {
+        draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
+    }
+    let observed = rotate::Observed {
+        spec,
+        previous,
+        preferred: discovered.algorithm,
+        server_algorithms,
+        now: SystemTime::now(),
+    };
+    let rotation = rotate::advance(ctx, target, &key, &observed, draft, memory)
+        .await
+        .map_err(at_key)?;
+    draft.revisit = rotation.revisit;
+    record_key(
+        ctx,
+        target,
+        sbc,
+        &key.signing,
+        &key.secret_name,
+        &rotation.ring,
+        rotation.note,
+        draft,
+    );
+    draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
+    if key.generated {
+        // Publish first, use after: the status (and so every replica's JWKS
+        // endpoint) carries the new key before any server is asked to
+        // verify a signature made with it.
+        return Ok(Action::requeue(KEY_PUBLICATION_DELAY));
+    }
+
+    let at_token = |failure| (Slot::Token, failure);
+    if let Some(next) = &rotation.trial {
+        let before = memory.last_attempt_failed;
+        match token::refresh(ctx, &inputs(target, &found, next), draft, memory).await {
+            Ok(action) => {
+                let ring = rotate::promote(ctx, target, &key, &rotation.ring, next, draft, memory)
+                    .await
+                    .map_err(at_key)?;
+                let status = draft.fields.key_rotation.clone().unwrap_or_default();
+                let note = rotate::note(&ring, &status, &rotate::waits(ctx));
+                record_key(ctx, target, sbc, next, &key.secret_name, &ring, note, draft);
+                return Ok(sooner(action, draft));
+            }
+            Err(failure) if rotate::is_refusal(failure.reason) => {
+                memory.last_attempt_failed = before;
+                rotate::refused(draft, previous, &rotation.ring, next, &failure.message);
+                let status = draft.fields.key_rotation.clone().unwrap_or_default();
+                let note = rotate::note(&rotation.ring, &status, &rotate::waits(ctx));
+                draft.revisit = status.next_trial_time.as_deref().and_then(parse_rfc3339);
+                record_key(
+                    ctx,
+                    target,
+                    sbc,
+                    &key.signing,
+                    &key.secret_name,
+                    &rotation.ring,
+                    note,
+                    draft,
+                );
+            }
+            Err(failure) => return Err(at_token(failure)),
+        }
+    }
+    let action = token::refresh(ctx, &inputs(target, &found, &key.signing), draft, memory)
+        .await
+        .map_err(at_token)?;
+    Ok(sooner(action, draft))
+}
+
+fn inputs<'a>(
+    target: &'a Target<'a>,
+    found: &'a Found<'a>,
+    key: &'a SigningKey,
+) -> token::Inputs<'a> {
+    token::Inputs {
+        target,
+        spec: found.spec,
+        http: found.http,
+        token_endpoint: &found.discovered.token_endpoint,
+        key,
+        existing: found.existing_token,
+        known: found.known_token.clone(),
+        generation: found.sbc.metadata.generation,
+        previous: found.previous,
+        jwks_set: found.sbc.spec.signing.jwks_set.as_deref(),
+    }
+}
+
+/// The Key condition, the key fields of the status and the published JWKS.
+#[allow(clippy::too_many_arguments)]
+fn record_key(
+    ctx: &Context,
+    target: &Target<'_>,
+    sbc: &SmartBackendClient,
+    signing: &SigningKey,
+    secret_name: &str,
+    ring: &Ring,
+    note: Option<String>,
+    draft: &mut Draft,
+) {
+    let jwks = ring.published().to_json();
+    let jwks_set = sbc.spec.signing.jwks_set.clone();
+    ctx.jwks.publish(
+        target.namespace,
+        target.name,
+        super::Published {
+            jwks: jwks.clone(),
+            set: jwks_set.clone(),
+        },
+    );
+    let mut message = format!(
+        "{} key, kid {}, in Secret {secret_name}",
+        signing.algorithm(),
+        signing.kid(),
+    );
+    if let Some(note) = note {
+        message = format!("{message}; {note}");
+    }
+    draft.set(Slot::Key, State::ok(Reason::KeyReady, message));
+    draft.fields.algorithm = Some(signing.algorithm());
+    draft.fields.kid = Some(signing.kid().to_string());
+    draft.fields.key_secret_name = Some(secret_name.to_string());
+    draft.fields.public_jwks = Some(jwks);
+    draft.fields.keys = ring.status();
+    draft.fields.jwks_uri = ctx.settings.jwks_public_url.as_ref().map(|base| {
+        super::jwks::public_uri(base, target.namespace, target.name, jwks_set.as_deref())
+    });
+}
+
+/// The token step's requeue, or sooner when the rotation wants to look
+/// again first. A good token's requeue is its next refresh time.
+fn sooner(action: Action, draft: &Draft) -> Action {
+    let refresh = draft
+        .fields
+        .next_refresh_time
+        .as_deref()
+        .and_then(parse_rfc3339);
+    match (draft.revisit, refresh) {
+        (Some(revisit), Some(refresh)) if revisit < refresh => {
+            let wait = revisit
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            Action::requeue(wait.max(Duration::from_secs(1)))
+        }
+        _ => action,
+    }
+}
