@@ -96,11 +96,7 @@ fn register<'a>(
             id,
             scope,
             key: Some(key),
-            registration: match registration {
-                Registration::Inline => Registration::Inline,
-                Registration::JwksUri => Registration::JwksUri,
-                Registration::JwksUriAt(uri) => Registration::JwksUriAt(uri.clone()),
-            },
+            registration: registration.clone(),
         })
         .collect()
 }

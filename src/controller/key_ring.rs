@@ -102,7 +102,7 @@ impl Ring {
             next_pem,
         };
         ring.bind_active(active)?;
-        Ok(ring)
+        Ok(ring.in_order())
     }
 
     /// Makes the active entry the key bound from `private-key.pem` (its kid
@@ -179,6 +179,7 @@ impl Ring {
             public,
             next_pem: Some(pem),
         }
+        .in_order()
     }
 
     /// The ring after the next key was accepted: it signs, the old one
@@ -190,7 +191,7 @@ impl Ring {
             public: self.public.clone(),
             next_pem: None,
         };
-        Some((ring, pem))
+        Some((ring.in_order(), pem))
     }
 
     /// The ring without `kid` (public and private).
@@ -210,6 +211,21 @@ impl Ring {
                 self.next_pem.clone()
             },
         }
+        .in_order()
+    }
+
+    /// One order for the same keys, so that a ring read back compares
+    /// equal to the one written: active, next, retiring; public keys in
+    /// the same order, keys no entry names dropped.
+    fn in_order(mut self) -> Self {
+        let rank = |state: KeyState| match state {
+            KeyState::Active => 0,
+            KeyState::Next => 1,
+            KeyState::Retiring => 2,
+        };
+        self.entries.sort_by_key(|e| rank(e.state));
+        self.public = self.published();
+        self
     }
 
     /// The ring written into `secret` (whose `private-key.pem` becomes

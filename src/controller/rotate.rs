@@ -172,6 +172,14 @@ pub(super) async fn advance(
         Step::DropRetiring { kid } => {
             let shrunk = ring.without(&kid);
             rotation.ring = store(ctx, target, key, ring, shrunk, None, draft, memory).await?;
+            // A rotation due meanwhile starts at once, not at the next refresh.
+            rotation.revisit = match rotation::plan(&rotation.ring.entries, &inputs) {
+                Step::Steady { revisit } => revisit,
+                Step::AwaitPublication { until, .. } | Step::AwaitTrial { until, .. } => {
+                    Some(until)
+                }
+                _ => Some(inputs.now),
+            };
             draft.events.push(normal(
                 "KeyRetired",
                 format!("removed the retired key (kid {kid}) from the JWKS: nothing it signed is still valid"),
@@ -198,6 +206,10 @@ pub(super) async fn promote(
         return Ok(ring.clone());
     };
     let ring = store(ctx, target, key, ring, promoted, Some(&pem), draft, memory).await?;
+    // Come back when the retiring key may go.
+    let waits = waits(ctx);
+    let retiring = ring.find(KeyState::Retiring).map(|r| r.since);
+    draft.revisit = retiring.map(|since| since + waits.assertion_lifetime + waits.jwks_max_age);
     if let Some(known) = memory.generated_key.as_mut() {
         let fingerprint = keys::fingerprint(&pem, Some(next.algorithm()), None);
         known.fingerprint = fingerprint;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use smart_backend_operator::smart::SigningKey;
 
 /// How a client's public key reaches the server.
+#[derive(Clone)]
 pub enum Registration {
     /// The JWKS is part of the client's registration.
     Inline,
@@ -16,6 +17,8 @@ pub enum Registration {
     JwksUri,
     /// The server fetches it from this URL (e.g. the operator's /jwks endpoint).
     JwksUriAt(String),
+    /// Registered by value: this JWK Set, held by the server.
+    InlineJwks(Value),
 }
 
 pub struct Client<'a> {
@@ -93,6 +96,9 @@ impl OidcServer {
                     }
                     Registration::JwksUriAt(uri) => {
                         json!({"client_id": c.id, "scope": c.scope, "jwks_uri": uri})
+                    }
+                    Registration::InlineJwks(set) => {
+                        json!({"client_id": c.id, "scope": c.scope, "jwks": set})
                     }
                 }
             })

@@ -40,6 +40,11 @@ impl OperatorProcess {
     /// Like [`Self::spawn`], with more environment (settings the chart
     /// passes that way).
     pub fn spawn_with(launch: &Launch<'_>, env: &[(&str, &str)]) -> Self {
+        Self::spawn_args(launch, env, &[])
+    }
+
+    /// Like [`Self::spawn_with`], with more flags.
+    pub fn spawn_args(launch: &Launch<'_>, env: &[(&str, &str)], args: &[&str]) -> Self {
         let port = launch.admin_port;
         let child = Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
             .args([
@@ -61,6 +66,7 @@ impl OperatorProcess {
                 "--min-refresh-interval",
                 "1s",
             ])
+            .args(args)
             .env("KUBECONFIG", launch.kubeconfig)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())

@@ -81,6 +81,7 @@ fn each_rotation_step_survives_a_write_and_a_read() {
     assert!(!data.contains_key(NEXT_PRIVATE_KEY_FILE));
     assert_eq!(data[PRIVATE_KEY_FILE].0, next_pem);
     let read = Ring::read(&secret, &next).unwrap();
+    assert_eq!(read, promoted, "what was written reads back equal");
     assert_eq!(read.find(KeyState::Active).unwrap().kid, next.kid());
     assert_eq!(read.find(KeyState::Retiring).unwrap().kid, active.kid());
     assert_eq!(read.find(KeyState::Active).unwrap().since, t(400));
@@ -91,6 +92,7 @@ fn each_rotation_step_survives_a_write_and_a_read() {
     // Retired: only the active key is left.
     let done = read.without(active.kid());
     let read = Ring::read(&stored(&done, &pem), &next).unwrap();
+    assert_eq!(read, done);
     assert_eq!(kids(&read.published()), [next.kid()]);
     assert_eq!(read.entries.len(), 1);
 }
