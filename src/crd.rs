@@ -138,6 +138,14 @@ pub struct SigningSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_ref: Option<SecretKeyRef>,
 
+    /// With keySecretRef: your next key, in another Secret with the same
+    /// label. It is published beside the current key (state Next) and never
+    /// signs; once KeyReady says it is safe, point keySecretRef at it and
+    /// remove this field. The old key then stays published (Retiring) until
+    /// nothing it signed is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key_secret_ref: Option<SecretKeyRef>,
+
     /// Key id in the assertion header and the published JWKS. Default: the
     /// RFC 7638 thumbprint of the public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

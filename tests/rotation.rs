@@ -98,6 +98,7 @@ async fn keys_rotate_by_annotation_and_by_schedule_with_no_refused_request_throu
         let sbc = h.wait_ready(name).await;
         first.insert(name, sbc.status.unwrap().kid.unwrap());
     }
+    let asked_at = std::time::SystemTime::now();
     h.annotate("asked", ROTATE, "1").await;
 
     // Follow both rotations; kill the operator (as a crash) once the asked
@@ -188,6 +189,18 @@ async fn keys_rotate_by_annotation_and_by_schedule_with_no_refused_request_throu
     assert_eq!(
         asked.key_rotation.unwrap().handled_request.as_deref(),
         Some("1")
+    );
+    // For BENCHMARKS.md: from the annotation to the new key signing (the
+    // JWKS max-age, 60 s, plus the margin, 5 s, plus two restarts).
+    let since = asked.keys[0]
+        .since
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap();
+    let switched = std::time::SystemTime::from(since);
+    let took = switched.duration_since(asked_at).unwrap_or_default();
+    eprintln!(
+        "rotation by annotation: trigger to switch {} s",
+        took.as_secs()
     );
 }
 
@@ -329,4 +342,106 @@ async fn a_registration_by_value_waits_for_the_new_jwks_and_says_so() {
     );
     let (requests, issued) = second.stats().await;
     assert_eq!(requests, issued, "once registered, nothing is refused");
+}
+
+/// A key the user provides: the next key is published from another Secret
+/// before the user switches to it, and the old one stays published after
+/// the switch until nothing it signed is valid.
+#[tokio::test]
+async fn a_provided_key_is_rotated_by_publishing_the_next_one_first() {
+    let h = Harness::with("rotation-provided", |settings| {
+        settings.rotation.jwks_max_age = Duration::from_secs(2);
+        settings.rotation.margin = Duration::from_secs(1);
+        settings.clocks.assertion_lifetime = Duration::from_secs(3);
+    })
+    .await;
+    let (old, new) = (
+        support::signing_key(SigningAlgorithm::ES384),
+        support::signing_key(SigningAlgorithm::ES384),
+    );
+    for (name, key) in [("old-key", &old), ("new-key", &new)] {
+        let pem = key.private_key().to_pkcs8_pem().unwrap().into_bytes();
+        let secret = support::key_secret(name, pem, true);
+        h.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create key Secret");
+    }
+    let uri = h.jwks_uri("mine");
+    let server = OidcServer::start(
+        &[Client {
+            id: "mine",
+            scope: SCOPE,
+            key: None,
+            registration: Registration::JwksUriAt(uri.clone()),
+        }],
+        &[SCOPE],
+        300,
+    );
+    let signing = |current: &str, next: Option<&str>| {
+        let mut signing = json!({"keySecretRef": {"name": current, "key": "key.pem"}});
+        if let Some(next) = next {
+            signing["nextKeySecretRef"] = json!({"name": next, "key": "key.pem"});
+        }
+        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "mine", "scopes": [SCOPE], "signing": signing})
+    };
+    h.apply("mine", signing("old-key", Some("new-key"))).await;
+    let ready = h.wait_ready("mine").await;
+    assert_eq!(
+        keys(&ready),
+        [
+            (old.kid().to_string(), KeyState::Active),
+            (new.kid().to_string(), KeyState::Next)
+        ]
+    );
+    assert_eq!(served_kids(&uri).await, [old.kid(), new.kid()]);
+    let message = support::operator::condition(&ready, "KeyReady")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains(new.kid()) && message.contains("switch"),
+        "{message}"
+    );
+
+    // The switch, as the user makes it.
+    h.apply("mine", signing("new-key", None)).await;
+    let api = h.sbcs();
+    let switched = support::cluster::wait_for(
+        "the new key to sign and the old one to retire",
+        Duration::from_secs(30),
+        || async { api.get_opt("mine").await.ok().flatten() },
+        |sbc| {
+            keys(sbc)
+                == [
+                    (new.kid().to_string(), KeyState::Active),
+                    (old.kid().to_string(), KeyState::Retiring),
+                ]
+        },
+    )
+    .await;
+    assert_eq!(switched.status.unwrap().kid.as_deref(), Some(new.kid()));
+    assert_eq!(served_kids(&uri).await, [new.kid(), old.kid()]);
+    support::cluster::wait_for(
+        "the old key to leave the JWKS",
+        Duration::from_secs(30),
+        || async { Some(served_kids(&uri).await) },
+        |kids| kids == &[new.kid().to_string()],
+    )
+    .await;
+    h.annotate(
+        "mine",
+        "smartbackend.dev/refresh-requested-at",
+        "after-switch",
+    )
+    .await;
+    support::cluster::wait_for(
+        "a token signed with the new key",
+        Duration::from_secs(30),
+        || async { Some(server.stats().await) },
+        |(_, issued)| *issued >= 2,
+    )
+    .await;
+    let (requests, issued) = server.stats().await;
+    assert_eq!(requests, issued, "nothing was refused");
 }

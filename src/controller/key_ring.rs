@@ -182,6 +182,26 @@ impl Ring {
         .in_order()
     }
 
+    /// The ring with a key that no longer signs but stays published.
+    pub fn with_retiring(
+        &self,
+        jwk: PublicJwk,
+        algorithm: SigningAlgorithm,
+        since: SystemTime,
+    ) -> Self {
+        let mut ring = self.clone();
+        ring.entries.retain(|e| e.kid != jwk.kid);
+        ring.entries.push(KeyEntry {
+            kid: jwk.kid.clone(),
+            algorithm,
+            state: KeyState::Retiring,
+            since: whole_second(since),
+        });
+        ring.public.keys.retain(|k| k.kid != jwk.kid);
+        ring.public.keys.push(jwk);
+        ring.in_order()
+    }
+
     /// The ring after the next key was accepted: it signs, the old one
     /// retires. Returns the new active PEM with it.
     pub fn promoted(&self, now: SystemTime) -> Option<(Self, Vec<u8>)> {

@@ -29,6 +29,9 @@ pub struct ResolvedKey {
     pub own_secret_versions: Vec<String>,
     /// For a key the operator generated: every key its Secret holds.
     pub ring: Option<Ring>,
+    /// For a key the user provides: their next key, to publish (or why it
+    /// cannot be).
+    pub next: Option<Result<SigningKey, Failure>>,
 }
 
 pub(super) fn failure(reason: Reason, message: String) -> Failure {
@@ -69,8 +72,23 @@ pub async fn resolve(
     memory: &mut ClientMemory,
 ) -> Result<ResolvedKey, Failure> {
     match request.source {
-        KeySource::Referenced { secret_name, key } => {
-            referenced::referenced(ctx, target, request, secret_name, key, memory).await
+        KeySource::Referenced {
+            secret_name,
+            key,
+            next,
+        } => {
+            let mut resolved =
+                referenced::referenced(ctx, target, request, secret_name, key, memory).await?;
+            if let Some((next_secret, next_key)) = next {
+                // Bound apart, so that the signing key's binding stays cached.
+                let scratch = &mut ClientMemory::default();
+                let next =
+                    referenced::referenced(ctx, target, request, next_secret, next_key, scratch);
+                // A next key that cannot be used is reported, and the current
+                // key goes on signing.
+                resolved.next = Some(next.await.map(|n| n.signing));
+            }
+            Ok(resolved)
         }
         KeySource::Generated {
             secret_name,
@@ -237,6 +255,7 @@ async fn generated(
                 },
                 own_secret_versions: created.metadata.resource_version.into_iter().collect(),
                 ring: Some(ring),
+                next: None,
             })
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -323,6 +342,7 @@ async fn adopt(
         regeneration_handled: None,
         own_secret_versions,
         ring: Some(ring),
+        next: None,
     })
 }
 
@@ -346,13 +366,15 @@ fn known_key(
         && known.owned == owned
         && known.fingerprint == *fingerprint;
     let signing = same.then(|| signing.clone())?;
+    let ring = known.ring(&signing);
     Some(ResolvedKey {
         signing,
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
         own_secret_versions: vec![version],
-        ring: Some(known.ring.clone()),
+        ring: Some(ring),
+        next: None,
     })
 }
 
@@ -364,17 +386,16 @@ pub(super) fn remember_key(
     owned: bool,
     (fingerprint, ring): ([u8; 32], Ring),
 ) {
-    let known = secret
-        .metadata
-        .resource_version
-        .clone()
-        .map(|version| KnownKeySecret {
-            name: secret_name.to_string(),
+    let known = secret.metadata.resource_version.clone().map(|version| {
+        let kid = request.kid.map(str::to_string);
+        KnownKeySecret::new(
+            secret_name.to_string(),
             version,
-            kid: request.kid.map(str::to_string),
+            kid,
             owned,
             fingerprint,
             ring,
-        });
+        )
+    });
     memory.generated_key = known;
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::crd::SmartBackendClientStatus;
 use crate::smart::AccessToken;
 
+use super::key_ring::Ring;
 use super::secrets;
 
 /// A token that was obtained but could not be written yet: it is written
@@ -148,8 +149,53 @@ pub(crate) struct KnownKeySecret {
     /// Whether the Secret carries the owner reference (generatedKeyPolicy).
     pub owned: bool,
     pub fingerprint: [u8; 32],
-    /// Every key the Secret holds at that version.
-    pub ring: super::key_ring::Ring,
+    /// The keys the Secret holds at that version: kept whole only during a
+    /// rotation; a single key is kept as the time it started signing (its
+    /// ring is rebuilt from the bound key), which saves a JWK per client.
+    keys: KnownKeys,
+}
+
+#[derive(Clone)]
+enum KnownKeys {
+    Single(SystemTime),
+    Rotating(Box<Ring>),
+}
+
+impl KnownKeySecret {
+    pub fn new(
+        name: String,
+        version: String,
+        kid: Option<String>,
+        owned: bool,
+        fingerprint: [u8; 32],
+        ring: Ring,
+    ) -> Self {
+        let mut known = Self {
+            name,
+            version,
+            kid,
+            owned,
+            fingerprint,
+            keys: KnownKeys::Single(SystemTime::UNIX_EPOCH),
+        };
+        known.set_ring(ring);
+        known
+    }
+
+    pub fn set_ring(&mut self, ring: Ring) {
+        self.keys = match ring.entries.as_slice() {
+            [only] => KnownKeys::Single(only.since),
+            _ => KnownKeys::Rotating(Box::new(ring)),
+        };
+    }
+
+    /// The keys, given the active key bound from the Secret.
+    pub fn ring(&self, active: &crate::smart::SigningKey) -> Ring {
+        match &self.keys {
+            KnownKeys::Single(since) => Ring::single(active, *since),
+            KnownKeys::Rotating(ring) => (**ring).clone(),
+        }
+    }
 }
 
 /// A token Secret at one resource version, written or read for one

@@ -25,6 +25,7 @@ mod scopes;
 mod secret_watches;
 pub mod secrets;
 mod servers;
+mod settings;
 mod signing;
 mod token;
 pub mod validate;
@@ -46,7 +47,7 @@ use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
 
 use crate::metrics::Metrics;
-use crate::smart::{HttpClient, HttpPolicy};
+use crate::smart::HttpClient;
 use discovery_cache::DiscoveryCache;
 pub use jwks::{JwksDirectory, Published, watch_for_jwks};
 pub(crate) use memory::{
@@ -55,94 +56,8 @@ pub(crate) use memory::{
 pub use schedule::Timing;
 use secret_watches::SecretWatches;
 pub use secret_watches::{SecretAccess, SecretGrant};
+pub use settings::{Clocks, RotationTiming, Settings};
 pub use watched::WatchedClient;
-
-/// Operator-wide settings, from the `run` flags.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Namespaces to watch; empty means all.
-    pub namespaces: Vec<String>,
-    pub http: HttpPolicy,
-    pub timing: Timing,
-    pub discovery_ttl: Duration,
-    /// Reconciles running at once.
-    pub concurrency: u16,
-    /// Token requests in flight at once per authorization server.
-    pub per_server_concurrency: usize,
-    /// Identifies this replica in events.
-    pub instance: String,
-    pub clocks: Clocks,
-    /// Where EHRs reach the operator's `/jwks/` (an Ingress), for
-    /// `status.jwksUri`; unset when it is not exposed.
-    pub jwks_public_url: Option<url::Url>,
-    /// Where the operator may touch Secrets.
-    pub secret_access: SecretAccess,
-    /// How a namespace grants it Secrets, when known (the chart says).
-    pub secret_grant: Option<SecretGrant>,
-    /// Key rotation's waits.
-    pub rotation: RotationTiming,
-}
-
-/// How long a rotation waits between its steps.
-#[derive(Clone, Copy, Debug)]
-pub struct RotationTiming {
-    /// The max-age the JWKS endpoint serves (`--jwks-max-age`): how long an
-    /// EHR may go on using a JWKS fetched before a new key was added.
-    pub jwks_max_age: Duration,
-    /// On top of the max-age before the next key is first used
-    /// (`--rotation-margin`).
-    pub margin: Duration,
-}
-
-impl Default for RotationTiming {
-    fn default() -> Self {
-        Self {
-            jwks_max_age: Duration::from_secs(300),
-            margin: Duration::from_secs(60),
-        }
-    }
-}
-
-/// How the operator deals with clocks that disagree.
-#[derive(Clone, Debug)]
-pub struct Clocks {
-    /// `iat` is set this far in the past (`exp - iat` stays at most 300 s).
-    pub assertion_backdate: Duration,
-    /// How long an assertion is valid after it is signed.
-    pub assertion_lifetime: Duration,
-    /// A server's `Date` further than this from the local clock is
-    /// reported (`ClockSkew`).
-    pub skew_warning: Duration,
-}
-
-impl Default for Clocks {
-    fn default() -> Self {
-        Self {
-            assertion_backdate: crate::smart::assertion::DEFAULT_BACKDATE,
-            assertion_lifetime: crate::smart::assertion::DEFAULT_LIFETIME,
-            skew_warning: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            namespaces: Vec::new(),
-            http: HttpPolicy::default(),
-            timing: Timing::default(),
-            discovery_ttl: Duration::from_secs(600),
-            concurrency: 16,
-            per_server_concurrency: 4,
-            instance: "smart-backend-operator".into(),
-            clocks: Clocks::default(),
-            jwks_public_url: None,
-            secret_access: SecretAccess::default(),
-            secret_grant: None,
-            rotation: RotationTiming::default(),
-        }
-    }
-}
 
 /// Shared by every reconcile.
 pub struct Context {

@@ -24,6 +24,8 @@ use crate::crd::{
 };
 use crate::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 
+mod referenced;
+
 /// How long a rotation waits between its steps.
 pub(super) struct Waits {
     pub jwks_max_age: Duration,
@@ -68,7 +70,7 @@ pub(super) async fn advance(
     memory: &mut ClientMemory,
 ) -> Result<Rotation, Failure> {
     let Some(ring) = &key.ring else {
-        return Ok(referenced(key, observed));
+        return Ok(referenced::rotation(key, observed, &waits(ctx)));
     };
     let rotation_status = observed.previous.key_rotation.clone().unwrap_or_default();
     let mut requested = target.annotation(ROTATE_KEY_ANNOTATION);
@@ -315,27 +317,10 @@ async fn store(
     let version = written.metadata.resource_version.clone();
     if let (Some(known), Some(version)) = (memory.generated_key.as_mut(), version.clone()) {
         known.version = version;
-        known.ring = changed.clone();
+        known.set_ring(changed.clone());
     }
     draft.saw_own_secret(name, version);
     Ok(changed)
-}
-
-/// A key the user provides: one active key, since it was first seen.
-fn referenced(key: &ResolvedKey, observed: &Observed<'_>) -> Rotation {
-    let since = observed
-        .previous
-        .keys
-        .iter()
-        .find(|k| k.kid == key.signing.kid() && k.state == KeyState::Active)
-        .and_then(|k| super::secrets::parse_rfc3339(&k.since))
-        .unwrap_or(observed.now);
-    Rotation {
-        ring: Ring::single(&key.signing, since),
-        trial: None,
-        revisit: None,
-        note: None,
-    }
 }
 
 /// What the Key condition adds during a rotation.

@@ -18,8 +18,13 @@ pub enum KeySource {
         policy: GeneratedKeyPolicy,
         rsa_bits: usize,
     },
-    /// A Secret the user provides.
-    Referenced { secret_name: String, key: String },
+    /// A Secret the user provides, and the next key they publish before
+    /// switching to it.
+    Referenced {
+        secret_name: String,
+        key: String,
+        next: Option<(String, String)>,
+    },
 }
 
 /// A spec whose every field has been checked and parsed.
@@ -163,6 +168,15 @@ pub fn validate(
         Some(r) => KeySource::Referenced {
             secret_name: r.name.clone(),
             key: r.key.clone(),
+            next: match &spec.signing.next_key_secret_ref {
+                Some(n) if n == r => {
+                    return Err(invalid(
+                        "signing.nextKeySecretRef",
+                        "names the same key as keySecretRef: point it at the new key's Secret",
+                    ));
+                }
+                next => next.as_ref().map(|n| (n.name.clone(), n.key.clone())),
+            },
         },
         None => KeySource::Generated {
             secret_name: SmartBackendClient::key_secret_default_name(name),
@@ -171,6 +185,12 @@ pub fn validate(
         },
     };
     let rotate_every = rotation(sbc)?;
+    if spec.signing.next_key_secret_ref.is_some() && spec.signing.key_secret_ref.is_none() {
+        return Err(invalid(
+            "signing.nextKeySecretRef",
+            "is for keys you provide (with keySecretRef); a generated key rotates with signing.rotation.every or the smartbackend.dev/rotate-key annotation",
+        ));
+    }
     let token_secret_name = sbc.token_secret_name(name);
     if let KeySource::Referenced { secret_name, .. } | KeySource::Generated { secret_name, .. } =
         &key
@@ -269,100 +289,4 @@ fn reserved_key(key: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::SmartBackendClientSpec;
-
-    #[test]
-    fn the_secret_template_cannot_override_what_the_operator_writes() {
-        for (kind, key) in [
-            ("annotations", "smartbackend.dev/client"),
-            ("annotations", "smartbackend.dev/expires-at"),
-            ("labels", "app.kubernetes.io/managed-by"),
-            ("annotations", "reloader.stakater.com/ignore"),
-        ] {
-            let s = sbc(|s| s["token"] = serde_json::json!({"secretTemplate": {kind: {key: "x"}}}));
-            let err = validate(&s, "billing", false).unwrap_err();
-            assert_eq!(err.field, "token.secretTemplate", "{key}");
-            assert!(err.problem.contains(key), "{err}");
-        }
-        let fine = sbc(|s| {
-            s["token"] = serde_json::json!({"secretTemplate": {"labels": {"team": "billing"}}})
-        });
-        assert!(validate(&fine, "billing", false).is_ok());
-    }
-
-    fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
-        let mut spec = serde_json::json!({
-            "fhirBaseUrl": "https://ehr.example/fhir",
-            "clientId": "c1",
-            "scopes": ["system/Patient.rs"]
-        });
-        f(&mut spec);
-        let spec: SmartBackendClientSpec = serde_json::from_value(spec).unwrap();
-        SmartBackendClient::new("billing", spec)
-    }
-
-    #[test]
-    fn a_minimal_spec_gets_the_documented_defaults() {
-        let v = validate(&sbc(|_| {}), "billing", false).unwrap();
-        assert_eq!(v.token_secret_name, "billing-token");
-        assert_eq!(
-            v.key,
-            KeySource::Generated {
-                secret_name: "billing-signing-key".into(),
-                policy: GeneratedKeyPolicy::Retain,
-                rsa_bits: 3072
-            }
-        );
-        assert_eq!(v.scope, "system/Patient.rs");
-    }
-
-    #[test]
-    fn plain_http_is_refused_unless_the_operator_allows_it() {
-        let s = sbc(|s| s["fhirBaseUrl"] = "http://ehr.example/fhir".into());
-        let err = validate(&s, "billing", false).unwrap_err();
-        assert_eq!(err.field, "fhirBaseUrl");
-        assert!(err.to_string().contains("--insecure-allow-http"), "{err}");
-        assert!(validate(&s, "billing", true).is_ok());
-    }
-
-    #[test]
-    fn bad_fields_are_named_with_the_fix() {
-        type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
-        let cases: Vec<(Mutation, &str)> = vec![
-            (
-                Box::new(|s| s["scopes"] = serde_json::json!([" "])),
-                "scopes",
-            ),
-            (
-                Box::new(|s| s["scopes"] = serde_json::json!(["a b"])),
-                "scopes",
-            ),
-            (
-                Box::new(|s| s["tokenEndpoint"] = "https://u:p@x/token".into()),
-                "tokenEndpoint",
-            ),
-            (
-                Box::new(|s| s["token"] = serde_json::json!({"refreshBefore": "5 fortnights"})),
-                "token.refreshBefore",
-            ),
-            (
-                Box::new(|s| s["token"] = serde_json::json!({"secretName": "billing-signing-key"})),
-                "token.secretName",
-            ),
-            (
-                Box::new(|s| s["token"] = serde_json::json!({"extraParams": {"scope": "x"}})),
-                "token.extraParams",
-            ),
-            (
-                Box::new(|s| s["signing"] = serde_json::json!({"rsaKeySize": 1024})),
-                "signing.rsaKeySize",
-            ),
-        ];
-        for (mutate, field) in cases {
-            let err = validate(&sbc(mutate), "billing", false).unwrap_err();
-            assert_eq!(err.field, field, "{err}");
-        }
-    }
-}
+mod tests;

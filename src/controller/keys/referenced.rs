@@ -90,5 +90,6 @@ pub(super) async fn referenced(
         regeneration_handled: None,
         own_secret_versions: Vec::new(),
         ring: None,
+        next: None,
     })
 }

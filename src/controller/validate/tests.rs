@@ -1,0 +1,137 @@
+use super::*;
+use crate::crd::SmartBackendClientSpec;
+
+#[test]
+fn the_secret_template_cannot_override_what_the_operator_writes() {
+    for (kind, key) in [
+        ("annotations", "smartbackend.dev/client"),
+        ("annotations", "smartbackend.dev/expires-at"),
+        ("labels", "app.kubernetes.io/managed-by"),
+        ("annotations", "reloader.stakater.com/ignore"),
+    ] {
+        let s = sbc(|s| s["token"] = serde_json::json!({"secretTemplate": {kind: {key: "x"}}}));
+        let err = validate(&s, "billing", false).unwrap_err();
+        assert_eq!(err.field, "token.secretTemplate", "{key}");
+        assert!(err.problem.contains(key), "{err}");
+    }
+    let fine = sbc(|s| {
+        s["token"] = serde_json::json!({"secretTemplate": {"labels": {"team": "billing"}}})
+    });
+    assert!(validate(&fine, "billing", false).is_ok());
+}
+
+fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
+    let mut spec = serde_json::json!({
+        "fhirBaseUrl": "https://ehr.example/fhir",
+        "clientId": "c1",
+        "scopes": ["system/Patient.rs"]
+    });
+    f(&mut spec);
+    let spec: SmartBackendClientSpec = serde_json::from_value(spec).unwrap();
+    SmartBackendClient::new("billing", spec)
+}
+
+#[test]
+fn a_minimal_spec_gets_the_documented_defaults() {
+    let v = validate(&sbc(|_| {}), "billing", false).unwrap();
+    assert_eq!(v.token_secret_name, "billing-token");
+    assert_eq!(
+        v.key,
+        KeySource::Generated {
+            secret_name: "billing-signing-key".into(),
+            policy: GeneratedKeyPolicy::Retain,
+            rsa_bits: 3072
+        }
+    );
+    assert_eq!(v.scope, "system/Patient.rs");
+}
+
+#[test]
+fn plain_http_is_refused_unless_the_operator_allows_it() {
+    let s = sbc(|s| s["fhirBaseUrl"] = "http://ehr.example/fhir".into());
+    let err = validate(&s, "billing", false).unwrap_err();
+    assert_eq!(err.field, "fhirBaseUrl");
+    assert!(err.to_string().contains("--insecure-allow-http"), "{err}");
+    assert!(validate(&s, "billing", true).is_ok());
+}
+
+#[test]
+fn bad_fields_are_named_with_the_fix() {
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Mutation, &str)> = vec![
+        (
+            Box::new(|s| s["scopes"] = serde_json::json!([" "])),
+            "scopes",
+        ),
+        (
+            Box::new(|s| s["scopes"] = serde_json::json!(["a b"])),
+            "scopes",
+        ),
+        (
+            Box::new(|s| s["tokenEndpoint"] = "https://u:p@x/token".into()),
+            "tokenEndpoint",
+        ),
+        (
+            Box::new(|s| s["token"] = serde_json::json!({"refreshBefore": "5 fortnights"})),
+            "token.refreshBefore",
+        ),
+        (
+            Box::new(|s| s["token"] = serde_json::json!({"secretName": "billing-signing-key"})),
+            "token.secretName",
+        ),
+        (
+            Box::new(|s| s["token"] = serde_json::json!({"extraParams": {"scope": "x"}})),
+            "token.extraParams",
+        ),
+        (
+            Box::new(|s| s["signing"] = serde_json::json!({"rsaKeySize": 1024})),
+            "signing.rsaKeySize",
+        ),
+    ];
+    for (mutate, field) in cases {
+        let err = validate(&sbc(mutate), "billing", false).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+    }
+}
+
+#[test]
+fn rotation_needs_a_generated_key_and_a_kid_per_key() {
+    let every = |s: &mut serde_json::Value| {
+        s["signing"] = serde_json::json!({"rotation": {"every": "720h"}})
+    };
+    let v = validate(&sbc(every), "billing", false).unwrap();
+    assert_eq!(v.rotate_every, Some(Duration::from_secs(720 * 3600)));
+    let with_kid =
+        sbc(|s| s["signing"] = serde_json::json!({"rotation": {"every": "1h"}, "kid": "k1"}));
+    assert_eq!(
+        validate(&with_kid, "billing", false).unwrap_err().field,
+        "signing.kid"
+    );
+    let referenced = sbc(
+        |s| s["signing"] = serde_json::json!({"rotation": {"every": "1h"}, "keySecretRef": {"name": "k", "key": "pem"}}),
+    );
+    let err = validate(&referenced, "billing", false).unwrap_err();
+    assert!(
+        err.problem.contains("nextKeySecretRef") || err.problem.contains("publishing the next key"),
+        "{err}"
+    );
+    let next_alone = sbc(|s| {
+        s["signing"] = serde_json::json!({"nextKeySecretRef": {"name": "n", "key": "pem"}})
+    });
+    assert_eq!(
+        validate(&next_alone, "billing", false).unwrap_err().field,
+        "signing.nextKeySecretRef"
+    );
+    let same = sbc(
+        |s| s["signing"] = serde_json::json!({"keySecretRef": {"name": "k", "key": "pem"}, "nextKeySecretRef": {"name": "k", "key": "pem"}}),
+    );
+    assert_eq!(
+        validate(&same, "billing", false).unwrap_err().field,
+        "signing.nextKeySecretRef"
+    );
+    let next = sbc(
+        |s| s["signing"] = serde_json::json!({"keySecretRef": {"name": "k", "key": "pem"}, "nextKeySecretRef": {"name": "n", "key": "pem"}}),
+    );
+    let v = validate(&next, "billing", false).unwrap();
+    assert!(matches!(v.key, KeySource::Referenced { next: Some(ref n), .. } if n.0 == "n"));
+}
