@@ -40,7 +40,11 @@ async fn no_token_assertion_or_key_reaches_logs_events_or_status() {
         .try_init()
         .expect("this test binary installs the only subscriber");
 
-    let h = Harness::new("hygiene").await;
+    let h = Harness::with("hygiene", |settings| {
+        settings.rotation.jwks_max_age = std::time::Duration::from_secs(1);
+        settings.rotation.margin = std::time::Duration::from_secs(1);
+    })
+    .await;
     let server = FaultServer::start().await;
     server.serve_metadata("/fhir");
     let first = format!("first-{}", uuid::Uuid::new_v4());
@@ -85,8 +89,32 @@ async fn no_token_assertion_or_key_reaches_logs_events_or_status() {
             .contains("unknown key")
     );
 
+    // A key rotation: the old and the new private key both pass through.
+    let old_key = Harness::value(&h.secret("c-signing-key").await.unwrap(), "private-key.pem");
+    let third = format!("third-{}", uuid::Uuid::new_v4());
+    server.on("/token", token(&third));
+    h.annotate("c", "smartbackend.dev/refresh-requested-at", "4")
+        .await;
+    h.wait_ready("c").await;
+    h.annotate("c", "smartbackend.dev/rotate-key", "1").await;
+    let sbcs = h.sbcs();
+    support::cluster::wait_for(
+        "the rotated key to sign",
+        support::operator::WAIT,
+        || async { sbcs.get_opt("c").await.ok().flatten() },
+        |sbc| {
+            sbc.status.as_ref().is_some_and(|s| {
+                s.keys.len() == 2
+                    && s.keys
+                        .iter()
+                        .all(|k| k.state != smart_backend_operator::crd::KeyState::Next)
+            })
+        },
+    )
+    .await;
+
     // What must never be shown.
-    let mut needles = vec![first.clone(), second.clone()];
+    let mut needles = vec![first.clone(), second.clone(), third.clone()];
     for request in server.requests("/token") {
         let form: Vec<(String, String)> = url::form_urlencoded::parse(request.body.as_bytes())
             .into_owned()
@@ -101,6 +129,8 @@ async fn no_token_assertion_or_key_reaches_logs_events_or_status() {
         needles.push(assertion);
     }
     let key = Harness::value(&h.secret("c-signing-key").await.unwrap(), "private-key.pem");
+    assert_ne!(key, old_key, "the rotation replaced the signing key");
+    let key = format!("{key}\n{old_key}");
     needles.extend(
         key.lines()
             .filter(|l| !l.starts_with("-----") && l.len() >= 32)

@@ -120,6 +120,8 @@ pub(super) async fn key_and_token(
     if let Some(next) = &rotation.trial {
         let before = memory.last_attempt_failed;
         match token::refresh(ctx, &inputs(target, &found, next), draft, memory).await {
+            // The server's request slots were taken: nothing was tried.
+            Ok(action) if draft.keep_status => return Ok(action),
             Ok(action) => {
                 let ring = rotate::promote(ctx, target, &key, &rotation.ring, next, draft, memory)
                     .await

@@ -96,6 +96,12 @@ pub(super) fn backoff_remaining(
     if pending_refresh_request(memory, target, previous).is_some() {
         return None;
     }
+    let rotations = previous.key_rotation.as_ref();
+    let handled = rotations.and_then(|r| r.handled_request.as_deref());
+    let rotate = target.annotation(crate::crd::ROTATE_KEY_ANNOTATION);
+    if rotate.is_some() && rotate != handled {
+        return None;
+    }
     let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
     retry_at
         .duration_since(backoff.now)

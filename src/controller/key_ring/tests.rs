@@ -131,3 +131,66 @@ fn a_damaged_list_is_an_error_not_a_new_key() {
             .contains("not a key list")
     );
 }
+
+/// A process that dies after any step and starts again reads the same
+/// list back from the Secret and takes the same next step.
+#[test]
+fn a_restart_after_any_step_resumes_with_the_same_next_step() {
+    use super::super::rotation::{Inputs, Step, plan};
+    let waits = (
+        Duration::from_secs(300),
+        Duration::from_secs(60),
+        Duration::from_secs(240),
+    );
+    let inputs = |now: u64, handled: Option<&'static str>| Inputs {
+        now: t(now),
+        every: None,
+        requested: Some("1"),
+        handled,
+        server_algorithms: None,
+        preferred: SigningAlgorithm::ES384,
+        required: None,
+        trial_not_before: None,
+        jwks_max_age: waits.0,
+        margin: waits.1,
+        assertion_lifetime: waits.2,
+    };
+    let (active, active_pem) = key();
+    let (next, next_pem) = key();
+    let mut ring = Ring::single(&active, t(0));
+    let mut signing = (active.clone(), active_pem.clone());
+    let mut steps = Vec::new();
+    let mut handled = None;
+    for now in (0..2000).step_by(10) {
+        // Each moment starts from what the Secret holds, as after a crash.
+        let secret = stored(&ring, &signing.1);
+        let restarted = Ring::read(&secret, &signing.0).unwrap();
+        assert_eq!(restarted, ring, "at {now}");
+        let step = plan(&restarted.entries, &inputs(now, handled));
+        assert_eq!(step, plan(&ring.entries, &inputs(now, handled)));
+        ring = match &step {
+            Step::GenerateNext { algorithm, .. } => {
+                handled = Some("1");
+                restarted.with_next(next.public_jwk(), next_pem.clone(), *algorithm, t(now))
+            }
+            Step::Trial { .. } => {
+                let (promoted, pem) = restarted.promoted(t(now)).unwrap();
+                signing = (next.clone(), pem);
+                promoted
+            }
+            Step::DropRetiring { kid } => restarted.without(kid),
+            _ => restarted,
+        };
+        if !matches!(step, Step::Steady { .. } | Step::AwaitPublication { .. }) {
+            steps.push(std::mem::discriminant(&step));
+        }
+        if ring.find(KeyState::Next).is_some() || ring.find(KeyState::Retiring).is_some() {
+            continue;
+        }
+        if steps.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(steps.len(), 3, "generate, trial, drop");
+    assert_eq!(kids(&ring.published()), [next.kid()]);
+}

@@ -218,6 +218,14 @@ fn a_backoff_is_waited_out_unless_the_failure_is_no_longer_current() {
             Some(Duration::from_secs(200)),
         ),
         (
+            "a new rotate-key request",
+            &memory,
+            target(&[(crate::crd::ROTATE_KEY_ANNOTATION, "1")]),
+            &failing,
+            backoff(3, 100, false),
+            None,
+        ),
+        (
             "a request this process handled (the watch lags)",
             &handled_here,
             requested("mine"),
