@@ -129,16 +129,13 @@ pub(super) async fn advance(
             let next = next
                 .into_signing_key(Some(algorithm), None)
                 .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
-            let now = super::secrets::whole_second(observed.now);
-            let grown = ring.with_next(next.public_jwk(), pem.into_bytes(), algorithm, now);
+            let grown =
+                ring.with_next(next.public_jwk(), pem.into_bytes(), algorithm, observed.now);
             rotation.ring = store(ctx, target, key, ring, grown, None, draft, memory).await?;
             if let Trigger::Requested(value) = &trigger {
                 key_rotation(draft).handled_request = Some(value.clone());
             }
-            *key_rotation(draft) = KeyRotationStatus {
-                handled_request: key_rotation(draft).handled_request.clone(),
-                ..KeyRotationStatus::default()
-            };
+            forget_refusals(draft);
             draft.events.push(normal(
                 "KeyRotationStarted",
                 format!(
@@ -148,7 +145,9 @@ pub(super) async fn advance(
                     key.signing.kid()
                 ),
             ));
-            rotation.revisit = Some(now + timing.jwks_max_age + timing.margin);
+            // From the stored (rounded-up) time, so the wait never comes short.
+            let published = rotation.ring.find(KeyState::Next).map(|n| n.since);
+            rotation.revisit = published.map(|since| since + timing.jwks_max_age + timing.margin);
         }
         Step::AwaitPublication { until, .. } => rotation.revisit = Some(until),
         Step::AwaitTrial { until, .. } => rotation.revisit = Some(until),
@@ -188,8 +187,7 @@ pub(super) async fn advance(
             ));
         }
     }
-    let status = draft.fields.key_rotation.clone().unwrap_or_default();
-    rotation.note = note(&rotation.ring, &status, &waits(ctx));
+    rotation.note = current_note(ctx, draft, &rotation.ring);
     Ok(rotation)
 }
 
@@ -217,10 +215,7 @@ pub(super) async fn promote(
         known.fingerprint = fingerprint;
         memory.signing_key = Some((fingerprint, next.clone()));
     }
-    *key_rotation(draft) = KeyRotationStatus {
-        handled_request: key_rotation(draft).handled_request.clone(),
-        ..KeyRotationStatus::default()
-    };
+    forget_refusals(draft);
     draft.events.push(normal(
         "KeyRotated",
         format!(
@@ -246,7 +241,9 @@ pub(super) fn refused(
     let again = SystemTime::now() + rotation::trial_retry(refusals);
     let status = key_rotation(draft);
     status.refused_trials = refusals;
-    status.next_trial_time = Some(super::secrets::rfc3339_ceil(again));
+    let again = super::secrets::rfc3339_ceil(again);
+    status.next_trial_time = Some(again.clone());
+    draft.revisit = super::secrets::parse_rfc3339(&again);
     draft.events.push(warning(
         "NextKeyRefused",
         &format!(
@@ -369,6 +366,20 @@ fn why(trigger: &Trigger) -> String {
 
 fn key_rotation(draft: &mut Draft) -> &mut KeyRotationStatus {
     draft.fields.key_rotation.get_or_insert_default()
+}
+
+/// A new next key, or one accepted: earlier refusals no longer count.
+fn forget_refusals(draft: &mut Draft) {
+    let status = key_rotation(draft);
+    status.refused_trials = 0;
+    status.next_trial_time = None;
+}
+
+/// What the Key condition says about a generated key's rotation, as the
+/// draft stands.
+pub(super) fn current_note(ctx: &Context, draft: &Draft, ring: &Ring) -> Option<String> {
+    let status = draft.fields.key_rotation.clone().unwrap_or_default();
+    note(ring, &status, &waits(ctx))
 }
 
 fn normal(reason: &str, note: String) -> Event {

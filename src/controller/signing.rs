@@ -126,27 +126,16 @@ pub(super) async fn key_and_token(
                 let ring = rotate::promote(ctx, target, &key, &rotation.ring, next, draft, memory)
                     .await
                     .map_err(at_key)?;
-                let status = draft.fields.key_rotation.clone().unwrap_or_default();
-                let note = rotate::note(&ring, &status, &rotate::waits(ctx));
+                let note = rotate::current_note(ctx, draft, &ring);
                 record_key(ctx, target, sbc, next, &key.secret_name, &ring, note, draft);
                 return Ok(sooner(action, draft));
             }
             Err(failure) if rotate::is_refusal(failure.reason) => {
                 memory.last_attempt_failed = before;
                 rotate::refused(draft, previous, &rotation.ring, next, &failure.message);
-                let status = draft.fields.key_rotation.clone().unwrap_or_default();
-                let note = rotate::note(&rotation.ring, &status, &rotate::waits(ctx));
-                draft.revisit = status.next_trial_time.as_deref().and_then(parse_rfc3339);
-                record_key(
-                    ctx,
-                    target,
-                    sbc,
-                    &key.signing,
-                    &key.secret_name,
-                    &rotation.ring,
-                    note,
-                    draft,
-                );
+                let note = rotate::current_note(ctx, draft, &rotation.ring);
+                let (signing, name) = (&key.signing, &key.secret_name);
+                record_key(ctx, target, sbc, signing, name, &rotation.ring, note, draft);
             }
             Err(failure) => return Err(at_token(failure)),
         }

@@ -69,7 +69,7 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
                 retired.kid,
                 rfc3339(gone)
             ));
-            revisit = revisit.min(Some(gone)).or(Some(gone));
+            revisit = Some(revisit.map_or(gone, |r| r.min(gone)));
         }
     }
     Rotation {
