@@ -122,10 +122,17 @@ provider.use(async (ctx, next) => {
     ctx.body = stats;
     return;
   }
+  // Both counts are taken when the answer is ready, so a request still in
+  // flight never shows as received but not issued.
   const isToken = ctx.method === 'POST' && ctx.path === '/token';
-  if (isToken) stats.token_requests += 1;
-  await next();
-  if (isToken && ctx.status === 200) stats.tokens_issued += 1;
+  try {
+    await next();
+  } finally {
+    if (isToken) {
+      stats.token_requests += 1;
+      if (ctx.status === 200) stats.tokens_issued += 1;
+    }
+  }
 });
 
 // Why a request was refused, on stderr, for the test log.
