@@ -35,9 +35,6 @@ pub(super) struct Draft {
     pub events: Vec<Event>,
     /// Nothing was evaluated (waiting out a backoff): leave the status as is.
     pub keep_status: bool,
-    /// The Secrets the operator manages for the client, with the resource
-    /// versions this reconcile read and wrote.
-    pub own_secrets: Vec<(String, Vec<String>)>,
     /// Said on TokenReady when the token endpoint's clock disagrees.
     pub clock_note: Option<String>,
     /// When a key rotation wants to look again, if before the refresh.
@@ -54,19 +51,8 @@ impl Draft {
             fields: previous.clone(),
             events: Vec::new(),
             keep_status: false,
-            own_secrets: Vec::new(),
             clock_note: None,
             revisit: None,
-        }
-    }
-
-    /// Notes a version at which one of the operator's own Secrets for this
-    /// client was read or written.
-    pub fn saw_own_secret(&mut self, name: &str, version: Option<String>) {
-        let Some(version) = version else { return };
-        match self.own_secrets.iter_mut().find(|(n, _)| n == name) {
-            Some((_, versions)) => versions.push(version),
-            None => self.own_secrets.push((name.to_string(), vec![version])),
         }
     }
 

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use super::decide::{self, Adoption};
 use super::reason::{Failure, Reason};
 mod referenced;
 
@@ -24,9 +25,6 @@ pub struct ResolvedKey {
     pub generated: bool,
     /// The regenerate-key annotation value this reconcile acted on.
     pub regeneration_handled: Option<String>,
-    /// For a key the operator generated: the resource versions at which
-    /// this reconcile read or wrote its Secret.
-    pub own_secret_versions: Vec<String>,
     /// For a key the operator generated: every key its Secret holds.
     pub ring: Option<Ring>,
     /// For a key the user provides: their next key, to publish (or why it
@@ -191,20 +189,13 @@ async fn generated(
         return adopt(&api, target, request, secret_name, existing, owner, memory).await;
     }
 
-    // The key is gone. If its public key was published, the EHR knows only
-    // that key: a new one is made only when the user asks.
-    let regenerate = target.annotation(REGENERATE_KEY_ANNOTATION);
-    let published = target.status_kid.is_some();
-    let asked = regenerate.is_some() && regenerate != target.handled_key_regeneration;
-    if published && !asked {
-        return Err(failure(
-            Reason::KeyMissing,
-            format!(
-                "the signing key Secret {secret_name} was deleted after its public key (kid {}) was published; restore the Secret, or annotate this resource with {REGENERATE_KEY_ANNOTATION}=<any new value> to generate a new key, then register the new public key with the EHR",
-                target.status_kid.unwrap_or_default()
-            ),
-        ));
-    }
+    // The key is gone: generate one, unless its public key was published.
+    let regeneration_handled = decide::missing_key(
+        secret_name,
+        target.status_kid,
+        target.annotation(REGENERATE_KEY_ANNOTATION),
+        target.handled_key_regeneration,
+    )?;
 
     let algorithm = request.algorithm;
     let (key, pem) = generate(algorithm, rsa_bits).await?;
@@ -248,12 +239,7 @@ async fn generated(
                 signing,
                 secret_name: secret_name.to_string(),
                 generated: true,
-                regeneration_handled: if asked {
-                    regenerate.map(str::to_string)
-                } else {
-                    None
-                },
-                own_secret_versions: created.metadata.resource_version.into_iter().collect(),
+                regeneration_handled,
                 ring: Some(ring),
                 next: None,
             })
@@ -279,14 +265,14 @@ async fn adopt(
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     memory: &mut ClientMemory,
 ) -> Result<ResolvedKey, Failure> {
-    if !secrets::is_managed(&existing) {
-        return Err(failure(
-            Reason::KeySecretConflict,
-            format!(
-                "Secret {secret_name} exists but was not created by the operator; rename it, or reference it with spec.signing.keySecretRef if it holds this client's key"
-            ),
-        ));
-    }
+    let has_owner = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == target.owner.uid);
+    let managed = secrets::is_managed(&existing);
+    let adoption = decide::adoption(secret_name, managed, has_owner, owner.is_some())?;
     let pem = existing
         .data
         .as_ref()
@@ -303,14 +289,6 @@ async fn adopt(
     // A key of another algorithm than the one now wanted keeps signing
     // until a rotation replaces it (see rotate.rs).
     let algorithm = key.algorithm();
-    // Keep the owner reference in step with generatedKeyPolicy; this is the
-    // only write to an existing key Secret, and only when the policy changed.
-    let has_owner = existing
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.uid == target.owner.uid);
     let (signing, fingerprint) = bind(memory, &pem.0, key, Some(algorithm), request.kid, &whose)?;
     let ring = Ring::read(&existing, &signing).map_err(|e| {
         failure(
@@ -318,20 +296,19 @@ async fn adopt(
             format!("{whose}: {e}; restore the Secret from a backup (or delete it and annotate this resource with {REGENERATE_KEY_ANNOTATION}, then register the new key)"),
         )
     })?;
-    let mut own_secret_versions: Vec<String> =
-        existing.metadata.resource_version.iter().cloned().collect();
+    memory.saw_own_secret(secret_name, existing.metadata.resource_version.clone());
     let owned = owner.is_some();
-    let current = if has_owner != owned {
-        let patch =
-            json!({"metadata": {"ownerReferences": owner.map(|o| vec![o]).unwrap_or_default()}});
-        let patched = api
-            .patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| api_failure("patch", target, secret_name, e))?;
-        own_secret_versions.extend(patched.metadata.resource_version.clone());
-        patched
-    } else {
-        existing
+    // Keep the owner reference in step with generatedKeyPolicy; this is the
+    // only write to an existing key Secret, and only when the policy changed.
+    let current = match adoption {
+        Adoption::AsIs => existing,
+        Adoption::SetOwner(_) => {
+            let owners = owner.map(|o| vec![o]).unwrap_or_default();
+            let patch = json!({"metadata": {"ownerReferences": owners}});
+            api.patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| api_failure("patch", target, secret_name, e))?
+        }
     };
     let known = (fingerprint, ring.clone());
     remember_key(memory, request, secret_name, &current, owned, known);
@@ -340,7 +317,6 @@ async fn adopt(
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
-        own_secret_versions,
         ring: Some(ring),
         next: None,
     })
@@ -351,14 +327,14 @@ async fn adopt(
 /// no parse. The key itself is the one `bind` keeps.
 fn known_key(
     ctx: &Context,
-    memory: &ClientMemory,
+    memory: &mut ClientMemory,
     target: &Target<'_>,
     request: &KeyRequest<'_>,
     secret_name: &str,
     owned: bool,
 ) -> Option<ResolvedKey> {
     let version = ctx.own_secret_version(target.namespace, secret_name)?;
-    let known = memory.generated_key.as_ref()?;
+    let known = memory.generated_key()?;
     let (fingerprint, signing) = memory.signing_key.as_ref()?;
     let same = known.name == secret_name
         && known.version == version
@@ -367,12 +343,12 @@ fn known_key(
         && known.fingerprint == *fingerprint;
     let signing = same.then(|| signing.clone())?;
     let ring = known.ring(&signing);
+    memory.saw_own_secret(secret_name, Some(version));
     Some(ResolvedKey {
         signing,
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
-        own_secret_versions: vec![version],
         ring: Some(ring),
         next: None,
     })
@@ -397,5 +373,5 @@ pub(super) fn remember_key(
             ring,
         )
     });
-    memory.generated_key = known;
+    memory.know_key_secret(known);
 }

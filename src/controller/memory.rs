@@ -42,9 +42,15 @@ pub(crate) struct ClientMemory {
     /// bytes, algorithm and kid it was bound from.
     pub signing_key: Option<([u8; 32], crate::smart::SigningKey)>,
     /// The token Secret as this process last read or wrote it.
-    pub token_secret: Option<KnownTokenSecret>,
+    token_secret: Option<KnownTokenSecret>,
     /// The generated key's Secret as this process last read or wrote it.
-    pub generated_key: Option<KnownKeySecret>,
+    generated_key: Option<KnownKeySecret>,
+    /// The operator's own Secrets for the client, with every resource
+    /// version this reconcile read or wrote them at. Recorded by the
+    /// methods that change what this memory knows of them, so no step has
+    /// to remember to; taken whole by the settled outcome, and never kept
+    /// past the commit.
+    seen: Vec<(String, Vec<String>)>,
     /// The status this process last wrote, and when.
     pub written_status: Option<(Instant, SmartBackendClientStatus)>,
     /// The outcome of the last reconcile that ended with a good token, and
@@ -72,7 +78,8 @@ impl Memories {
         clients.get_mut(uid).map(std::mem::take).unwrap_or_default()
     }
 
-    pub fn commit(&self, uid: &str, memory: ClientMemory) {
+    pub fn commit(&self, uid: &str, mut memory: ClientMemory) {
+        memory.seen = Vec::new();
         if let Some(expires_at) = memory.expires_at {
             let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
             put(&mut expiries, uid, expires_at);
@@ -214,6 +221,63 @@ pub(crate) struct KnownTokenSecret {
 const WATCH_LAG_TOLERANCE: Duration = Duration::from_secs(30);
 
 impl ClientMemory {
+    /// Notes a version at which one of the operator's own Secrets for this
+    /// client was read or written.
+    pub fn saw_own_secret(&mut self, name: &str, version: Option<String>) {
+        let Some(version) = version else { return };
+        match self.seen.iter_mut().find(|(n, _)| n == name) {
+            Some((_, versions)) => versions.push(version),
+            None => self.seen.push((name.to_string(), vec![version])),
+        }
+    }
+
+    /// The own Secrets' versions this reconcile saw, for its settled outcome.
+    pub fn take_seen(&mut self) -> Vec<(String, Vec<String>)> {
+        std::mem::take(&mut self.seen)
+    }
+
+    pub fn token_secret(&self) -> Option<&KnownTokenSecret> {
+        self.token_secret.as_ref()
+    }
+
+    /// The token Secret as just read or written (or unknown).
+    pub fn know_token_secret(&mut self, known: Option<KnownTokenSecret>) {
+        if let Some(known) = &known {
+            self.saw_own_secret(&known.name, Some(known.version.clone()));
+        }
+        self.token_secret = known;
+    }
+
+    pub fn generated_key(&self) -> Option<&KnownKeySecret> {
+        self.generated_key.as_ref()
+    }
+
+    /// The generated key's Secret as just read or written (or unknown).
+    pub fn know_key_secret(&mut self, known: Option<KnownKeySecret>) {
+        if let Some(known) = &known {
+            self.saw_own_secret(&known.name, Some(known.version.clone()));
+        }
+        self.generated_key = known;
+    }
+
+    /// The generated key's Secret was rewritten with `ring` (a rotation's
+    /// step) and is now at `version`.
+    pub fn key_secret_written(&mut self, name: &str, version: Option<String>, ring: &Ring) {
+        if let (Some(known), Some(version)) = (self.generated_key.as_mut(), version.clone()) {
+            known.version = version;
+            known.set_ring(ring.clone());
+        }
+        self.saw_own_secret(name, version);
+    }
+
+    /// The generated key now signs with the key bound from these bytes.
+    pub fn key_promoted(&mut self, fingerprint: [u8; 32], signing: crate::smart::SigningKey) {
+        if let Some(known) = self.generated_key.as_mut() {
+            known.fingerprint = fingerprint;
+            self.signing_key = Some((fingerprint, signing));
+        }
+    }
+
     /// The status to compare against: the one this process last wrote while
     /// the watch cache has not caught up with it, else the cached one. A
     /// reconcile triggered by the operator's own Secret write otherwise sees

@@ -8,6 +8,7 @@
 mod ca_bundles;
 mod clock;
 mod conditions;
+mod decide;
 mod discover;
 mod discovery_cache;
 mod draft;

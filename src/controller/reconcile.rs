@@ -15,11 +15,14 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::conditions::{self, State};
+use super::decide::{self, Gate};
 use super::discover;
 use super::draft::{Draft, Slot};
 use super::reason::{Failure, Reason};
-use super::validate;
-use super::{ClientMemory, Context, Error, Target, WatchedClient, secrets, signing, token, wait};
+use super::validate::ValidSpec;
+use super::{
+    ClientMemory, Context, Error, KnownTokenSecret, Target, WatchedClient, signing, token, wait,
+};
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
 
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -122,7 +125,8 @@ async fn reconcile_with(
         patch_status(ctx, &api, name, json!({"status": status})).await?;
         memory.written_status = Some((std::time::Instant::now(), status.clone()));
     }
-    memory.settled = wait::settled(&status, &draft, &sbc.metadata);
+    let seen = memory.take_seen();
+    memory.settled = wait::settled(&status, &draft, &sbc.metadata, seen);
     if !draft.events.is_empty() {
         let reference = sbc.object_ref(&());
         let recorder = ctx.recorder();
@@ -195,78 +199,30 @@ async fn steps(
         now: SystemTime::now(),
         just_granted: ctx.secrets_just_granted(target.uid),
     };
-    if let Some(wait) = wait::backoff_remaining(memory, target, previous, backoff) {
-        draft.keep_status = true;
-        return Ok(Action::requeue(wait));
-    }
-    let spec = validate::validate(sbc, target.name, ctx.settings.http.allow_http)
-        .map_err(|invalid| Failure::new(Reason::InvalidSpec, invalid.to_string()))
-        .map_err(at(Slot::Overall))?;
+    let backoff = wait::backoff_remaining(memory, target, previous, backoff);
+    let allow_http = ctx.settings.http.allow_http;
+    let spec = match decide::gate(sbc, target.name, backoff, allow_http) {
+        Gate::BackingOff(wait) => {
+            draft.keep_status = true;
+            return Ok(Action::requeue(wait));
+        }
+        Gate::Invalid(failure) => return Err((Slot::Overall, failure)),
+        Gate::Suspended(spec, state) => {
+            draft.fields.token_secret_name = Some(spec.token_secret_name.clone());
+            draft.set(Slot::Overall, state);
+            return Ok(Action::await_change());
+        }
+        Gate::Go(spec) => spec,
+    };
     draft.fields.token_secret_name = Some(spec.token_secret_name.clone());
-    if sbc.spec.suspend {
-        draft.set(
-            Slot::Overall,
-            State::failed(
-                Reason::Suspended,
-                "spec.suspend is true: nothing is refreshed, existing Secrets are kept",
-            ),
-        );
-        return Ok(Action::await_change());
-    }
 
     // The token Secret as this process last wrote or read it, when the watch
     // shows it unchanged since: then it is not read again.
-    let known_token = token::known(
-        ctx,
-        memory,
-        target,
-        &spec.token_secret_name,
-        sbc.metadata.generation,
-    );
-    if let Some(known) = &known_token {
-        draft.saw_own_secret(&spec.token_secret_name, Some(known.version.clone()));
-    }
-    let existing_token = match &known_token {
-        Some(_) => None,
-        None => Api::<Secret>::namespaced(ctx.client.clone(), target.namespace)
-            .get_opt(&spec.token_secret_name)
-            .await
-            .map_err(|error| {
-                let (ns, name) = (target.namespace, &spec.token_secret_name);
-                Failure::api(Reason::TokenSecretUnavailable, "get", ns, name, &error)
-            })
-            .map_err(at(Slot::Token))?,
-    };
-    if let Some(secret) = &existing_token {
-        draft.saw_own_secret(
-            &spec.token_secret_name,
-            secret.metadata.resource_version.clone(),
-        );
-        if let Some(type_) = secret.type_.as_deref().filter(|t| *t != "Opaque") {
-            return Err((
-                Slot::Token,
-                Failure::new(
-                    Reason::TargetSecretConflict,
-                    format!(
-                        "Secret {} has type {type_}, not Opaque; the operator writes only Opaque token Secrets and leaves it untouched: choose another spec.token.secretName, or delete that Secret",
-                        spec.token_secret_name
-                    ),
-                ),
-            ));
-        }
-        if !secrets::is_owned_by(secret, target.uid) {
-            return Err((
-                Slot::Token,
-                Failure::new(
-                    Reason::TargetSecretConflict,
-                    format!(
-                        "Secret {} exists and was not written by the operator for this resource; it is left untouched: choose another spec.token.secretName, or delete that Secret",
-                        spec.token_secret_name
-                    ),
-                ),
-            ));
-        }
-    }
+    let (known_token, existing_token) = observe_token_secret(ctx, target, &spec, sbc, memory)
+        .await
+        .map_err(at(Slot::Token))?;
+    decide::token_target(existing_token.as_ref(), &spec.token_secret_name, target.uid)
+        .map_err(at(Slot::Token))?;
 
     let http = discover::http_client(ctx, target.namespace, &spec)
         .await
@@ -294,6 +250,40 @@ async fn steps(
         known_token: known_token.map(|k| k.stored),
     };
     signing::key_and_token(ctx, target, found, draft, memory).await
+}
+
+/// The token Secret: as this process last wrote or read it, when the watch
+/// shows it unchanged since (no request), else as the API server has it.
+/// Either way its version is recorded in the client's memory.
+async fn observe_token_secret(
+    ctx: &Context,
+    target: &Target<'_>,
+    spec: &ValidSpec,
+    sbc: &SmartBackendClient,
+    memory: &mut ClientMemory,
+) -> Result<(Option<KnownTokenSecret>, Option<Secret>), Failure> {
+    let name = &spec.token_secret_name;
+    let generation = sbc.metadata.generation;
+    if let Some(known) = token::known(ctx, memory, target, name, generation) {
+        memory.saw_own_secret(name, Some(known.version.clone()));
+        return Ok((Some(known), None));
+    }
+    let existing = Api::<Secret>::namespaced(ctx.client.clone(), target.namespace)
+        .get_opt(name)
+        .await
+        .map_err(|error| {
+            Failure::api(
+                Reason::TokenSecretUnavailable,
+                "get",
+                target.namespace,
+                name,
+                &error,
+            )
+        })?;
+    if let Some(secret) = &existing {
+        memory.saw_own_secret(name, secret.metadata.resource_version.clone());
+    }
+    Ok((None, existing))
 }
 
 /// A Warning when the token endpoint's host differs from the one the last

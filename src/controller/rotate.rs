@@ -131,7 +131,7 @@ pub(super) async fn advance(
                 .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
             let grown =
                 ring.with_next(next.public_jwk(), pem.into_bytes(), algorithm, observed.now);
-            rotation.ring = store(ctx, target, key, ring, grown, None, draft, memory).await?;
+            rotation.ring = store(ctx, target, key, ring, grown, None, memory).await?;
             if let Trigger::Requested(value) = &trigger {
                 key_rotation(draft).handled_request = Some(value.clone());
             }
@@ -172,7 +172,7 @@ pub(super) async fn advance(
         }
         Step::DropRetiring { kid } => {
             let shrunk = ring.without(&kid);
-            rotation.ring = store(ctx, target, key, ring, shrunk, None, draft, memory).await?;
+            rotation.ring = store(ctx, target, key, ring, shrunk, None, memory).await?;
             // A rotation due meanwhile starts at once, not at the next refresh.
             rotation.revisit = match rotation::plan(&rotation.ring.entries, &inputs) {
                 Step::Steady { revisit } => revisit,
@@ -205,16 +205,13 @@ pub(super) async fn promote(
     let Some((promoted, pem)) = ring.promoted(SystemTime::now()) else {
         return Ok(ring.clone());
     };
-    let ring = store(ctx, target, key, ring, promoted, Some(&pem), draft, memory).await?;
+    let ring = store(ctx, target, key, ring, promoted, Some(&pem), memory).await?;
     // Come back when the retiring key may go.
     let waits = waits(ctx);
     let retiring = ring.find(KeyState::Retiring).map(|r| r.since);
     draft.revisit = retiring.map(|since| since + waits.assertion_lifetime + waits.jwks_max_age);
-    if let Some(known) = memory.generated_key.as_mut() {
-        let fingerprint = keys::fingerprint(&pem, Some(next.algorithm()), None);
-        known.fingerprint = fingerprint;
-        memory.signing_key = Some((fingerprint, next.clone()));
-    }
+    let fingerprint = keys::fingerprint(&pem, Some(next.algorithm()), None);
+    memory.key_promoted(fingerprint, next.clone());
     forget_refusals(draft);
     draft.events.push(normal(
         "KeyRotated",
@@ -275,7 +272,6 @@ async fn store(
     from: &Ring,
     changed: Ring,
     active_pem: Option<&[u8]>,
-    draft: &mut Draft,
     memory: &mut ClientMemory,
 ) -> Result<Ring, Failure> {
     let name = &key.secret_name;
@@ -311,12 +307,7 @@ async fn store(
             e => api_failure("update", target, name, e),
         })?;
     ctx.metrics.write("key_secret");
-    let version = written.metadata.resource_version.clone();
-    if let (Some(known), Some(version)) = (memory.generated_key.as_mut(), version.clone()) {
-        known.version = version;
-        known.set_ring(changed.clone());
-    }
-    draft.saw_own_secret(name, version);
+    memory.key_secret_written(name, written.metadata.resource_version, &changed);
     Ok(changed)
 }
 

@@ -81,9 +81,6 @@ pub(super) async fn key_and_token(
             secondary: None,
         });
     }
-    for version in &key.own_secret_versions {
-        draft.saw_own_secret(&key.secret_name, Some(version.clone()));
-    }
     if key.regeneration_handled.is_some() {
         draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
     }

@@ -9,6 +9,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use sha2::{Digest, Sha256};
 
+use super::decide::{self, TokenDue};
 use super::draft::Draft;
 use super::exchange;
 use super::reason::{Failure, Reason};
@@ -31,7 +32,7 @@ pub(super) fn known(
     name: &str,
     generation: Option<i64>,
 ) -> Option<KnownTokenSecret> {
-    let known = memory.token_secret.clone()?;
+    let known = memory.token_secret()?.clone();
     let version = ctx.own_secret_version(target.namespace, name)?;
     (known.name == name && known.version == version && known.generation == generation)
         .then_some(known)
@@ -52,7 +53,7 @@ fn remember(
             generation: inputs.generation,
             stored,
         });
-    memory.token_secret = known;
+    memory.know_token_secret(known);
 }
 
 /// A per-client number in [0, 1), stable across reconciles of the same
@@ -98,29 +99,34 @@ pub(super) async fn refresh(
         .or_else(|| inputs.existing.and_then(secrets::read_token_secret));
     let requested = wait::pending_refresh_request(memory, target, previous);
 
-    if let Some(stored) = &stored {
-        let refresh_at = schedule::refresh_at(
-            stored.issued_at,
-            stored.expires_at,
-            spec.refresh_before,
-            timing,
-            stable_jitter(target.uid, stored.issued_at),
-        );
-        // A token attempt that failed is retried when its backoff ends, even
-        // if the stored token is still good (a requested refresh, a scope
-        // change, or a due refresh is still owed).
-        let from_status = previous.consecutive_failures > 0
-            && previous
-                .conditions
-                .iter()
-                .any(|c| c.type_ == super::conditions::TOKEN_READY && c.status == "False");
-        let last_attempt_failed = memory.last_attempt_failed.unwrap_or(from_status);
-        let current =
-            stored.inputs_hash == inputs_hash && requested.is_none() && !last_attempt_failed;
-        if current && SystemTime::now() < refresh_at {
-            return keep(ctx, inputs, stored, refresh_at, draft, memory).await;
-        }
+    // A token attempt that failed is retried when its backoff ends, even if
+    // the stored token is still good (a requested refresh, a scope change,
+    // or a due refresh is still owed).
+    let from_status = previous.consecutive_failures > 0
+        && previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == super::conditions::TOKEN_READY && c.status == "False");
+    let last_attempt_failed = memory.last_attempt_failed.unwrap_or(from_status);
+    let refresh_at = stored.as_ref().map(|stored| {
+        let jitter = stable_jitter(target.uid, stored.issued_at);
+        let (issued, expires) = (stored.issued_at, stored.expires_at);
+        schedule::refresh_at(issued, expires, spec.refresh_before, timing, jitter)
+    });
+    let due = decide::token_due(
+        stored
+            .as_ref()
+            .map(|s| s.inputs_hash.as_str())
+            .zip(refresh_at),
+        &inputs_hash,
+        requested.is_some(),
+        last_attempt_failed,
+        SystemTime::now(),
+    );
+    if let (TokenDue::Keep, Some(stored), Some(refresh_at)) = (due, &stored, refresh_at) {
+        return keep(ctx, inputs, stored, refresh_at, draft, memory).await;
     }
+    tracing::debug!(client = target.name, namespace = target.namespace, why = ?due, "requesting a token");
 
     let (token, issued_at) = match take_pending(ctx, memory, &inputs_hash) {
         Some(pending) => (pending.token, pending.issued_at),
@@ -154,13 +160,7 @@ pub(super) async fn refresh(
     });
     match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
         Ok(version) => {
-            remember(
-                memory,
-                inputs,
-                version.clone(),
-                secrets::read_token_secret(&secret),
-            );
-            draft.saw_own_secret(&spec.token_secret_name, version);
+            remember(memory, inputs, version, secrets::read_token_secret(&secret));
         }
         Err(error) => {
             // Keep the token: the next attempt writes it instead of minting another.
@@ -292,8 +292,7 @@ async fn keep(
         .await;
         match written {
             Ok(version) => {
-                remember(memory, inputs, version.clone(), Some(stored.clone()));
-                draft.saw_own_secret(&spec.token_secret_name, version);
+                remember(memory, inputs, version, Some(stored.clone()));
             }
             Err(error) => {
                 return Err(Failure::api(

@@ -18,6 +18,7 @@ pub(super) fn settled(
     status: &SmartBackendClientStatus,
     draft: &Draft,
     reconciled: &ObjectMeta,
+    own_secrets: Vec<(String, Vec<String>)>,
 ) -> Option<Settled> {
     let ready = status
         .conditions
@@ -29,7 +30,7 @@ pub(super) fn settled(
     Some(Settled {
         generation: reconciled.generation,
         requests: Settled::requests(reconciled),
-        own_secrets: draft.own_secrets.clone(),
+        own_secrets,
         until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?.min(
             draft
                 .revisit

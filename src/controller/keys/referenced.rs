@@ -88,7 +88,6 @@ pub(super) async fn referenced(
         secret_name: secret_name.to_string(),
         generated: false,
         regeneration_handled: None,
-        own_secret_versions: Vec::new(),
         ring: None,
         next: None,
     })

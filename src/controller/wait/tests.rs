@@ -25,15 +25,14 @@ fn meta(generation: i64, annotations: &[(&str, &str)]) -> ObjectMeta {
 /// A memory that settled at generation 3 with the token Secret at version
 /// "10", next refresh at t(600).
 fn settled_memory() -> ClientMemory {
-    ClientMemory {
-        settled: Some(Settled {
-            generation: Some(3),
-            requests: [None, None, None],
-            own_secrets: vec![("c-token".into(), vec!["9".into(), "10".into()])],
-            until: t(600),
-        }),
-        ..ClientMemory::default()
-    }
+    let mut memory = ClientMemory::default();
+    memory.settled = Some(Settled {
+        generation: Some(3),
+        requests: [None, None, None],
+        own_secrets: vec![("c-token".into(), vec!["9".into(), "10".into()])],
+        until: t(600),
+    });
+    memory
 }
 
 fn watch_shows(version: &'static str) -> impl Fn(&str) -> Option<String> {
@@ -153,10 +152,8 @@ type BackoffCase<'a> = (
 #[test]
 fn a_backoff_is_waited_out_unless_the_failure_is_no_longer_current() {
     let memory = ClientMemory::default();
-    let handled_here = ClientMemory {
-        handled_refresh: Some("mine".into()),
-        ..ClientMemory::default()
-    };
+    let mut handled_here = ClientMemory::default();
+    handled_here.handled_refresh = Some("mine".into());
     let healthy = SmartBackendClientStatus::default();
     let failing = failing();
     let requested = |v: &'static str| target(&[(REFRESH_REQUESTED_ANNOTATION, v)]);

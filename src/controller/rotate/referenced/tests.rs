@@ -21,7 +21,6 @@ fn resolved(signing: &SigningKey, next: Option<&SigningKey>) -> ResolvedKey {
         secret_name: "mine".into(),
         generated: false,
         regeneration_handled: None,
-        own_secret_versions: Vec::new(),
         ring: None,
         next: next.map(|n| Ok(n.clone())),
     }

@@ -1,0 +1,195 @@
+//! The decisions a reconcile takes between reading and writing, as pure
+//! functions of what was read: whether to go on at all (backoff, spec,
+//! suspend), whether the token Secret found under the spec's name may be
+//! written, and what to do when the generated key's Secret is missing or
+//! was found, and whether the stored token is kept. The reconcile's other decisions live beside their data:
+//! [`super::wait`] (nothing changed), [`super::schedule`] (refresh time,
+//! backoff, Retry-After), [`super::rotation`] (each rotation step) and
+//! [`super::draft`] (a failure's condition and retry). `decide/tests.rs`
+//! holds their table tests.
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::conditions::State;
+use super::reason::{Failure, Reason};
+use super::secrets;
+use super::validate::{self, ValidSpec};
+use crate::crd::{REGENERATE_KEY_ANNOTATION, SmartBackendClient};
+
+/// Whether a reconcile goes on, before it reads anything.
+#[derive(Debug)]
+pub(super) enum Gate {
+    /// The last failure's retry time is ahead and nothing new asks for an
+    /// earlier one: come back then, leaving the status as it is.
+    BackingOff(Duration),
+    /// The spec cannot be used; the failure says why.
+    Invalid(Failure),
+    /// `spec.suspend`: the condition to show, and nothing else is done
+    /// (the Secrets are kept as they are).
+    Suspended(Box<ValidSpec>, State),
+    /// Go on with the valid spec.
+    Go(Box<ValidSpec>),
+}
+
+/// A backoff still running ends the reconcile first (our own status
+/// write must not cut it short); then the spec is checked; then suspend.
+pub(super) fn gate(
+    sbc: &SmartBackendClient,
+    name: &str,
+    backoff: Option<Duration>,
+    allow_http: bool,
+) -> Gate {
+    if let Some(wait) = backoff {
+        return Gate::BackingOff(wait);
+    }
+    let spec = match validate::validate(sbc, name, allow_http) {
+        Ok(spec) => Box::new(spec),
+        Err(invalid) => {
+            return Gate::Invalid(Failure::new(Reason::InvalidSpec, invalid.to_string()));
+        }
+    };
+    if sbc.spec.suspend {
+        let state = State::failed(
+            Reason::Suspended,
+            "spec.suspend is true: nothing is refreshed, existing Secrets are kept",
+        );
+        return Gate::Suspended(spec, state);
+    }
+    Gate::Go(spec)
+}
+
+/// Whether the token Secret found under the spec's name (if any) may be
+/// written: only an Opaque Secret this resource's operator wrote. Anything
+/// else is left untouched and reported.
+pub(super) fn token_target(
+    existing: Option<&Secret>,
+    name: &str,
+    uid: &str,
+) -> Result<(), Failure> {
+    let Some(secret) = existing else {
+        return Ok(());
+    };
+    if let Some(type_) = secret.type_.as_deref().filter(|t| *t != "Opaque") {
+        return Err(Failure::new(
+            Reason::TargetSecretConflict,
+            format!(
+                "Secret {name} has type {type_}, not Opaque; the operator writes only Opaque token Secrets and leaves it untouched: choose another spec.token.secretName, or delete that Secret"
+            ),
+        ));
+    }
+    if !secrets::is_owned_by(secret, uid) {
+        return Err(Failure::new(
+            Reason::TargetSecretConflict,
+            format!(
+                "Secret {name} exists and was not written by the operator for this resource; it is left untouched: choose another spec.token.secretName, or delete that Secret"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The generated key's Secret is absent. Before its public key was ever
+/// published a key is simply generated. Once published, the EHR knows only
+/// that key: a new one is generated only when the user asks with a
+/// regenerate-key value not yet handled. `Ok` carries the request value
+/// this generation handles (if it answers one).
+pub(super) fn missing_key(
+    secret_name: &str,
+    published_kid: Option<&str>,
+    requested: Option<&str>,
+    handled: Option<&str>,
+) -> Result<Option<String>, Failure> {
+    let asked = requested.filter(|r| Some(*r) != handled);
+    match (published_kid, asked) {
+        (None, _) => Ok(asked.map(str::to_string)),
+        (Some(_), Some(asked)) => Ok(Some(asked.to_string())),
+        (Some(kid), None) => Err(Failure::new(
+            Reason::KeyMissing,
+            format!(
+                "the signing key Secret {secret_name} was deleted after its public key (kid {kid}) was published; restore the Secret, or annotate this resource with {REGENERATE_KEY_ANNOTATION}=<any new value> to generate a new key, then register the new public key with the EHR"
+            ),
+        )),
+    }
+}
+
+/// What to do with a Secret found under the generated key's name.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Adoption {
+    /// Use it as it is.
+    AsIs,
+    /// Use it, after setting its owner reference to match
+    /// `generatedKeyPolicy` (present for Delete, absent for Retain).
+    SetOwner(bool),
+}
+
+/// A Secret under the generated key's name is used only when the operator
+/// made it; its owner reference follows `generatedKeyPolicy`.
+pub(super) fn adoption(
+    secret_name: &str,
+    managed: bool,
+    has_owner: bool,
+    owned: bool,
+) -> Result<Adoption, Failure> {
+    if !managed {
+        return Err(Failure::new(
+            Reason::KeySecretConflict,
+            format!(
+                "Secret {secret_name} exists but was not created by the operator; rename it, or reference it with spec.signing.keySecretRef if it holds this client's key"
+            ),
+        ));
+    }
+    Ok(if has_owner == owned {
+        Adoption::AsIs
+    } else {
+        Adoption::SetOwner(owned)
+    })
+}
+
+/// Whether the token step keeps the stored token or asks for a new one,
+/// and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TokenDue {
+    /// The stored token is good and its refresh time is ahead.
+    Keep,
+    /// No token is stored yet.
+    First,
+    /// What the token was obtained for changed: the scopes, the client,
+    /// the token endpoint or the signing key.
+    InputsChanged,
+    /// `refresh-requested-at` has a value not yet acted on.
+    Requested,
+    /// The last attempt failed and its backoff is over: what was owed then
+    /// is still owed.
+    RetryAfterFailure,
+    /// The refresh time has come.
+    Refresh,
+}
+
+/// `stored` is the stored token's inputs hash and refresh time.
+pub(super) fn token_due(
+    stored: Option<(&str, SystemTime)>,
+    inputs_hash: &str,
+    requested: bool,
+    last_attempt_failed: bool,
+    now: SystemTime,
+) -> TokenDue {
+    let Some((stored_hash, refresh_at)) = stored else {
+        return TokenDue::First;
+    };
+    if stored_hash != inputs_hash {
+        TokenDue::InputsChanged
+    } else if requested {
+        TokenDue::Requested
+    } else if last_attempt_failed {
+        TokenDue::RetryAfterFailure
+    } else if now >= refresh_at {
+        TokenDue::Refresh
+    } else {
+        TokenDue::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests;
