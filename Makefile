@@ -7,13 +7,15 @@
 #                    control plane and a real OAuth server (builds what is missing)
 #   make lint        cargo fmt --check and clippy with warnings denied
 #   make cluster-up / cluster-down   the local control plane on its own
+#   make node-up / node-down         a node for it (kubelet, containerd, CNI;
+#                                    root; undone completely by node-down)
 #   make keycloak-up / keycloak-down Keycloak on loopback on its own
 
 SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down keycloak-up keycloak-down promtool
+.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down node-up node-down keycloak-up keycloak-down promtool
 
 demo:
 	scripts/demo
@@ -42,7 +44,7 @@ fuzz:
 	  (cd fuzz && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
 
-test: lint oidc-deps cluster-up keycloak-up promtool
+test: lint oidc-deps cluster-up node-up keycloak-up promtool
 	cargo test --locked --all-targets
 
 # promtool checks the chart's alert rules and dashboard queries: taken out
@@ -88,6 +90,12 @@ cluster-up:
 
 cluster-down:
 	$(CONTROL_PLANE) down
+
+node-up: cluster-up
+	$(CONTROL_PLANE) node up
+
+node-down:
+	$(CONTROL_PLANE) node down
 
 # Keycloak from Maven Central on loopback, the second conformance server.
 keycloak-up:

@@ -1,0 +1,211 @@
+//! On the test node (`control-plane node up`): a workload pod mounts the
+//! token Secret as a volume, calls a FHIR server with the token it reads
+//! from the file, and after a refresh calls it with the new token, without
+//! a restart. The kubelet, containerd, runc and the CNI bridge are real;
+//! the FHIR server is the sandbox on this host's address on the pod
+//! network.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, LogParams, PostParams};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use smart_backend_operator::sandbox::{Sandbox, SandboxClient, SandboxConfig, router};
+use support::cluster::wait_for;
+use support::operator::{Harness, WAIT};
+
+const NODE: &str = "smart-node";
+const SCOPE: &str = "system/Patient.rs";
+/// The operator's default refresh lead: a new token is written this long
+/// before the old one expires, so the file must change within it.
+const REFRESH_LEAD: Duration = Duration::from_secs(150);
+/// How long the pod runs before the refresh.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// This host's address on the pod network, from the node's status. The
+/// node must be up: a missing node fails the test.
+async fn host_ip(client: &kube::Client) -> String {
+    let node = Api::<Node>::all(client.clone())
+        .get_opt(NODE)
+        .await
+        .expect("read the node")
+        .unwrap_or_else(|| {
+            panic!("no node {NODE}: start it with `tests/cluster/control-plane node up`")
+        });
+    node.status
+        .and_then(|s| s.addresses)
+        .into_iter()
+        .flatten()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address)
+        .expect("the node's InternalIP")
+}
+
+/// The first 16 hex digits of a token's SHA-256: what the workload logs
+/// instead of the token.
+fn short_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints "<hash> <ok|refused>" each time the mounted token changes, after
+/// one FHIR call with it.
+const WORKLOAD: &str = r#"
+last=""
+while true; do
+  token=$(cat /var/run/secrets/smart/access_token)
+  hash=$(printf %s "$token" | sha256sum | cut -c1-16)
+  if [ "$hash" != "$last" ]; then
+    if wget -q -O /dev/null --header "Authorization: Bearer $token" "$FHIR/Patient"; then
+      echo "$hash ok"
+    else
+      echo "$hash refused"
+    fi
+    last=$hash
+  fi
+  sleep 1
+done
+"#;
+
+fn workload_pod(fhir: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "workload"},
+        "spec": {
+            "nodeName": NODE,
+            "restartPolicy": "Never",
+            "dnsPolicy": "Default",
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            },
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:node",
+                "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", WORKLOAD],
+                "env": [{"name": "FHIR", "value": fhir}],
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]}
+                },
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/smart", "readOnly": true}]
+            }],
+            "volumes": [{"name": "token", "secret": {"secretName": "app-token"}}]
+        }
+    }))
+    .expect("pod")
+}
+
+async fn logs(pods: &Api<Pod>) -> Option<String> {
+    pods.logs("workload", &LogParams::default()).await.ok()
+}
+
+#[tokio::test]
+async fn a_workload_pod_reads_each_new_token_from_its_mounted_secret_without_a_restart() {
+    let h = Harness::with("node-workload", |settings| {
+        settings
+            .http
+            .destinations
+            .allow_hosts
+            .push("10.88.0.1".into());
+    })
+    .await;
+    let ip = host_ip(&h.ns.client).await;
+    assert_eq!(
+        ip, "10.88.0.1",
+        "the node's address is this host's on the pod network"
+    );
+
+    // The sandbox on this host's pod-network address, reachable from pods.
+    let listener = tokio::net::TcpListener::bind((ip.as_str(), 0))
+        .await
+        .expect("listen on the pod network address");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sandbox = Sandbox::new(
+        SandboxConfig {
+            base_url: base.clone(),
+            token_lifetime: Duration::from_secs(300),
+            clients: vec![SandboxClient {
+                client_id: "app".into(),
+                jwks_uri: Some(h.jwks_uri("app")),
+                jwks: None,
+                scopes: vec![SCOPE.into()],
+            }],
+        },
+        support::local_http(),
+    );
+    tokio::spawn(async move { axum::serve(listener, router(sandbox)).await });
+
+    h.apply(
+        "app",
+        json!({"fhirBaseUrl": format!("{base}/fhir"), "clientId": "app", "scopes": [SCOPE]}),
+    )
+    .await;
+    h.wait_ready("app").await;
+    let first = Harness::value(&h.wait_secret("app-token").await, "access_token");
+
+    let pods: Api<Pod> = h.ns.api();
+    pods.create(
+        &PostParams::default(),
+        &workload_pod(&format!("{base}/fhir")),
+    )
+    .await
+    .expect("create the workload pod");
+    let seen = |hash: String| move |logs: &String| logs.contains(&format!("{hash} ok"));
+    wait_for(
+        "the pod to call the FHIR server with the first token",
+        WAIT * 2,
+        || logs(&pods),
+        seen(short_hash(&first)),
+    )
+    .await;
+
+    // A refresh once the pod has settled (a pod's first seconds bring extra
+    // kubelet syncs that would hide the usual delay): the Secret changes in
+    // place and the pod reads the new file.
+    tokio::time::sleep(SETTLE).await;
+    h.annotate("app", "smartbackend.dev/refresh-requested-at", "node-test")
+        .await;
+    let secrets = h.secrets();
+    let second = wait_for(
+        "a new token in the Secret",
+        WAIT,
+        || async {
+            let secret = secrets.get_opt("app-token").await.ok().flatten()?;
+            Some(Harness::value(&secret, "access_token"))
+        },
+        |token| *token != first,
+    )
+    .await;
+    let written = Instant::now();
+    let logs_now = wait_for(
+        "the pod to call the FHIR server with the new token",
+        REFRESH_LEAD,
+        || logs(&pods),
+        seen(short_hash(&second)),
+    )
+    .await;
+    eprintln!(
+        "Secret write -> file change in the pod (seen by its next call): {:.0?}",
+        written.elapsed()
+    );
+    assert!(!logs_now.contains("refused"), "{logs_now}");
+    let pod = pods.get("workload").await.expect("pod");
+    let status = pod.status.expect("pod status");
+    let container = &status.container_statuses.expect("container status")[0];
+    assert_eq!(container.restart_count, 0, "the pod was not restarted");
+    assert!(
+        container
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+    );
+}
