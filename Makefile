@@ -9,13 +9,16 @@
 #   make cluster-up / cluster-down   the local control plane on its own
 #   make node-up / node-down         a node for it (kubelet, containerd, CNI;
 #                                    root; undone completely by node-down)
+#   make image       docker build of the Dockerfile on base images made from
+#                    Debian packages, loaded into the node as
+#                    smart-backend-operator:dev (root; see scripts/image)
 #   make keycloak-up / keycloak-down Keycloak on loopback on its own
 
 SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down node-up node-down keycloak-up keycloak-down promtool
+.PHONY: demo demo-down bench fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down node-up node-down image keycloak-up keycloak-down promtool
 
 demo:
 	scripts/demo
@@ -44,7 +47,7 @@ fuzz:
 	  (cd fuzz && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
 
-test: lint oidc-deps cluster-up node-up keycloak-up promtool
+test: lint oidc-deps cluster-up node-up image keycloak-up promtool
 	cargo test --locked --all-targets
 
 # promtool checks the chart's alert rules and dashboard queries: taken out
@@ -96,6 +99,9 @@ node-up: cluster-up
 
 node-down:
 	$(CONTROL_PLANE) node down
+
+image: node-up
+	scripts/image
 
 # Keycloak from Maven Central on loopback, the second conformance server.
 keycloak-up:

@@ -9,40 +9,20 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams, PostParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use smart_backend_operator::sandbox::{Sandbox, SandboxClient, SandboxConfig, router};
 use support::cluster::wait_for;
+use support::node;
 use support::operator::{Harness, WAIT};
 
-const NODE: &str = "smart-node";
 const SCOPE: &str = "system/Patient.rs";
 /// The operator's default refresh lead: a new token is written this long
 /// before the old one expires, so the file must change within it.
 const REFRESH_LEAD: Duration = Duration::from_secs(150);
 /// How long the pod runs before the refresh.
 const SETTLE: Duration = Duration::from_secs(15);
-
-/// This host's address on the pod network, from the node's status. The
-/// node must be up: a missing node fails the test.
-async fn host_ip(client: &kube::Client) -> String {
-    let node = Api::<Node>::all(client.clone())
-        .get_opt(NODE)
-        .await
-        .expect("read the node")
-        .unwrap_or_else(|| {
-            panic!("no node {NODE}: start it with `tests/cluster/control-plane node up`")
-        });
-    node.status
-        .and_then(|s| s.addresses)
-        .into_iter()
-        .flatten()
-        .find(|a| a.type_ == "InternalIP")
-        .map(|a| a.address)
-        .expect("the node's InternalIP")
-}
 
 /// The first 16 hex digits of a token's SHA-256: what the workload logs
 /// instead of the token.
@@ -76,9 +56,10 @@ fn workload_pod(fhir: &str) -> Pod {
         "kind": "Pod",
         "metadata": {"name": "workload"},
         "spec": {
-            "nodeName": NODE,
+            "nodeName": node::NODE,
             "restartPolicy": "Never",
             "dnsPolicy": "Default",
+            "tolerations": [node::toleration()],
             "securityContext": {
                 "runAsNonRoot": true,
                 "runAsUser": 65532,
@@ -117,31 +98,13 @@ async fn a_workload_pod_reads_each_new_token_from_its_mounted_secret_without_a_r
             .push("10.88.0.1".into());
     })
     .await;
-    let ip = host_ip(&h.ns.client).await;
+    let ip = node::host_ip(&h.ns.client).await;
     assert_eq!(
         ip, "10.88.0.1",
         "the node's address is this host's on the pod network"
     );
-
     // The sandbox on this host's pod-network address, reachable from pods.
-    let listener = tokio::net::TcpListener::bind((ip.as_str(), 0))
-        .await
-        .expect("listen on the pod network address");
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let sandbox = Sandbox::new(
-        SandboxConfig {
-            base_url: base.clone(),
-            token_lifetime: Duration::from_secs(300),
-            clients: vec![SandboxClient {
-                client_id: "app".into(),
-                jwks_uri: Some(h.jwks_uri("app")),
-                jwks: None,
-                scopes: vec![SCOPE.into()],
-            }],
-        },
-        support::local_http(),
-    );
-    tokio::spawn(async move { axum::serve(listener, router(sandbox)).await });
+    let base = node::sandbox(&ip, "app", SCOPE, h.jwks_uri("app")).await;
 
     h.apply(
         "app",

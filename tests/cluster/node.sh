@@ -15,6 +15,9 @@
 
 NODE=$BASE/node
 NODE_NAME=smart-node
+# Only pods that tolerate it run here: a chart installed by another test
+# stays Pending instead of trying to pull its image from a registry.
+NODE_TAINT=smartbackend.dev/test-node=true:NoSchedule
 BRIDGE=sbo0
 POD_CIDR=10.88.0.0/16
 HOST_IP=10.88.0.1
@@ -239,7 +242,8 @@ EOF
     --root-dir "$NODE/kubelet" \
     --cert-dir "$NODE/kubelet/pki" \
     --hostname-override "$NODE_NAME" \
-    --node-ip "$HOST_IP"
+    --node-ip "$HOST_IP" \
+    --register-with-taints "$NODE_TAINT"
   wait_for "the node" 120 node_ready
 }
 

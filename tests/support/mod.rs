@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod fault_server;
 pub mod helm;
 pub mod keycloak;
+pub mod node;
 pub mod oidc;
 pub mod operator;
 pub mod process;
