@@ -221,4 +221,10 @@ async fn the_chart_runs_the_built_image_confined_and_it_keeps_a_token_secret() {
 
     let uninstalled = helm(&["uninstall", &release, "-n", &ns.name, "--wait"]);
     assert!(uninstalled.status.success(), "{}", text(&uninstalled));
+    // What the release did not own stays: the client, its key and its token.
+    assert!(sbcs.get_opt("app").await.expect("get client").is_some());
+    for kept in ["app-signing-key", "app-token"] {
+        let secret = secrets.get_opt(kept).await.expect("get Secret");
+        assert!(secret.is_some(), "{kept} is kept after helm uninstall");
+    }
 }
