@@ -240,6 +240,19 @@ impl Harness {
     }
 
     /// Reasons of the Events recorded for `name` in this namespace.
+    /// Waits for an event with `reason` about `name`. Events are published
+    /// right after the status write, so a test that saw the status may
+    /// look a moment too early.
+    pub async fn wait_event(&self, name: &str, reason: &str) {
+        wait_for(
+            &format!("a {reason} event about {name}"),
+            WAIT,
+            || async { Some(self.event_reasons(name).await) },
+            |reasons| reasons.iter().any(|r| r == reason),
+        )
+        .await;
+    }
+
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
         let api: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
         api.list(&Default::default())
