@@ -57,20 +57,8 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 async fn ready_operator_pod(pods: &Api<Pod>, release: &str) -> Pod {
-    let selector = format!("app.kubernetes.io/instance={release}");
-    wait_for(
-        "the operator pod to be Ready",
-        POD_READY,
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items.into_iter().find(is_ready)
-        },
-        |_| true,
-    )
-    .await
+    let name = ready_pod_names(pods, release, 1).await.remove(0);
+    pods.get(&name).await.expect("the operator pod")
 }
 
 #[tokio::test]

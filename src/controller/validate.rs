@@ -289,4 +289,4 @@ fn reserved_key(key: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

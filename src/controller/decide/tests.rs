@@ -3,18 +3,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::*;
-use crate::crd::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SmartBackendClientSpec};
-
-fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
-    let mut spec = serde_json::json!({
-        "fhirBaseUrl": "https://ehr.example/fhir",
-        "clientId": "c1",
-        "scopes": ["system/Patient.rs"]
-    });
-    f(&mut spec);
-    let spec: SmartBackendClientSpec = serde_json::from_value(spec).unwrap();
-    SmartBackendClient::new("billing", spec)
-}
+use crate::controller::validate::tests::sbc;
+use crate::crd::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// What a gate decided, in words a table can hold.
 fn outcome(gate: &Gate) -> String {

@@ -20,7 +20,7 @@ fn the_secret_template_cannot_override_what_the_operator_writes() {
     assert!(validate(&fine, "billing", false).is_ok());
 }
 
-fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
+pub(crate) fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
     let mut spec = serde_json::json!({
         "fhirBaseUrl": "https://ehr.example/fhir",
         "clientId": "c1",
