@@ -1,11 +1,13 @@
 //! Two operator processes against the real control plane: one leads and
 //! writes; when it dies the other takes over within the lease duration, and
-//! no token is minted twice for the same refresh.
+//! no token is minted twice for the same refresh. A leader stopped as
+//! Kubernetes stops a pod releases the Lease on its way out.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
@@ -21,12 +23,16 @@ struct Replica(OperatorProcess);
 
 impl Replica {
     fn start(namespace: &str) -> Self {
+        Self::with_lease(namespace, LEASE_SECONDS)
+    }
+
+    fn with_lease(namespace: &str, seconds: u64) -> Self {
         Replica(OperatorProcess::spawn(&Launch {
             kubeconfig: &kubeconfig_path(),
             watch_namespace: namespace,
             lease_namespace: namespace,
             lease_name: "sbo-test",
-            lease_duration: Duration::from_secs(LEASE_SECONDS),
+            lease_duration: Duration::from_secs(seconds),
             admin_port: free_port(),
         }))
     }
@@ -141,5 +147,37 @@ async fn the_other_replica_takes_over_within_the_lease_and_mints_nothing_twice()
         server.stats().await.0,
         2,
         "exactly one token for the one requested refresh"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_stopped_by_sigterm_releases_the_lease() {
+    let ns = TestNamespace::new("leader-release").await;
+    install_crd(&ns.client).await;
+    // A lease far longer than the test: only a release empties it.
+    let mut replicas = vec![
+        Replica::with_lease(&ns.name, 600),
+        Replica::with_lease(&ns.name, 600),
+    ];
+    let first = wait_for(
+        "one replica to lead",
+        Duration::from_secs(30),
+        || async { leader_index(&replicas).await },
+        |_| true,
+    )
+    .await;
+    let leases = ns.api::<Lease>();
+    let holder = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    let held = holder(&leases.get("sbo-test").await.unwrap());
+    assert!(held.is_some(), "the leader holds the Lease");
+
+    assert!(
+        replicas[first].0.terminate(),
+        "the leader exits cleanly on SIGTERM"
+    );
+    let after = holder(&leases.get("sbo-test").await.unwrap());
+    assert!(
+        after.is_none(),
+        "the Lease is released on the way out, not left to expire: holder {after:?} (was {held:?})"
     );
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::controller::{self, Context};
 use crate::metrics::Metrics;
@@ -22,10 +23,14 @@ pub(super) async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
+/// Takes part in the election. Returns the "leading" channel and the task
+/// that keeps the Lease: once every receiver of the channel is dropped, the
+/// task releases the Lease (if held) and ends, so a replica that stops
+/// gracefully hands over at once instead of after the lease duration.
 pub(super) async fn lease(
     client: kube::Client,
     election: &LeaderElection,
-) -> anyhow::Result<watch::Receiver<bool>> {
+) -> anyhow::Result<(watch::Receiver<bool>, JoinHandle<()>)> {
     let seconds = election.duration.as_secs().max(2);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &election.lease_name)
         .with_namespace(&election.namespace)
@@ -44,13 +49,18 @@ pub(super) async fn lease(
     let (leading, task) = manager.watch().await;
     // If the lease task dies, this replica can no longer know whether it
     // leads: say so loudly; `lead` sees the channel close and stops.
-    tokio::spawn(async move {
-        if let Ok(Err(error)) = task.await {
-            tracing::error!(%error, "the leader-election task failed");
+    let keeper = tokio::spawn(async move {
+        match task.await {
+            Ok(Err(error)) => tracing::error!(%error, "the leader-election task failed"),
+            Ok(Ok(_)) => tracing::info!("leader lease released"),
+            Err(_) => {}
         }
     });
-    Ok(leading)
+    Ok((leading, keeper))
 }
+
+/// How long a stopping replica waits for its Lease to be released.
+pub(super) const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the controllers while `leading` is true; stops them the moment it
 /// turns false. Returns when `stopped` turns true, or with an error if the

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use super::lead::LeaderElection;
-use super::lead::{lead, lease, wait_true};
+use super::lead::{RELEASE_TIMEOUT, lead, lease, wait_true};
 use crate::controller::{
     self, Context, JwksDirectory, SecretAccess, SecretGrant, Settings, Timing,
 };
@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::smart::HttpPolicy;
 use url::Url;
 
-fn duration(value: &str) -> Result<Duration, String> {
+pub(super) fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|e| format!("{value:?} is not a duration like 30s or 5m: {e}"))
 }
@@ -256,12 +256,15 @@ impl Operator {
         });
         // Without election this replica always leads; the sender is kept
         // alive in the task so the channel never reports "closed".
-        let (always, leading) = match leader {
+        let (always, leading, keeper) = match leader {
             None => {
                 let (tx, rx) = watch::channel(true);
-                (Some(tx), rx)
+                (Some(tx), rx, None)
             }
-            Some(election) => (None, lease(client.clone(), &election).await?),
+            Some(election) => {
+                let (rx, keeper) = lease(client.clone(), &election).await?;
+                (None, rx, Some(keeper))
+            }
         };
         let (stop, stopped) = watch::channel(false);
         let admin_stop = wait_true(stopped.clone());
@@ -269,8 +272,17 @@ impl Operator {
         let task = tokio::spawn(async move {
             let admin = tokio::spawn(crate::http::serve::serve(listener, app, admin_stop));
             let cache = tokio::spawn(controller::watch_for_jwks(client, settings, jwks, ready));
+            // `lead` owns the only receiver: when it returns, the lease task
+            // sees the channel closed and releases the Lease.
             let result = lead(ctx, task_metrics, leading, stopped).await;
             drop(always);
+            if let Some(keeper) = keeper
+                && tokio::time::timeout(RELEASE_TIMEOUT, keeper).await.is_err()
+            {
+                tracing::warn!(
+                    "the leader lease was not released within {RELEASE_TIMEOUT:?}; the next leader waits for it to expire"
+                );
+            }
             cache.abort();
             let _ = admin.await;
             result

@@ -83,6 +83,20 @@ impl OperatorProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Stops the process as Kubernetes does (SIGTERM) and waits for it to
+    /// exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -TERM {} failed", child.id());
+        child.wait().is_ok_and(|s| s.success())
+    }
+
     /// Kills the process at once, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
