@@ -28,6 +28,9 @@ enum Command {
     Crd,
     /// Discover, sign an assertion and obtain one access token.
     Token(Box<cli::token::TokenArgs>),
+    /// Check a running installation: the CRD, the leader Lease, the
+    /// Service's endpoints (the chart's `helm test` runs this).
+    Check(cli::check::CheckArgs),
     /// The kubectl plugin (also installed as `kubectl-smart`).
     Kubectl(cli::plugin::PluginArgs),
 }
@@ -51,6 +54,7 @@ async fn main() -> std::process::ExitCode {
     let result = match &command {
         Command::Run(args) => cli::run::run(args).await,
         Command::Sandbox(args) => cli::sandbox::run(args).await,
+        Command::Check(args) => cli::check::run(args).await,
         Command::Crd => smart_backend_operator::crd::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),

@@ -8,6 +8,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::json;
 use support::cluster::{self, TestNamespace, bin_dir, kubeconfig_path, repo_root};
 use support::helm::{CHART, can_i, helm, install, release_name, text};
@@ -110,8 +111,28 @@ async fn every_rendered_object_including_the_crd_is_accepted_by_the_api_server()
         "ingress.enabled=true",
         "--set",
         "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.ingressFrom[0].podSelector.matchLabels.role=monitoring",
     ]);
     assert!(rendered.status.success(), "{}", text(&rendered));
+    let manifest = String::from_utf8_lossy(&rendered.stdout);
+    let policy = manifest
+        .split("\n---")
+        .find(|doc| doc.contains("kind: NetworkPolicy"))
+        .expect("a NetworkPolicy");
+    assert!(
+        policy.contains("app.kubernetes.io/name: smart-backend-operator-test"),
+        "a restricted NetworkPolicy still lets the helm test pod in:\n{policy}"
+    );
+    // A dry-run Pod (the `helm test` hook) is checked against its
+    // ServiceAccount, which a dry run does not create: make it for real.
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "r-smart-backend-operator-test"}}))
+            .unwrap();
+    ns.api::<ServiceAccount>()
+        .create(&Default::default(), &sa)
+        .await
+        .expect("the test hook's ServiceAccount");
     let mut apply = Command::new(bin_dir().join("kubectl"))
         .args(["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"])
         .env("KUBECONFIG", kubeconfig_path())
@@ -137,6 +158,7 @@ async fn every_rendered_object_including_the_crd_is_accepted_by_the_api_server()
         "ingress",
         "networkpolicy",
         "clusterrole",
+        "pod/r-smart-backend-operator-test",
     ] {
         assert!(out.contains(kind), "{kind} missing from:\n{out}");
     }

@@ -3,40 +3,52 @@
 //! the restricted security context (checked on the process, as the kernel
 //! sees it), reaches the API server with in-cluster config and a SMART
 //! server on this host, generates a key and keeps a token Secret; an
-//! upgrade to two replicas and the loss of the leader pod hand the work
-//! over through the lease without an extra refresh.
+//! `helm test` passes; an upgrade that rolls the pod and adds a replica,
+//! and the loss of the leader pod, hand the work over through the lease
+//! without an extra refresh or a moment without a good token. A pod that
+//! cannot sync stays un-Ready.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use smart_backend_operator::crd::SmartBackendClient;
 use support::cluster::{TestNamespace, wait_for};
 use support::helm::{CHART, helm, install, release_name, text};
-use support::node;
+use support::node::{self, FreshnessWatch};
 use support::operator::{WAIT, condition, install_crd};
 
 const SCOPE: &str = "system/Patient.rs";
 /// A pod from a local image starts in seconds; the first sync follows.
 const POD_READY: Duration = Duration::from_secs(120);
 
+/// The release's operator pods (the Deployment's selector: not the
+/// `helm test` pod).
+async fn operator_pods(pods: &Api<Pod>, release: &str) -> Option<Vec<Pod>> {
+    let selector = format!(
+        "app.kubernetes.io/name=smart-backend-operator,app.kubernetes.io/instance={release}"
+    );
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .ok()?;
+    Some(list.items)
+}
+
 /// The names of `count` Ready operator pods, none of them terminating.
 async fn ready_pod_names(pods: &Api<Pod>, release: &str, count: usize) -> Vec<String> {
-    let selector = format!("app.kubernetes.io/instance={release}");
     wait_for(
         &format!("{count} Ready operator pods"),
         POD_READY,
         || async {
-            let list = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            let ready: Vec<String> = list
-                .items
+            let ready: Vec<String> = operator_pods(pods, release)
+                .await?
                 .into_iter()
                 .filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod))
                 .filter_map(|pod| pod.metadata.name)
@@ -56,32 +68,43 @@ fn is_ready(pod: &Pod) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
+/// The chart's values for the built image on the test node, watching only
+/// `namespace`, and `extra`.
+fn chart_values(namespace: &str, extra: &[&str]) -> Vec<String> {
+    let mut values: Vec<String> = [
+        "image.repository=smart-backend-operator",
+        "image.tag=dev",
+        "image.pullPolicy=Never",
+        "watch.mode=namespaced",
+        "tolerations[0].operator=Exists",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    values.push(format!("watch.namespaces={{{namespace}}}"));
+    values.push(format!("tolerations[0].key={}", node::TAINT_KEY));
+    values.extend(extra.iter().map(|v| (*v).to_owned()));
+    values
+}
+
 async fn ready_operator_pod(pods: &Api<Pod>, release: &str) -> Pod {
     let name = ready_pod_names(pods, release, 1).await.remove(0);
     pods.get(&name).await.expect("the operator pod")
 }
 
-#[tokio::test]
+// Two threads: helm runs blocking on one while the freshness watch reads
+// the token Secret on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_the_built_image_confined_and_it_keeps_a_token_secret() {
     let ns = TestNamespace::new("node-chart").await;
     install_crd(&ns.client).await;
     let ip = node::host_ip(&ns.client).await;
     let release = release_name("op", &ns.name);
     let started = Instant::now();
+    let allow = format!("operator.extraArgs={{--allow-host,{ip}}}");
     install(
         &release,
         &ns.name,
-        &[
-            "image.repository=smart-backend-operator",
-            "image.tag=dev",
-            "image.pullPolicy=Never",
-            "operator.insecureAllowHttp=true",
-            &format!("operator.extraArgs={{--allow-host,{ip}}}"),
-            "watch.mode=namespaced",
-            &format!("watch.namespaces={{{}}}", ns.name),
-            &format!("tolerations[0].key={}", node::TAINT_KEY),
-            "tolerations[0].operator=Exists",
-        ],
+        &chart_values(&ns.name, &["operator.insecureAllowHttp=true", &allow]),
     );
     let pods: Api<Pod> = ns.api();
     let pod = ready_operator_pod(&pods, &release).await;
@@ -150,10 +173,35 @@ async fn the_chart_runs_the_built_image_confined_and_it_keeps_a_token_secret() {
         .expect("the key Secret");
     assert!(status.kid.is_some() && key.data.is_some());
 
-    // helm upgrade to two replicas rolls the pod; the lease hands the work
-    // over, the token stays good throughout, and deleting the leader pod
-    // hands over within the lease.
+    // helm test: the chart's own check, from a pod of the built image.
+    let tested = helm(&[
+        "test",
+        &release,
+        "-n",
+        &ns.name,
+        "--logs",
+        "--timeout",
+        "180s",
+    ]);
+    let tested_text = text(&tested);
+    assert!(tested.status.success(), "{tested_text}");
+    for line in [
+        "ok: SmartBackendClients can be listed",
+        " leads (Lease ",
+        "ready endpoint(s) answer /readyz",
+    ] {
+        assert!(
+            tested_text.contains(line),
+            "helm test printed {line:?}: {tested_text}"
+        );
+    }
+
+    // helm upgrade with a changed pod value and a second replica rolls the
+    // pod; the lease hands the work over and the token Secret holds a
+    // token that has not expired at every moment of the roll.
     let refreshed_at = status.last_refresh_time.clone();
+    let first_pod = pod.metadata.name.clone().expect("pod name");
+    let watch = FreshnessWatch::start(secrets.clone(), "app-token");
     let upgraded = helm(&[
         "upgrade",
         &release,
@@ -163,18 +211,21 @@ async fn the_chart_runs_the_built_image_confined_and_it_keeps_a_token_secret() {
         "--reuse-values",
         "--set",
         "replicas=2",
+        "--set",
+        "podAnnotations.rolled=yes",
         "--wait",
         "--timeout",
         "180s",
     ]);
     assert!(upgraded.status.success(), "{}", text(&upgraded));
+    let names = ready_pod_names(&pods, &release, 2).await;
+    assert!(!names.contains(&first_pod), "the pod was rolled: {names:?}");
     let leases: Api<Lease> = ns.api();
     let lease = format!("{release}-smart-backend-operator");
     let holder = || async {
         let lease = leases.get_opt(&lease).await.ok().flatten()?;
         lease.spec?.holder_identity
     };
-    let names = ready_pod_names(&pods, &release, 2).await;
     // The lease names the pod, and a suffix for the process.
     let leads = |name: &String, holder: &String| holder.starts_with(&format!("{name}-"));
     let leader = wait_for("a leader among the two", WAIT, holder, |h| {
@@ -206,6 +257,8 @@ async fn the_chart_runs_the_built_image_confined_and_it_keeps_a_token_secret() {
         refreshed_at,
         "no refresh was made by the upgrade or the failover (the token was good)"
     );
+    let samples = watch.stop().await;
+    eprintln!("token Secret read {samples} times during the roll and the failover, always good");
 
     let uninstalled = helm(&["uninstall", &release, "-n", &ns.name, "--wait"]);
     assert!(uninstalled.status.success(), "{}", text(&uninstalled));
@@ -215,4 +268,106 @@ async fn the_chart_runs_the_built_image_confined_and_it_keeps_a_token_secret() {
         let secret = secrets.get_opt(kept).await.expect("get Secret");
         assert!(secret.is_some(), "{kept} is kept after helm uninstall");
     }
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_sync_its_clients_stays_unready() {
+    let ns = TestNamespace::new("node-unready").await;
+    install_crd(&ns.client).await;
+    let release = release_name("unready", &ns.name);
+    install(&release, &ns.name, &chart_values(&ns.name, &[]));
+    let pods: Api<Pod> = ns.api();
+    let first = ready_operator_pod(&pods, &release).await;
+
+    // Scale to none, take away the right to list SmartBackendClients in
+    // the watched namespace, and start one pod again.
+    let deployment = format!("{release}-smart-backend-operator");
+    let deployments: Api<Deployment> = ns.api();
+    let scale = |replicas: i32| {
+        let deployments = deployments.clone();
+        let deployment = deployment.clone();
+        async move {
+            deployments
+                .patch_scale(
+                    &deployment,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await
+                .expect("scale the Deployment");
+        }
+    };
+    scale(0).await;
+    let first_name = first.metadata.name.expect("pod name");
+    wait_for(
+        "the first pod to go",
+        WAIT,
+        || async { Some(pods.get_opt(&first_name).await.ok()?.is_none()) },
+        |gone| *gone,
+    )
+    .await;
+    let bindings: Api<RoleBinding> = ns.api();
+    let binding = bindings
+        .get(&deployment)
+        .await
+        .expect("the chart's RoleBinding");
+    bindings
+        .delete(&deployment, &DeleteParams::default())
+        .await
+        .expect("delete the RoleBinding");
+    scale(1).await;
+
+    let running = wait_for(
+        "a running operator pod",
+        POD_READY,
+        || async {
+            operator_pods(&pods, &release).await?.into_iter().find(|p| {
+                let statuses = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref());
+                statuses
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.started == Some(true))
+            })
+        },
+        |_| true,
+    )
+    .await;
+    let name = running.metadata.name.expect("pod name");
+    // Three readiness probe periods (5 s each) with the process running.
+    for _ in 0..15 {
+        let pod = pods.get(&name).await.expect("the pod");
+        assert!(
+            !is_ready(&pod),
+            "a pod that cannot list its clients is not Ready"
+        );
+        let restarts = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .map_or(0, |c| c[0].restart_count);
+        assert_eq!(
+            restarts, 0,
+            "the pod waits for its first sync instead of restarting"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // The right restored, the watch syncs and the same pod turns Ready.
+    let mut restored = binding;
+    restored.metadata.resource_version = None;
+    restored.metadata.uid = None;
+    restored.metadata.creation_timestamp = None;
+    restored.metadata.managed_fields = None;
+    bindings
+        .create(&PostParams::default(), &restored)
+        .await
+        .expect("restore the RoleBinding");
+    let ready = ready_pod_names(&pods, &release, 1).await;
+    assert_eq!(
+        ready,
+        vec![name],
+        "the same pod turned Ready after its first sync"
+    );
 }

@@ -1,7 +1,9 @@
 //! The commands: `run`, `sandbox`, the one-shot `keygen`, `jwks` and
-//! `token`, and the kubectl plugin. Each has a clap argument struct and a
+//! `token`, `check` (is an installation healthy; the chart's `helm test`),
+//! and the kubectl plugin. Each has a clap argument struct and a
 //! `run` function; `main.rs` only dispatches.
 
+pub mod check;
 pub mod keys;
 mod lead;
 pub mod plugin;

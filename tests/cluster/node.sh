@@ -182,9 +182,12 @@ table ip $NFT_TABLE {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "$BRIDGE" ip daddr $SERVICE_IP tcp dport 443 dnat to 127.0.0.1:$port
   }
-  # Pods reach this host and nothing beyond it.
+  # Pods reach this host and each other, and nothing beyond (pod to pod
+  # stays on the bridge; the accept matters only where br_netfilter sends
+  # bridged packets through this hook).
   chain forward {
     type filter hook forward priority filter; policy accept;
+    iifname "$BRIDGE" oifname "$BRIDGE" accept
     iifname "$BRIDGE" drop
     oifname "$BRIDGE" drop
   }

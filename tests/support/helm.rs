@@ -19,7 +19,7 @@ pub fn helm(args: &[&str]) -> Output {
 /// Installs the chart as `release` into `namespace` (the CRD is installed
 /// by the test), with more `--set` values; fails the test if helm does.
 /// Returns what helm printed (the notes).
-pub fn install(release: &str, namespace: &str, values: &[&str]) -> String {
+pub fn install<S: AsRef<str>>(release: &str, namespace: &str, values: &[S]) -> String {
     let mut args = vec![
         "install",
         release,
@@ -30,7 +30,7 @@ pub fn install(release: &str, namespace: &str, values: &[&str]) -> String {
         "crds.install=false",
     ];
     for value in values {
-        args.extend(["--set", value]);
+        args.extend(["--set", value.as_ref()]);
     }
     let installed = helm(&args);
     let printed = text(&installed);

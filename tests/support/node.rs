@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use serde_json::{Value, json};
 use smart_backend_operator::sandbox::{Sandbox, SandboxClient, SandboxConfig, router};
@@ -135,4 +136,53 @@ pub fn container_pid(container_id: &str) -> u32 {
             (fields.next() == Some(id)).then(|| fields.next()?.parse().ok())?
         })
         .unwrap_or_else(|| panic!("no running task {id} in:\n{listing}"))
+}
+
+/// Reads a token Secret every 200 ms in the background and fails the test
+/// if it is ever missing, empty or expired.
+pub struct FreshnessWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<usize, String>>,
+}
+
+impl FreshnessWatch {
+    pub fn start(secrets: Api<Secret>, name: &'static str) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut samples = 0;
+            while !*stopped.borrow() {
+                let secret = secrets
+                    .get(name)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                let data = secret.data.unwrap_or_default();
+                let field = |key: &str| {
+                    data.get(key)
+                        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                };
+                if field("access_token").is_none_or(|t| t.is_empty()) {
+                    return Err(format!("{name} had no access token"));
+                }
+                let expires: Timestamp = field("expires_at")
+                    .and_then(|e| e.parse().ok())
+                    .ok_or(format!("{name} had no readable expires_at"))?;
+                if expires <= Timestamp::now() {
+                    return Err(format!("{name} held a token that expired at {expires}"));
+                }
+                samples += 1;
+                let _ = tokio::time::timeout(Duration::from_millis(200), stopped.changed()).await;
+            }
+            Ok(samples)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops and returns how many samples were good.
+    pub async fn stop(self) -> usize {
+        let _ = self.stop.send(true);
+        let outcome = self.task.await.expect("the freshness watch");
+        let samples = outcome.unwrap_or_else(|gap| panic!("a gap in token freshness: {gap}"));
+        assert!(samples > 0, "the token Secret was read at least once");
+        samples
+    }
 }
