@@ -59,6 +59,17 @@ async fn leader_index(replicas: &[Replica]) -> Option<usize> {
     leaders.first().copied()
 }
 
+/// Waits until one of the replicas leads; its index.
+async fn wait_for_leader(replicas: &[Replica]) -> usize {
+    wait_for(
+        "one replica to lead",
+        Duration::from_secs(30),
+        || async { leader_index(replicas).await },
+        |_| true,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_other_replica_takes_over_within_the_lease_and_mints_nothing_twice() {
     let ns = TestNamespace::new("leader").await;
@@ -83,13 +94,7 @@ async fn the_other_replica_takes_over_within_the_lease_and_mints_nothing_twice()
         300,
     );
     let mut replicas = vec![Replica::start(&ns.name), Replica::start(&ns.name)];
-    let first = wait_for(
-        "one replica to lead",
-        Duration::from_secs(30),
-        || async { leader_index(&replicas).await },
-        |_| true,
-    )
-    .await;
+    let first = wait_for_leader(&replicas).await;
 
     let h = Harness { ns, operator: None };
     h.apply(
@@ -159,13 +164,7 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease() {
         Replica::with_lease(&ns.name, 600),
         Replica::with_lease(&ns.name, 600),
     ];
-    let first = wait_for(
-        "one replica to lead",
-        Duration::from_secs(30),
-        || async { leader_index(&replicas).await },
-        |_| true,
-    )
-    .await;
+    let first = wait_for_leader(&replicas).await;
     let leases = ns.api::<Lease>();
     let holder = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
     let held = holder(&leases.get("sbo-test").await.unwrap());

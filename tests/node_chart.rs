@@ -86,6 +86,14 @@ fn chart_values(namespace: &str, extra: &[&str]) -> Vec<String> {
     values
 }
 
+async fn scale(deployments: &Api<Deployment>, name: &str, replicas: i32) {
+    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    deployments
+        .patch_scale(name, &PatchParams::default(), &patch)
+        .await
+        .expect("scale the Deployment");
+}
+
 async fn ready_operator_pod(pods: &Api<Pod>, release: &str) -> Pod {
     let name = ready_pod_names(pods, release, 1).await.remove(0);
     pods.get(&name).await.expect("the operator pod")
@@ -283,21 +291,7 @@ async fn a_pod_that_cannot_sync_its_clients_stays_unready() {
     // the watched namespace, and start one pod again.
     let deployment = format!("{release}-smart-backend-operator");
     let deployments: Api<Deployment> = ns.api();
-    let scale = |replicas: i32| {
-        let deployments = deployments.clone();
-        let deployment = deployment.clone();
-        async move {
-            deployments
-                .patch_scale(
-                    &deployment,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-                )
-                .await
-                .expect("scale the Deployment");
-        }
-    };
-    scale(0).await;
+    scale(&deployments, &deployment, 0).await;
     let first_name = first.metadata.name.expect("pod name");
     wait_for(
         "the first pod to go",
@@ -315,7 +309,7 @@ async fn a_pod_that_cannot_sync_its_clients_stays_unready() {
         .delete(&deployment, &DeleteParams::default())
         .await
         .expect("delete the RoleBinding");
-    scale(1).await;
+    scale(&deployments, &deployment, 1).await;
 
     let running = wait_for(
         "a running operator pod",
