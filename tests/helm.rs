@@ -58,7 +58,7 @@ fn bad_values_fail_at_install_time_with_a_clear_message() {
 }
 
 #[test]
-fn the_public_jwks_url_comes_from_the_value_or_the_ingress_host() {
+fn the_public_jwks_url_and_the_selector_come_from_the_values() {
     let render = |sets: &[&str]| {
         let mut args = vec!["template", "r", CHART];
         for set in sets {
@@ -76,6 +76,12 @@ fn the_public_jwks_url_comes_from_the_value_or_the_ingress_host() {
     assert!(
         render(&["operator.jwksPublicUrl=https://keys.example.org/ops"])
             .contains("- --jwks-public-url=https://keys.example.org/ops")
+    );
+    assert!(!render(&[]).contains("--selector"));
+    assert!(
+        render(&["watch.selector=tier in (a\\,b)"]).contains("- \"--selector=tier in (a,b)\""),
+        "{}",
+        render(&["watch.selector=tier in (a\\,b)"])
     );
 }
 

@@ -37,6 +37,11 @@ pub struct RunArgs {
     /// Watch only these namespaces (comma-separated); default: all.
     #[arg(long, env = "SBO_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// Only SmartBackendClients whose labels match this selector (kubectl's
+    /// -l syntax, e.g. team=billing): more than one operator can then share
+    /// a cluster, each with its own clients. Default: all.
+    #[arg(long, env = "SBO_SELECTOR")]
+    pub selector: Option<String>,
     /// Allow plain http URLs. For local development and tests only.
     #[arg(long, env = "SBO_INSECURE_ALLOW_HTTP")]
     pub insecure_allow_http: bool,
@@ -148,6 +153,7 @@ impl RunArgs {
                 .filter(|n| !n.is_empty())
                 .cloned()
                 .collect(),
+            selector: self.selector.clone().filter(|s| !s.trim().is_empty()),
             http: HttpPolicy {
                 allow_http: self.insecure_allow_http,
                 request_timeout: self.request_timeout,
@@ -233,6 +239,7 @@ impl Operator {
         admin_addr: SocketAddr,
         leader: Option<LeaderElection>,
     ) -> anyhow::Result<Self> {
+        controller::check_selector(&client, &settings).await?;
         let metrics = Arc::new(Metrics::default());
         let jwks = Arc::new(JwksDirectory::default());
         let ctx = Arc::new(Context::new(
@@ -345,6 +352,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     tracing::info!(
         admin = %operator.admin_addr,
         namespaces = ?args.namespaces,
+        selector = ?args.selector,
         leader_election = args.leader_election,
         "operator started"
     );

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use futures_util::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::{Settings, WatchedClient, scopes};
@@ -155,15 +155,12 @@ pub async fn watch_for_jwks(
     let scopes = scopes(&settings);
     let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
     let streams = scopes.into_iter().map(|scope| {
-        let api: Api<WatchedClient> = match &scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
+        let (api, config) = super::watch_scope::clients(&client, &settings, scope.as_deref());
         let (jwks, ready, remaining) = (jwks.clone(), ready.clone(), remaining.clone());
         let mut listed = false;
         // A (re)list is collected whole, then replaces the scope's entries.
         let mut relist: Vec<(String, String, Published)> = Vec::new();
-        watcher(api, watcher::Config::default())
+        watcher(api, config)
             .default_backoff()
             .for_each(move |event| {
                 match event {

@@ -31,6 +31,7 @@ mod signing;
 mod token;
 pub mod validate;
 mod wait;
+mod watch_scope;
 mod watch_tasks;
 mod watched;
 
@@ -40,7 +41,6 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -58,6 +58,8 @@ pub use schedule::Timing;
 use secret_watches::SecretWatches;
 pub use secret_watches::{SecretAccess, SecretGrant};
 pub use settings::{Clocks, RotationTiming, Settings};
+pub use watch_scope::check_selector;
+use watch_scope::scopes;
 pub use watched::WatchedClient;
 
 /// Shared by every reconcile.
@@ -224,15 +226,6 @@ fn error_policy(_obj: Arc<WatchedClient>, error: &Error, ctx: Arc<Context>) -> A
     Action::requeue(Duration::from_secs(2))
 }
 
-/// The namespaces to watch: each named one, or the whole cluster.
-pub(crate) fn scopes(settings: &Settings) -> Vec<Option<String>> {
-    if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    }
-}
-
 /// Runs the controllers until `shutdown` completes (or the future is
 /// dropped, which stops every write at once).
 pub async fn run(
@@ -244,17 +237,11 @@ pub async fn run(
     // what reconcile reads (see `watched`).
     let mut watched = Vec::new();
     for scope in scopes(&ctx.settings) {
-        let clients: Api<WatchedClient> = match &scope {
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-            None => Api::all(ctx.client.clone()),
-        };
+        let (clients, config) = watch_scope::clients(&ctx.client, &ctx.settings, scope.as_deref());
         let writer = reflector::store::Writer::default();
         let reader = writer.as_reader();
-        let resources = reflector(
-            writer,
-            watcher(clients, watcher::Config::default()).default_backoff(),
-        )
-        .applied_objects();
+        let resources =
+            reflector(writer, watcher(clients, config).default_backoff()).applied_objects();
         watched.push((scope, reader, resources));
     }
     let stores: Vec<_> = watched

@@ -10,6 +10,8 @@ use crate::smart::HttpPolicy;
 pub struct Settings {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
+    /// Only SmartBackendClients whose labels match (kubectl's `-l` syntax).
+    pub selector: Option<String>,
     pub http: HttpPolicy,
     pub timing: Timing,
     pub discovery_ttl: Duration,
@@ -77,6 +79,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             namespaces: Vec::new(),
+            selector: None,
             http: HttpPolicy::default(),
             timing: Timing::default(),
             discovery_ttl: Duration::from_secs(600),

@@ -165,10 +165,16 @@ impl Harness {
 
     /// Server-side applies a SmartBackendClient with this spec.
     pub async fn apply(&self, name: &str, spec: Value) {
+        self.apply_labelled(name, Value::Null, spec).await
+    }
+
+    /// Server-side applies a SmartBackendClient with these labels (an
+    /// object, or null for none) and this spec.
+    pub async fn apply_labelled(&self, name: &str, labels: Value, spec: Value) {
         let body = serde_json::json!({
             "apiVersion": "smartbackend.dev/v1alpha1",
             "kind": "SmartBackendClient",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": labels},
             "spec": spec,
         });
         self.sbcs()
