@@ -96,7 +96,7 @@ impl Drop for TestNamespace {
 }
 
 /// Polls `get` until `done` holds, or panics after `timeout` showing the
-/// last state seen (as YAML) and `what` was awaited.
+/// last state seen (as YAML, Secret values withheld) and `what` was awaited.
 pub async fn wait_for<T, F, Fut>(
     what: &str,
     timeout: Duration,
@@ -118,11 +118,38 @@ where
         }
         if tokio::time::Instant::now() >= deadline {
             let shown = current
-                .map(|v| serde_yaml::to_string(&v).unwrap_or_default())
+                .and_then(|v| serde_json::to_value(&v).ok())
+                .map(|mut v| {
+                    withhold_secret_data(&mut v);
+                    serde_yaml::to_string(&v).unwrap_or_default()
+                })
                 .unwrap_or_else(|| "(absent)".into());
             panic!("timed out after {timeout:?} waiting for {what}; last state:\n{shown}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Replaces every value under a `data` or `stringData` map (a Secret's keys
+/// and tokens) with its length, wherever it is nested.
+fn withhold_secret_data(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if let ("data" | "stringData", serde_json::Value::Object(entries)) =
+                    (key.as_str(), &mut *inner)
+                {
+                    for entry in entries.values_mut() {
+                        let len = entry.as_str().map_or(0, str::len);
+                        *entry = format!("({len} characters withheld)").into();
+                    }
+                } else {
+                    withhold_secret_data(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(withhold_secret_data),
+        _ => {}
     }
 }
 
