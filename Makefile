@@ -48,7 +48,7 @@ fuzz:
 	done
 
 test: lint oidc-deps cluster-up node-up image keycloak-up promtool
-	cargo test --locked --all-targets
+	scripts/run-tests
 
 # promtool checks the chart's alert rules and dashboard queries: taken out
 # of Debian's prometheus package into target/tools (nothing is installed, no

@@ -7,7 +7,7 @@
 //! come back instead), and one namespace's requests hold at most half the
 //! workers, however many servers it points at. The operator watches the
 //! whole cluster, as the chart's default install does: one pool of workers
-//! for every tenant.
+//! for every tenant (narrowed by a label selector to this test's clients).
 
 mod support;
 
@@ -26,13 +26,20 @@ const NOISY: usize = 500;
 const HANGING_SERVERS: usize = 25;
 const VICTIMS: usize = 20;
 const WATCH_FOR: Duration = Duration::from_secs(300);
+/// The label that marks this test's clients.
+const RUN: &str = "tests.smartbackend.dev/run";
 
 #[tokio::test]
 async fn a_namespace_of_hanging_clients_does_not_delay_another_namespaces_refreshes() {
     let quiet = TestNamespace::new("fair-quiet").await;
-    // A hanging request holds on for 10 s before it times out.
+    // The operator watches the whole cluster (one controller, one pool of
+    // workers for every namespace), but only this test's clients: other
+    // test binaries run beside it. A hanging request holds on for 10 s
+    // before it times out.
+    let run = json!({RUN: quiet.name});
     let h = Harness::with("fair-noisy", |s| {
         s.namespaces.clear();
+        s.selector = Some(format!("{RUN}={}", quiet.name));
         s.http.request_timeout = Duration::from_secs(10);
     })
     .await;
@@ -47,7 +54,7 @@ async fn a_namespace_of_hanging_clients_does_not_delay_another_namespaces_refres
     for i in 0..NOISY {
         let name = format!("noisy-{i}");
         let server = &hanging[i % HANGING_SERVERS];
-        h.apply(&name, json!({"fhirBaseUrl": server.url("/fhir"), "clientId": name, "scopes": ["system/Patient.rs"]}))
+        h.apply_labelled(&name, run.clone(), json!({"fhirBaseUrl": server.url("/fhir"), "clientId": name, "scopes": ["system/Patient.rs"]}))
             .await;
     }
 
@@ -58,7 +65,7 @@ async fn a_namespace_of_hanging_clients_does_not_delay_another_namespaces_refres
     for i in 0..VICTIMS {
         let sbc: SmartBackendClient = serde_json::from_value(json!({
             "apiVersion": "smartbackend.dev/v1alpha1", "kind": "SmartBackendClient",
-            "metadata": {"name": format!("victim-{i}")},
+            "metadata": {"name": format!("victim-{i}"), "labels": run.clone()},
             "spec": {"fhirBaseUrl": healthy.url("/fhir"), "clientId": format!("victim-{i}"),
                      "scopes": ["system/Patient.rs"], "token": {"refreshBefore": "45s"}},
         }))
