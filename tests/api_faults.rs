@@ -13,12 +13,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
+use smart_backend_operator::cli::run::Operator;
 use smart_backend_operator::controller::secrets::{KID_ANNOTATION, PRIVATE_KEY_FILE};
 use smart_backend_operator::crd::SmartBackendClient;
 use support::api_proxy::{ApiProxy, Fault, Rule};
 use support::cluster::{TestNamespace, kubeconfig_path, wait_for};
 use support::fault_server::{Behaviour, FaultServer};
-use support::operator::{Harness, WAIT, install_crd};
+use support::operator::{Harness, WAIT, install_crd, test_settings};
 use support::process::{Launch, OperatorProcess, free_port};
 
 fn token(value: &str) -> Behaviour {
@@ -236,4 +237,39 @@ async fn a_killed_operator_adopts_the_key_it_made_and_makes_no_second_one() {
     // The token minted before the second kill was never written and is
     // lost with the process; one more is minted, no others.
     assert_eq!(server.requests("/token").len(), 2);
+}
+
+/// A replica told to stop before its watch of SmartBackendClients first
+/// listed (here: the list never answers) stops at once instead of waiting
+/// for a list that the shutdown itself cut off.
+#[tokio::test]
+async fn an_operator_stopped_before_its_first_list_stops() {
+    let proxy = ApiProxy::start().await;
+    let ns = TestNamespace::new("api-faults-stop").await;
+    install_crd(&ns.client).await;
+    let list = format!("/namespaces/{}/smartbackendclients", ns.name);
+    proxy.add(rule("GET", &list, Fault::Hold, usize::MAX));
+    let operator = Operator::start(
+        proxy.client(),
+        test_settings(&ns.name),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+    )
+    .await
+    .expect("start the operator");
+    wait_for(
+        "the controller's list to be held",
+        WAIT,
+        || async { Some(held(&proxy, "GET", &list)) },
+        |held| *held,
+    )
+    .await;
+    // Generous: a stop without the cut-off list takes milliseconds; before
+    // the fix it never ended.
+    let stopped = tokio::time::timeout(Duration::from_secs(30), operator.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "the operator still waits for its first list 30 s after it was told to stop"
+    );
+    stopped.unwrap().expect("a clean stop");
 }

@@ -268,16 +268,20 @@ pub async fn run(
         let woken = futures_util::stream::unfold(woken, |mut woken| async move {
             woken.recv().await.map(|client| (client, woken))
         });
+        let unlisted = unlisted_at(shutdown.clone(), reader.clone());
         let controller = Controller::for_stream(resources, reader)
             .reconcile_on(woken)
             .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
             .graceful_shutdown_on(shutdown.clone());
         let ctx = ctx.clone();
         controllers.push(async move {
-            controller
+            let run = controller
                 .run(reconcile::reconcile, error_policy, ctx)
-                .for_each(|_| futures_util::future::ready(()))
-                .await
+                .for_each(|_| futures_util::future::ready(()));
+            tokio::select! {
+                () = run => {}
+                () = unlisted => {}
+            }
         });
     }
     let stores = stores.into_iter().map(|(_, store)| store).collect();
@@ -290,6 +294,24 @@ pub async fn run(
     *ctx.secret_watches
         .write()
         .unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Completes when `shutdown` comes before the scope's first list did; pends
+/// otherwise. kube-runtime starts no reconcile until the cache has listed,
+/// and the shutdown cuts the watch that would list it, so such a controller
+/// would wait forever for its graceful end (seen as a replica that ignored
+/// SIGTERM right after it became leader). It has nothing in flight: it may
+/// be dropped.
+async fn unlisted_at(
+    shutdown: impl std::future::Future<Output = ()>,
+    store: reflector::Store<WatchedClient>,
+) {
+    shutdown.await;
+    let listed = futures_util::FutureExt::now_or_never(store.wait_until_ready())
+        .is_some_and(|ready| ready.is_ok());
+    if listed {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// How often memory of deleted clients is dropped.
