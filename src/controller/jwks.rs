@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use super::{Settings, WatchedClient, scopes};
+use super::{Settings, WatchedClient, watches};
 
 type Key = (String, String);
 
@@ -152,15 +152,15 @@ pub async fn watch_for_jwks(
     jwks: Arc<JwksDirectory>,
     ready: Arc<AtomicBool>,
 ) {
-    let scopes = scopes(&settings);
-    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
-    let streams = scopes.into_iter().map(|scope| {
-        let (api, config) = super::watch_scope::clients(&client, &settings, scope.as_deref());
+    let watches = watches(&client, &settings);
+    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(watches.len()));
+    let streams = watches.into_iter().map(|watch| {
+        let scope = watch.scope;
         let (jwks, ready, remaining) = (jwks.clone(), ready.clone(), remaining.clone());
         let mut listed = false;
         // A (re)list is collected whole, then replaces the scope's entries.
         let mut relist: Vec<(String, String, Published)> = Vec::new();
-        watcher(api, config)
+        watcher(watch.api, watch.config)
             .default_backoff()
             .for_each(move |event| {
                 match event {

@@ -59,7 +59,7 @@ use secret_watches::SecretWatches;
 pub use secret_watches::{SecretAccess, SecretGrant};
 pub use settings::{Clocks, RotationTiming, Settings};
 pub use watch_scope::check_selector;
-use watch_scope::scopes;
+use watch_scope::watches;
 pub use watched::WatchedClient;
 
 /// Shared by every reconcile.
@@ -236,12 +236,12 @@ pub async fn run(
     // The clients of each scope (a namespace, or all), cached with only
     // what reconcile reads (see `watched`).
     let mut watched = Vec::new();
-    for scope in scopes(&ctx.settings) {
-        let (clients, config) = watch_scope::clients(&ctx.client, &ctx.settings, scope.as_deref());
+    for watch in watches(&ctx.client, &ctx.settings) {
+        let scope = watch.scope;
         let writer = reflector::store::Writer::default();
         let reader = writer.as_reader();
         let resources =
-            reflector(writer, watcher(clients, config).default_backoff()).applied_objects();
+            reflector(writer, watcher(watch.api, watch.config).default_backoff()).applied_objects();
         watched.push((scope, reader, resources));
     }
     let stores: Vec<_> = watched

@@ -9,31 +9,37 @@ use kube::runtime::watcher;
 
 use super::{Settings, WatchedClient};
 
-/// The namespaces to watch: each named one, or the whole cluster.
-pub(crate) fn scopes(settings: &Settings) -> Vec<Option<String>> {
-    if settings.namespaces.is_empty() {
+/// One watch of SmartBackendClients: a namespace (None: the whole cluster),
+/// its API and the watch's settings (the selector).
+pub(crate) struct ScopeWatch {
+    pub scope: Option<String>,
+    pub api: Api<WatchedClient>,
+    pub config: watcher::Config,
+}
+
+/// The watches: one per named namespace, or one for the whole cluster,
+/// each narrowed by the selector.
+pub(crate) fn watches(client: &Client, settings: &Settings) -> Vec<ScopeWatch> {
+    let scopes = if settings.namespaces.is_empty() {
         vec![None]
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
-    }
-}
-
-/// The watch of SmartBackendClients in one scope, narrowed by the selector.
-pub(crate) fn clients(
-    client: &Client,
-    settings: &Settings,
-    scope: Option<&str>,
-) -> (Api<WatchedClient>, watcher::Config) {
-    let api = match scope {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     };
-    let config = watcher::Config::default();
     let config = match &settings.selector {
-        Some(selector) => config.labels(selector),
-        None => config,
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
     };
-    (api, config)
+    scopes
+        .into_iter()
+        .map(|scope| ScopeWatch {
+            api: match &scope {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            },
+            scope,
+            config: config.clone(),
+        })
+        .collect()
 }
 
 /// Asks the API server once whether the selector parses, so that a typo
@@ -44,9 +50,11 @@ pub async fn check_selector(client: &Client, settings: &Settings) -> anyhow::Res
     let Some(selector) = &settings.selector else {
         return Ok(());
     };
-    let scope = scopes(settings).into_iter().next().flatten();
-    let (api, _) = clients(client, settings, scope.as_deref());
-    match api
+    let Some(first) = watches(client, settings).into_iter().next() else {
+        return Ok(());
+    };
+    match first
+        .api
         .list_metadata(&ListParams::default().labels(selector).limit(1))
         .await
     {
