@@ -13,13 +13,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use smart_backend_operator::cli::run::Operator;
 use smart_backend_operator::controller::secrets::{KID_ANNOTATION, PRIVATE_KEY_FILE};
 use smart_backend_operator::crd::SmartBackendClient;
 use support::api_proxy::{ApiProxy, Fault, Rule};
 use support::cluster::{TestNamespace, kubeconfig_path, wait_for};
 use support::fault_server::{Behaviour, FaultServer};
-use support::operator::{Harness, WAIT, install_crd, test_settings};
+use support::operator::{Harness, WAIT, install_crd, start_operator, test_settings};
 use support::process::{Launch, OperatorProcess, free_port};
 
 fn token(value: &str) -> Behaviour {
@@ -249,14 +248,9 @@ async fn an_operator_stopped_before_its_first_list_stops() {
     install_crd(&ns.client).await;
     let list = format!("/namespaces/{}/smartbackendclients", ns.name);
     proxy.add(rule("GET", &list, Fault::Hold, usize::MAX));
-    let operator = Operator::start(
-        proxy.client(),
-        test_settings(&ns.name),
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-    )
-    .await
-    .expect("start the operator");
+    let operator = start_operator(proxy.client(), test_settings(&ns.name))
+        .await
+        .expect("start the operator");
     wait_for(
         "the controller's list to be held",
         WAIT,

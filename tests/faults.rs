@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use kube::api::PostParams;
 use serde_json::json;
-use smart_backend_operator::cli::run::Operator;
 use smart_backend_operator::smart::{PrivateKey, SigningAlgorithm};
 use support::cluster::wait_for;
 use support::fault_server::{Behaviour, FaultServer};
-use support::operator::{Harness, WAIT, condition, test_settings};
+use support::operator::{Harness, WAIT, condition, start_operator, test_settings};
 
 fn token(value: &str) -> Behaviour {
     Behaviour::token(value, 600, None)
@@ -239,14 +238,9 @@ async fn a_key_created_before_a_crash_is_adopted_not_replaced() {
 #[tokio::test]
 async fn two_operators_racing_end_with_one_key() {
     let h = Harness::new("fault-race").await;
-    let second = Operator::start(
-        h.ns.client.clone(),
-        test_settings(&h.ns.name),
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
+    let second = start_operator(h.ns.client.clone(), test_settings(&h.ns.name))
+        .await
+        .unwrap();
     let server = FaultServer::start().await;
     server.serve_metadata("/fhir");
     server.on("/token", token("t"));

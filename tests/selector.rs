@@ -7,10 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use smart_backend_operator::cli::run::Operator;
 use support::cluster::TestNamespace;
 use support::fault_server::{Behaviour, FaultServer};
-use support::operator::{Harness, install_crd, test_settings};
+use support::operator::{Harness, install_crd, start_operator, test_settings};
 
 const SHARD: &str = "tests.smartbackend.dev/shard";
 
@@ -51,13 +50,7 @@ async fn a_selector_the_api_server_refuses_stops_the_operator_at_start() {
     install_crd(&ns.client).await;
     let mut settings = test_settings(&ns.name);
     settings.selector = Some("tier in (a".into());
-    let started = Operator::start(
-        ns.client.clone(),
-        settings,
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-    )
-    .await;
+    let started = start_operator(ns.client.clone(), settings).await;
     let error = started
         .err()
         .expect("the operator refuses to start")

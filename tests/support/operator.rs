@@ -48,6 +48,12 @@ pub fn test_settings(namespace: &str) -> Settings {
     }
 }
 
+/// The operator in this process, without leader election, its admin server
+/// on a free loopback port.
+pub async fn start_operator(client: kube::Client, settings: Settings) -> anyhow::Result<Operator> {
+    Operator::start(client, settings, "127.0.0.1:0".parse().unwrap(), None).await
+}
+
 /// Installs (or updates) the CRD from crds/ and waits until it is served.
 pub async fn install_crd(client: &kube::Client) {
     let yaml = std::fs::read_to_string(
@@ -104,11 +110,9 @@ impl Harness {
         install_crd(&ns.client).await;
         let mut settings = test_settings(&ns.name);
         adjust(&mut settings);
-        let operator = Operator::start(
+        let operator = start_operator(
             operator_client.unwrap_or_else(|| ns.client.clone()),
             settings,
-            "127.0.0.1:0".parse().unwrap(),
-            None,
         )
         .await
         .expect("start operator");
@@ -144,14 +148,9 @@ impl Harness {
             op.stop().await.expect("operator stopped cleanly");
         }
         self.operator = Some(
-            Operator::start(
-                self.ns.client.clone(),
-                settings,
-                "127.0.0.1:0".parse().unwrap(),
-                None,
-            )
-            .await
-            .expect("restart operator"),
+            start_operator(self.ns.client.clone(), settings)
+                .await
+                .expect("restart operator"),
         );
     }
 
