@@ -139,6 +139,8 @@ impl OperatorProcess {
                 "127.0.0.1",
                 "--admin-addr",
                 &format!("127.0.0.1:{admin}"),
+                "--health-addr",
+                "127.0.0.1:0",
             ])
             .env("KUBECONFIG", support::cluster::kubeconfig_path())
             .env("RUST_LOG", "warn")

@@ -34,6 +34,13 @@ pub const REGENERATE_KEY_ANNOTATION: &str = "smartbackend.dev/regenerate-key";
 /// Annotation on the resource: a new value starts a rotation of the
 /// generated key (a new key is published, tried, then signs).
 pub const ROTATE_KEY_ANNOTATION: &str = "smartbackend.dev/rotate-key";
+/// On a generated key Secret: the uid of the resource it was made for. A
+/// retained key signs for that resource only, not for a new one that
+/// happens to get the same name.
+pub const CLIENT_UID_ANNOTATION: &str = "smartbackend.dev/client-uid";
+/// Annotation on the resource: the name of a retained generated key Secret
+/// made for an earlier resource of this name, which this one may sign with.
+pub const ADOPT_KEY_ANNOTATION: &str = "smartbackend.dev/adopt-key";
 
 /// A workload's identity at a SMART on FHIR authorization server. The
 /// operator keeps a valid access token for it in a Secret that pods mount.
@@ -195,6 +202,7 @@ pub struct RotationSpec {
     /// still valid. Off unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('87600h')").message("must be a duration from 1s to 87600h (ten years), e.g. 720h"))]
     pub every: Option<String>,
 }
 
@@ -275,6 +283,7 @@ pub struct TokenSpec {
     /// mounted Secret reaches pods up to about two minutes after a write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('8784h')").message("must be a duration of at most 8784h (a year), e.g. 2m"))]
     pub refresh_before: Option<String>,
 
     /// Extra form parameters for the token request, for servers that want
@@ -283,15 +292,24 @@ pub struct TokenSpec {
     #[x_kube(validation = Rule::new(
         "!self.exists(k, k in ['grant_type', 'scope', 'client_assertion', 'client_assertion_type'])"
     ).message("must not set grant_type, scope, client_assertion or client_assertion_type"))]
-    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 128)").message("each parameter name is at most 128 characters"))]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 2048}))]
     pub extra_params: Option<BTreeMap<String, String>>,
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct SecretTemplate {
+    /// Labels for the token Secret (at most 32; values of Kubernetes'
+    /// label size).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317)").message("each label key is at most 317 characters"))]
     pub labels: BTreeMap<String, String>,
+    /// Annotations for the token Secret (at most 32, each value at most
+    /// 4096 characters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317)").message("each annotation key is at most 317 characters"))]
     pub annotations: BTreeMap<String, String>,
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -28,16 +28,40 @@ pub struct AdminState {
     pub jwks_max_age: u64,
     /// Earliest expiry of the tokens this replica manages, for the gauge.
     pub earliest_expiry: Arc<dyn Fn() -> Option<SystemTime> + Send + Sync>,
+    /// How long the oldest look the leader planned is overdue
+    /// (`controller::progress`).
+    pub oldest_overdue: Arc<dyn Fn() -> Option<Duration> + Send + Sync>,
+    /// Liveness fails past this.
+    pub progress_deadline: Duration,
+}
+
+/// The kubelet's probes alone, for a listener of their own: no pod can
+/// crowd them out of the admin port's connections.
+pub fn probes(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/jwks/{namespace}/{name}", get(jwks))
         .route("/jwks/{namespace}/sets/{set}", get(jwks_set))
         .with_state(state)
+}
+
+/// Alive means making progress: a leader with a look overdue past the
+/// deadline is stuck, whatever else still answers.
+async fn healthz(State(state): State<AdminState>) -> Response {
+    let overdue = (state.oldest_overdue)();
+    match crate::controller::progress::verdict(overdue, state.progress_deadline) {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
@@ -60,6 +84,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         })
         .unwrap_or(0.0);
     state.metrics.earliest_expiry_seconds.set(seconds);
+    let overdue = (state.oldest_overdue)().unwrap_or_default();
+    state
+        .metrics
+        .oldest_overdue_seconds
+        .set(overdue.as_secs_f64());
     (
         [(
             header::CONTENT_TYPE,

@@ -5,6 +5,7 @@
 //! exchange) with no Kubernetes in it; [`cli`] holds the one-shot commands
 //! that `main.rs` wires to the command line.
 
+pub mod checked_time;
 pub mod cli;
 pub mod controller;
 pub mod crd;

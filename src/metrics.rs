@@ -47,6 +47,8 @@ pub struct Metrics {
     pub clock_skew_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub discovery_cache_entries: Gauge<i64, AtomicI64>,
     pub server_breaker_opened: Counter,
+    pub reconcile_panics: Counter,
+    pub oldest_overdue_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -126,6 +128,18 @@ impl Default for Metrics {
             "Times token requests to a server were paused because it stopped answering",
             server_breaker_opened.clone(),
         );
+        let reconcile_panics = Counter::default();
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked; each became its own resource's InternalError and the controllers went on",
+            reconcile_panics.clone(),
+        );
+        let oldest_overdue_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "oldest_overdue_refresh_seconds",
+            "How long the oldest refresh or retry the leader planned has been due without running (0 when none is); liveness fails past the progress deadline",
+            oldest_overdue_seconds.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -141,6 +155,8 @@ impl Default for Metrics {
             clock_skew_seconds,
             discovery_cache_entries,
             server_breaker_opened,
+            reconcile_panics,
+            oldest_overdue_seconds,
         }
     }
 }

@@ -11,16 +11,13 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::api::Api;
 use serde_json::json;
-use smart_backend_operator::controller::secrets::parse_rfc3339;
-use smart_backend_operator::crd::SmartBackendClient;
 use support::cluster::TestNamespace;
 use support::fault_server::{Behaviour, FaultServer};
 use support::operator::Harness;
+use support::victims::Victims;
 
 const NOISY: usize = 500;
 const HANGING_SERVERS: usize = 25;
@@ -58,64 +55,15 @@ async fn a_namespace_of_hanging_clients_does_not_delay_another_namespaces_refres
             .await;
     }
 
-    let healthy = FaultServer::start().await;
-    healthy.serve_metadata("/fhir");
-    healthy.on("/token", Behaviour::token("t", 60, None));
-    let victims: Api<SmartBackendClient> = quiet.api();
-    for i in 0..VICTIMS {
-        let sbc: SmartBackendClient = serde_json::from_value(json!({
-            "apiVersion": "smartbackend.dev/v1alpha1", "kind": "SmartBackendClient",
-            "metadata": {"name": format!("victim-{i}"), "labels": run.clone()},
-            "spec": {"fhirBaseUrl": healthy.url("/fhir"), "clientId": format!("victim-{i}"),
-                     "scopes": ["system/Patient.rs"], "token": {"refreshBefore": "45s"}},
-        }))
-        .unwrap();
-        victims.create(&Default::default(), &sbc).await.unwrap();
-    }
-
-    // Every refresh of a victim is compared with the time its status
-    // planned for it; every token Secret is checked against its expiry.
-    let mut planned: HashMap<String, (String, String)> = HashMap::new();
-    let mut refreshes = 0;
-    let mut worst = Duration::ZERO;
-    let started = Instant::now();
-    while started.elapsed() < WATCH_FOR {
-        for sbc in victims.list(&Default::default()).await.unwrap() {
-            let name = sbc.metadata.name.clone().unwrap();
-            let Some(status) = sbc.status else { continue };
-            let (Some(last), Some(next), Some(expires)) = (
-                status.last_refresh_time.clone(),
-                status.next_refresh_time.clone(),
-                status.token_expires_at.clone(),
-            ) else {
-                continue;
-            };
-            assert!(
-                parse_rfc3339(&expires).unwrap() > std::time::SystemTime::now(),
-                "{name}'s token expired"
-            );
-            if let Some((seen_last, seen_next)) = planned.get(&name)
-                && *seen_last != last
-            {
-                let plan = parse_rfc3339(seen_next).unwrap();
-                let done = parse_rfc3339(&last).unwrap();
-                let late = done.duration_since(plan).unwrap_or_default();
-                worst = worst.max(late);
-                refreshes += 1;
-                assert!(
-                    late <= Duration::from_secs(5),
-                    "{name} refreshed {late:?} after its plan"
-                );
-            }
-            planned.insert(name, (last, next));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(planned.len(), VICTIMS, "every victim got a token");
+    let victims = Victims::create(quiet.api(), VICTIMS, run.clone()).await;
+    let report = victims.watch(WATCH_FOR).await;
+    assert_eq!(report.with_tokens, VICTIMS, "every victim got a token");
     assert!(
-        refreshes >= VICTIMS,
-        "each victim refreshed at least once ({refreshes})"
+        report.refreshes >= VICTIMS,
+        "each victim refreshed at least once ({})",
+        report.refreshes
     );
+    let (refreshes, worst) = (report.refreshes, report.worst);
     let metrics = h.metrics().await;
     let opened: u64 = metrics
         .lines()

@@ -191,13 +191,14 @@ async fn token_requests_to_one_server_are_capped() {
 fn managed_key_secret(
     name: &str,
     client: &str,
+    uid: &str,
     key: &PrivateKey,
 ) -> k8s_openapi::api::core::v1::Secret {
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
             "labels": {"app.kubernetes.io/managed-by": "smart-backend-operator"},
-            "annotations": {"smartbackend.dev/client": client}
+            "annotations": {"smartbackend.dev/client": client, "smartbackend.dev/client-uid": uid}
         },
         "stringData": {"private-key.pem": key.to_pkcs8_pem().unwrap()}
     }))
@@ -212,11 +213,13 @@ async fn a_key_created_before_a_crash_is_adopted_not_replaced() {
     server.on("/token", token("t"));
     // What a crash between creating the key and writing status leaves.
     let key = PrivateKey::generate(SigningAlgorithm::ES384, 0).unwrap();
+    let spec = json!({"fhirBaseUrl": server.url("/fhir"), "clientId": "c", "scopes": ["system/Patient.rs"]});
+    let uid = h.apply_suspended("c", spec).await;
     let created = h
         .secrets()
         .create(
             &PostParams::default(),
-            &managed_key_secret("c-signing-key", "c", &key),
+            &managed_key_secret("c-signing-key", "c", &uid, &key),
         )
         .await
         .unwrap();
@@ -403,6 +406,41 @@ async fn bad_resources_are_refused_at_apply_time_naming_the_field() {
             "bad duration",
             with(&["token", "refreshBefore"], json!("5 minutes")),
             "spec.token.refreshBefore",
+        ),
+        (
+            // Once accepted, and its time sum stopped every controller.
+            "a rotation period past any time sum",
+            with(
+                &["signing", "rotation", "every"],
+                json!("9999999999999999999s"),
+            ),
+            "spec.signing.rotation.every",
+        ),
+        (
+            "a rotation period over ten years",
+            with(&["signing", "rotation", "every"], json!("87601h")),
+            "spec.signing.rotation.every",
+        ),
+        (
+            "a refresh lead over a year",
+            with(&["token", "refreshBefore"], json!("9000h")),
+            "spec.token.refreshBefore",
+        ),
+        (
+            "a huge extra parameter",
+            with(
+                &["token", "extraParams"],
+                json!({"resource": "x".repeat(3000)}),
+            ),
+            "spec.token.extraParams",
+        ),
+        (
+            "too many Secret labels",
+            with(
+                &["token", "secretTemplate", "labels"],
+                serde_json::Value::Object((0..33).map(|i| (format!("l{i}"), json!("v"))).collect()),
+            ),
+            "spec.token.secretTemplate.labels",
         ),
         (
             "unknown algorithm",

@@ -213,6 +213,19 @@ async fn a_registration_by_value_waits_for_the_new_jwks_and_says_so() {
     .await;
     let key = support::signing_key(SigningAlgorithm::ES384);
     let pem = key.private_key().to_pkcs8_pem().unwrap();
+    let first = OidcServer::start(
+        &[Client {
+            id: "inline",
+            scope: SCOPE,
+            key: Some(&key),
+            registration: Registration::Inline,
+        }],
+        &[SCOPE],
+        300,
+    );
+    let spec = |server: &OidcServer| json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "inline", "scopes": [SCOPE]});
+    // The key the EHR was given, made for this resource.
+    let uid = h.apply_suspended("inline", spec(&first)).await;
     let mut secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("inline-signing-key".into()),
@@ -223,6 +236,7 @@ async fn a_registration_by_value_waits_for_the_new_jwks_and_says_so() {
                 )]
                 .into(),
             ),
+            annotations: Some([("smartbackend.dev/client-uid".to_string(), uid)].into()),
             ..Default::default()
         },
         data: Some(
@@ -240,17 +254,6 @@ async fn a_registration_by_value_waits_for_the_new_jwks_and_says_so() {
         .await
         .expect("create key Secret");
     assert!(secret.metadata.resource_version.is_some());
-    let first = OidcServer::start(
-        &[Client {
-            id: "inline",
-            scope: SCOPE,
-            key: Some(&key),
-            registration: Registration::Inline,
-        }],
-        &[SCOPE],
-        300,
-    );
-    let spec = |server: &OidcServer| json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "inline", "scopes": [SCOPE]});
     h.apply("inline", spec(&first)).await;
     let ready = h.wait_ready("inline").await;
     assert_eq!(ready.status.unwrap().kid.as_deref(), Some(key.kid()));

@@ -150,14 +150,24 @@ async fn endpoints_answer(
     for endpoint in &endpoints {
         for path in ["/readyz", "/healthz"] {
             let url = format!("http://{endpoint}{path}");
-            let status = http
+            let response = http
                 .get(&url)
                 .send()
                 .await
-                .map_err(|e| format!("{url} did not answer: {e}"))?
-                .status();
+                .map_err(|e| format!("{url} did not answer: {e}"))?;
+            let status = response.status();
             if !status.is_success() {
-                return Err(format!("{url} answered {status}"));
+                // Why, as the operator says it (a stall names how long the
+                // oldest refresh has been overdue), cut to one line.
+                let why = response.text().await.unwrap_or_default();
+                let why: String = why
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
+                return Err(format!("{url} answered {status}: {why}"));
             }
         }
     }

@@ -85,10 +85,24 @@ pub(super) async fn lead(
         // may have written since.
         ctx.forget_leader_state();
         metrics.leader.set(1);
-        let controllers = tokio::spawn(controller::run(ctx.clone(), wait_true(stopped.clone())));
+        let mut controllers =
+            tokio::spawn(controller::run(ctx.clone(), wait_true(stopped.clone())));
         let outcome = tokio::select! {
             lost = leading.wait_for(|l| !*l) => if lost.is_err() { Some(Err(())) } else { None },
             () = wait_true(stopped.clone()) => Some(Ok(())),
+            ended = &mut controllers => {
+                // Nothing reconciles any more while this replica holds the
+                // Lease: every tenant would wait. Give the Lease up (by
+                // returning, which drops the channel) and exit non-zero, so
+                // that a standby leads and the kubelet restarts this one.
+                metrics.leader.set(0);
+                let why = match ended {
+                    Err(join) if join.is_panic() => "a controller panicked".to_string(),
+                    Err(join) => format!("the controllers' task ended: {join}"),
+                    Ok(()) => "the controllers returned".to_string(),
+                };
+                anyhow::bail!("{why} while this replica led; exiting so that another replica leads");
+            }
         };
         metrics.leader.set(0);
         match outcome {

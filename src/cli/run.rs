@@ -57,6 +57,17 @@ pub struct RunArgs {
     /// Address of the admin server (health, metrics, JWKS).
     #[arg(long, env = "SBO_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
+    /// Address of the probe listener (/healthz and /readyz only), for the
+    /// kubelet: apart from the admin port, so that no pod can crowd the
+    /// probes out. Port 0 takes any free port.
+    #[arg(long, env = "SBO_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+    /// Let spec.audience name other than the token endpoint or the issuer
+    /// (for a server that documents another). Off: a tenant could otherwise
+    /// have a client's key sign an assertion for one server while sending
+    /// it to another.
+    #[arg(long, env = "SBO_ALLOW_CUSTOM_AUDIENCE")]
+    pub allow_custom_audience: bool,
     /// Never refresh a token more often than this.
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub min_refresh_interval: Duration,
@@ -132,6 +143,13 @@ pub struct RunArgs {
     /// replicas can run: only the leader reconciles and writes.
     #[arg(long, env = "SBO_LEADER_ELECTION")]
     pub leader_election: bool,
+    /// Liveness fails when a refresh or retry the leader planned has been
+    /// due for longer than this without running: the controllers are stuck,
+    /// and a restart hands the work to another replica. Longer than one
+    /// reconcile can take (two request timeouts and a few API calls), and
+    /// shorter than the 150 s before expiry at which tokens are refreshed.
+    #[arg(long, env = "SBO_PROGRESS_DEADLINE", default_value = "120s", value_parser = duration)]
+    pub progress_deadline: Duration,
     /// Name of the Lease used for leader election.
     #[arg(long, env = "SBO_LEASE_NAME", default_value = "smart-backend-operator")]
     pub lease_name: String,
@@ -177,6 +195,8 @@ impl RunArgs {
                 ..Timing::default()
             },
             discovery_ttl: self.discovery_ttl,
+            progress_deadline: self.progress_deadline,
+            allow_custom_audience: self.allow_custom_audience,
             concurrency: self.concurrency,
             per_server_concurrency: self.per_server_concurrency,
             instance: instance_name(),
@@ -239,6 +259,17 @@ impl Operator {
         admin_addr: SocketAddr,
         leader: Option<LeaderElection>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_probes(client, settings, admin_addr, None, leader).await
+    }
+
+    /// Like [`Operator::start`], with the probes also on `health_addr`.
+    pub async fn start_with_probes(
+        client: kube::Client,
+        settings: Settings,
+        admin_addr: SocketAddr,
+        health_addr: Option<SocketAddr>,
+        leader: Option<LeaderElection>,
+    ) -> anyhow::Result<Self> {
         controller::check_selector(&client, &settings).await?;
         let metrics = Arc::new(Metrics::default());
         let jwks = Arc::new(JwksDirectory::default());
@@ -253,14 +284,26 @@ impl Operator {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {admin_addr} (--admin-addr): {e}"))?;
         let admin_addr = listener.local_addr()?;
+        let probe_listener =
+            match health_addr {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} (--health-addr): {e}")
+                })?),
+                None => None,
+            };
         let expiry_ctx = ctx.clone();
-        let app = router(AdminState {
+        let overdue_ctx = ctx.clone();
+        let state = AdminState {
             metrics: metrics.clone(),
             jwks: jwks.clone(),
             ready: ready.clone(),
             jwks_max_age: settings.rotation.jwks_max_age.as_secs(),
             earliest_expiry: Arc::new(move || expiry_ctx.earliest_expiry()),
-        });
+            oldest_overdue: Arc::new(move || overdue_ctx.oldest_overdue()),
+            progress_deadline: settings.progress_deadline,
+        };
+        let probe_app = crate::http::probes(state.clone());
+        let app = router(state);
         // Without election this replica always leads; the sender is kept
         // alive in the task so the channel never reports "closed".
         let (always, leading, keeper) = match leader {
@@ -277,7 +320,11 @@ impl Operator {
         let admin_stop = wait_true(stopped.clone());
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
+            let probe_stop = wait_true(stopped.clone());
             let admin = tokio::spawn(crate::http::serve::serve(listener, app, admin_stop));
+            let probes = probe_listener.map(|listener| {
+                tokio::spawn(crate::http::serve::serve(listener, probe_app, probe_stop))
+            });
             let cache = tokio::spawn(controller::watch_for_jwks(client, settings, jwks, ready));
             // `lead` owns the only receiver: when it returns, the lease task
             // sees the channel closed and releases the Lease.
@@ -291,7 +338,15 @@ impl Operator {
                 );
             }
             cache.abort();
+            if result.is_err() {
+                // Stopping by itself: nothing will ask the admin server to
+                // stop, and the probes must not go on answering.
+                admin.abort();
+            }
             let _ = admin.await;
+            if let Some(probes) = probes {
+                probes.abort();
+            }
             result
         });
         Ok(Self {
@@ -342,10 +397,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes configuration found (in-cluster or KUBECONFIG): {e}")
     })?;
-    let mut operator = Operator::start(
+    let mut operator = Operator::start_with_probes(
         client,
         args.settings(),
         args.admin_addr,
+        Some(args.health_addr),
         args.leader_election(),
     )
     .await?;

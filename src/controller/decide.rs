@@ -39,12 +39,12 @@ pub(super) fn gate(
     sbc: &SmartBackendClient,
     name: &str,
     backoff: Option<Duration>,
-    allow_http: bool,
+    rules: validate::Rules,
 ) -> Gate {
     if let Some(wait) = backoff {
         return Gate::BackingOff(wait);
     }
-    let spec = match validate::validate(sbc, name, allow_http) {
+    let spec = match validate::validate(sbc, name, rules) {
         Ok(spec) => Box::new(spec),
         Err(invalid) => {
             return Gate::Invalid(Failure::new(Reason::InvalidSpec, invalid.to_string()));
@@ -145,6 +145,86 @@ pub(super) fn adoption(
     } else {
         Adoption::SetOwner(owned)
     })
+}
+
+/// Whether `spec.audience` may be the assertion's `aud`: the token
+/// endpoint or the issuer, unless the operator allows any. An assertion is
+/// a bearer credential for its audience: with an arbitrary audience, a
+/// tenant could have the client's key sign one for another server (the
+/// EHR's token URL) while the request goes to a server of their own.
+pub(super) fn audience(
+    audience: Option<&str>,
+    token_endpoint: &url::Url,
+    issuer: Option<&str>,
+    allow_any: bool,
+) -> Result<(), Failure> {
+    let Some(audience) = audience else {
+        return Ok(());
+    };
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    if allow_any
+        || same(audience, token_endpoint.as_str())
+        || issuer.is_some_and(|issuer| same(audience, issuer))
+    {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::InvalidSpec,
+        format!(
+            "spec.audience: {:?} is neither the token endpoint ({token_endpoint}) nor the issuer{}; remove it (the token endpoint is the default SMART requires), or ask the operator's administrators to allow other audiences (--allow-custom-audience)",
+            bounded(audience, 200),
+            issuer.map(|i| format!(" ({i})")).unwrap_or_default()
+        ),
+    ))
+}
+
+fn bounded(text: &str, max: usize) -> &str {
+    let mut cut = max.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// What says which resource a generated key Secret belongs to.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Claim<'a> {
+    /// The uid the Secret was made for (absent on keys made by versions
+    /// before it was recorded).
+    pub bound_uid: Option<&'a str>,
+    /// This resource's uid.
+    pub uid: &'a str,
+    /// Whether this resource already signed with a key (its status names
+    /// a kid): then an unrecorded key is the one it made.
+    pub signed_before: bool,
+    /// The adopt-key annotation.
+    pub adopt: Option<&'a str>,
+}
+
+/// Whether this resource may sign with the generated key Secret it found
+/// under its key's name; `Ok(true)`: yes, once its uid is recorded there.
+/// A key retained after its resource was deleted is registered with the EHR
+/// as that client's: whoever creates a resource of the same name must not
+/// get assertions signed with it (pointed at a server of their own, with
+/// the EHR's token URL as audience) unless they say that they mean it.
+pub(super) fn key_claim(secret_name: &str, claim: &Claim<'_>) -> Result<bool, Failure> {
+    use crate::crd::ADOPT_KEY_ANNOTATION;
+    match claim.bound_uid {
+        Some(bound) if bound == claim.uid => return Ok(false),
+        _ if claim.adopt == Some(secret_name) => return Ok(true),
+        None if claim.signed_before => return Ok(true),
+        _ => {}
+    }
+    let whose = match claim.bound_uid {
+        Some(bound) => format!("an earlier resource of this name (uid {bound}), since deleted"),
+        None => "another resource (it records no uid)".to_string(),
+    };
+    Err(Failure::new(
+        Reason::KeySecretConflict,
+        format!(
+            "Secret {secret_name} holds the key generated for {whose}; a new resource signs with it only when asked: if this resource is that client (the EHR knows that key), annotate it with {ADOPT_KEY_ANNOTATION}={secret_name}; otherwise delete the Secret or rename this resource to get a new key"
+        ),
+    ))
 }
 
 /// Whether the token step keeps the stored token or asks for a new one,

@@ -9,6 +9,7 @@ use kube::api::Api;
 use url::Url;
 
 use super::Context;
+use super::ca_bundles::MAX_CA_BUNDLE;
 use super::conditions::State;
 use super::discovery_cache::Source;
 use super::reason::{Failure, Reason};
@@ -24,6 +25,10 @@ pub(super) struct Discovered {
     pub state: State,
 }
 
+/// TLS clients kept for CA bundles at once (each holds its roots, at most
+/// [`MAX_CA_BUNDLE`] of PEM): a few MiB at the most.
+const MAX_CA_CLIENTS: usize = 64;
+
 /// The HTTP client for this resource: the shared one, or one that also
 /// trusts the CA bundle the spec names.
 pub(super) async fn http_client(
@@ -35,7 +40,7 @@ pub(super) async fn http_client(
         return Ok(ctx.http.clone());
     };
     // From the bundle's watch; read directly only until it has listed.
-    let secret = match ctx.ca_bundle(namespace, secret_name) {
+    let secret = match ctx.ca_bundle(namespace, secret_name, key) {
         Some(watched) => watched,
         None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
             .get_opt(secret_name)
@@ -67,6 +72,16 @@ pub(super) async fn http_client(
                 format!("Secret {secret_name} has no key {key:?} (spec.tls.caBundleSecretRef.key)"),
             )
         })?;
+    let size = pem.0.len();
+    if size == 0 || size > MAX_CA_BUNDLE {
+        return Err(Failure::new(
+            Reason::CaBundleInvalid,
+            format!(
+                "Secret {secret_name} key {key:?} (spec.tls.caBundleSecretRef) is empty or larger than {} KiB: put only the PEM CA certificates the server needs under that key",
+                MAX_CA_BUNDLE / 1024
+            ),
+        ));
+    }
     let cache_key = crate::smart::secret::fingerprint(&pem.0);
     if let Some(client) = ctx
         .http_with_ca
@@ -86,10 +101,13 @@ pub(super) async fn http_client(
             format!("Secret {secret_name} key {key:?}: {e}"),
         )
     })?;
-    ctx.http_with_ca
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(cache_key, client.clone());
+    let mut clients = ctx.http_with_ca.lock().unwrap_or_else(|e| e.into_inner());
+    if clients.len() >= MAX_CA_CLIENTS {
+        // Rebuilt when next needed: a few milliseconds, against memory
+        // that tenants could otherwise grow without end.
+        clients.clear();
+    }
+    clients.insert(cache_key, client.clone());
     Ok(client)
 }
 

@@ -5,14 +5,15 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::Requeue;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 
 use super::conditions::{self, State};
 use super::reason::{Class, Failure, Reason};
 use super::schedule::{self, Timing};
 use super::secrets;
+use crate::checked_time::after;
 use crate::crd::SmartBackendClientStatus;
 
 /// Which condition a step reports on.
@@ -75,10 +76,15 @@ impl Draft {
         timing: &Timing,
         now: SystemTime,
         jitter: f64,
-    ) -> Action {
+    ) -> Requeue {
         let class = failure.reason.class();
         let failures = previous.consecutive_failures.saturating_add(1);
-        let delay = schedule::after_failure(class, failures, failure.retry_after, timing, jitter);
+        let delay = match failure.reason {
+            Reason::AwaitingRegistration => {
+                schedule::awaiting_registration(failures, timing, jitter)
+            }
+            _ => schedule::after_failure(class, failures, failure.retry_after, timing, jitter),
+        };
         let mut message = failure.message;
         match class {
             Class::Permanent => message.push_str(&format!(
@@ -90,9 +96,9 @@ impl Draft {
             }
         }
         self.fields.consecutive_failures = failures;
-        self.fields.next_refresh_time = Some(secrets::rfc3339_ceil(now + delay));
+        self.fields.next_refresh_time = Some(secrets::rfc3339_ceil(after(now, delay)));
         self.set(slot, State::failed(failure.reason, message));
-        Action::requeue(delay.max(Duration::from_secs(1)))
+        Requeue::After(delay.max(Duration::from_secs(1)))
     }
 
     /// Composes Ready from the other conditions and fills in the status.

@@ -64,7 +64,7 @@ pub(super) async fn request(
             return Err(Failure {
                 reason: Reason::ServerNotAnswering,
                 message: format!(
-                    "the last {failures} requests to {authority} timed out or were refused, so requests to it pause for {}s (for every client of that server); check that the server is up and reachable from the operator",
+                    "the last {failures} requests to {authority} timed out or were refused, so requests to it pause for {}s (for this namespace's clients of that server); check that the server is up and reachable from the operator",
                     wait.as_secs().max(1)
                 ),
                 retry_after: Some(wait),
@@ -111,7 +111,10 @@ pub(super) async fn request(
             HttpError::Timeout { .. } | HttpError::Connect { .. }
         ))
     );
-    if ctx.servers.record(&authority, reached, Instant::now()) {
+    if ctx
+        .servers
+        .record(&authority, inputs.target.namespace, reached, Instant::now())
+    {
         ctx.metrics.server_breaker_opened.inc();
         tracing::warn!(server = %authority, "token requests to this server pause: it stopped answering");
     }

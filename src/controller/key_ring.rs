@@ -170,7 +170,10 @@ impl Ring {
         now: SystemTime,
     ) -> Self {
         // Rounded up: the waits that count from it never come short.
-        let now = whole_second(now + std::time::Duration::from_millis(999));
+        let now = whole_second(crate::checked_time::after(
+            now,
+            std::time::Duration::from_millis(999),
+        ));
         let entries = super::rotation::add_next(&self.entries, &jwk.kid, algorithm, now);
         let mut public = self.public.clone();
         public.keys.retain(|k| k.kid != jwk.kid);

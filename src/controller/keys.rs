@@ -14,7 +14,10 @@ use super::key_ring::Ring;
 use super::secrets::{self, PRIVATE_KEY_FILE};
 use super::validate::KeySource;
 use super::{ClientMemory, Context, KnownKeySecret, Target};
-use crate::crd::{FIELD_MANAGER, GeneratedKeyPolicy, REGENERATE_KEY_ANNOTATION};
+use crate::crd::{
+    ADOPT_KEY_ANNOTATION, CLIENT_UID_ANNOTATION, FIELD_MANAGER, GeneratedKeyPolicy,
+    REGENERATE_KEY_ANNOTATION,
+};
 use crate::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 
 /// The key, ready to sign, and where it came from.
@@ -213,6 +216,7 @@ async fn generated(
         name: secret_name,
         namespace: target.namespace,
         client_name: target.name,
+        client_uid: target.uid,
         owner,
         private_pem: &pem,
         public_jwks: &signing.public_jwks().to_json(),
@@ -273,6 +277,21 @@ async fn adopt(
         .any(|r| r.uid == target.owner.uid);
     let managed = secrets::is_managed(&existing);
     let adoption = decide::adoption(secret_name, managed, has_owner, owner.is_some())?;
+    let bound_uid = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLIENT_UID_ANNOTATION))
+        .map(String::as_str);
+    let stamp = decide::key_claim(
+        secret_name,
+        &decide::Claim {
+            bound_uid,
+            uid: target.uid,
+            signed_before: target.status_kid.is_some(),
+            adopt: target.annotation(ADOPT_KEY_ANNOTATION),
+        },
+    )?;
     let pem = existing
         .data
         .as_ref()
@@ -300,15 +319,30 @@ async fn adopt(
     let owned = owner.is_some();
     // Keep the owner reference in step with generatedKeyPolicy; this is the
     // only write to an existing key Secret, and only when the policy changed.
-    let current = match adoption {
-        Adoption::AsIs => existing,
-        Adoption::SetOwner(_) => {
-            let owners = owner.map(|o| vec![o]).unwrap_or_default();
-            let patch = json!({"metadata": {"ownerReferences": owners}});
-            api.patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| api_failure("patch", target, secret_name, e))?
-        }
+    // The uid is stamped on a key adopted (by request, or made by an
+    // earlier version for this resource), in the same write.
+    let mut metadata = serde_json::Map::new();
+    if let Adoption::SetOwner(_) = adoption {
+        let owners = owner.map(|o| vec![o]).unwrap_or_default();
+        metadata.insert("ownerReferences".into(), json!(owners));
+    }
+    if stamp {
+        metadata.insert(
+            "annotations".into(),
+            json!({ CLIENT_UID_ANNOTATION: target.uid }),
+        );
+    }
+    let current = if metadata.is_empty() {
+        existing
+    } else {
+        let patch = json!({ "metadata": metadata });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch(secret_name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_failure("patch", target, secret_name, e))?
     };
     let known = (fingerprint, ring.clone());
     remember_key(memory, request, secret_name, &current, owned, known);

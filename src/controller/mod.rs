@@ -8,6 +8,7 @@
 mod ca_bundles;
 mod clock;
 mod conditions;
+mod contain;
 mod decide;
 mod discover;
 mod discovery_cache;
@@ -17,6 +18,7 @@ pub mod jwks;
 mod key_ring;
 mod keys;
 mod memory;
+pub mod progress;
 pub mod reason;
 mod reconcile;
 mod rotate;
@@ -78,6 +80,10 @@ pub struct Context {
     memory: Memories,
     /// The watches on the Secrets the operator manages, while it leads.
     secret_watches: RwLock<Option<Arc<SecretWatches>>>,
+    /// Each client's next planned look, for liveness.
+    progress: progress::Progress,
+    /// The watch caches of this term's controllers: which clients exist.
+    stores: RwLock<Vec<reflector::Store<WatchedClient>>>,
 }
 
 impl Context {
@@ -96,7 +102,7 @@ impl Context {
             discovery: DiscoveryCache::new(settings.discovery_ttl),
             servers: servers::Servers::new(
                 settings.per_server_concurrency,
-                usize::from(settings.concurrency / 2),
+                usize::from(settings.concurrency),
             ),
             client,
             settings,
@@ -107,6 +113,8 @@ impl Context {
             reporter,
             memory: Memories::default(),
             secret_watches: RwLock::new(None),
+            progress: progress::Progress::default(),
+            stores: RwLock::new(Vec::new()),
         })
     }
 
@@ -121,6 +129,17 @@ impl Context {
 
     pub fn earliest_expiry(&self) -> Option<SystemTime> {
         self.memory.earliest_expiry()
+    }
+
+    /// How long the oldest look this replica planned for a client that
+    /// still exists is overdue (see [`progress`]).
+    pub fn oldest_overdue(&self) -> Option<Duration> {
+        let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
+        self.progress
+            .oldest_overdue(SystemTime::now(), |namespace, name| {
+                let key = reflector::ObjectRef::new(name).within(namespace);
+                stores.iter().any(|store| store.get(&key).is_some())
+            })
     }
 
     /// The resource version of a Secret the operator manages, as its watch
@@ -143,8 +162,9 @@ impl Context {
         &self,
         namespace: &str,
         name: &str,
+        key: &str,
     ) -> Option<Option<Arc<k8s_openapi::api::core::v1::Secret>>> {
-        self.secret_watches()?.ca_bundles.get(namespace, name)
+        self.secret_watches()?.ca_bundles.get(namespace, name, key)
     }
 
     /// Whether the client was just woken because its namespace granted the
@@ -160,6 +180,7 @@ impl Context {
     pub fn forget_leader_state(&self) {
         self.memory.retain(|_| false);
         self.jwks.retain(|_, _| false);
+        self.progress.retain(|_| false);
     }
 
     /// The maps keyed by what users write (servers, CA bundles, metadata
@@ -173,8 +194,11 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        self.discovery
-            .prune(self.settings.discovery_ttl + Duration::from_secs(3600));
+        self.discovery.prune(
+            self.settings
+                .discovery_ttl
+                .saturating_add(Duration::from_secs(3600)),
+        );
         self.metrics
             .discovery_cache_entries
             .set(self.discovery.len() as i64);
@@ -182,6 +206,7 @@ impl Context {
 
     pub(crate) fn forget(&self, uid: &str) {
         self.memory.forget(uid);
+        self.progress.forget(uid);
     }
 }
 
@@ -220,10 +245,41 @@ impl Error {
     }
 }
 
+/// After a reconcile that ended in an [`Error`].
+const ERROR_RETRY: Duration = Duration::from_secs(2);
+
 fn error_policy(_obj: Arc<WatchedClient>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failure(error.category(), "transient");
     tracing::warn!(error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+    Action::requeue(ERROR_RETRY)
+}
+
+/// When a reconcile wants to look at its client again: kube's [`Action`]
+/// with the time still readable, so that progress can be tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Requeue {
+    After(Duration),
+    /// Only when the resource (or a Secret it depends on) changes.
+    OnChange,
+}
+
+impl Requeue {
+    /// The planned look, from `now`.
+    pub fn at(self, now: SystemTime) -> Option<SystemTime> {
+        match self {
+            Requeue::After(wait) => Some(crate::checked_time::after(now, wait)),
+            Requeue::OnChange => None,
+        }
+    }
+}
+
+impl From<Requeue> for Action {
+    fn from(requeue: Requeue) -> Self {
+        match requeue {
+            Requeue::After(wait) => Action::requeue(wait),
+            Requeue::OnChange => Action::await_change(),
+        }
+    }
 }
 
 /// Runs the controllers until `shutdown` completes (or the future is
@@ -256,6 +312,8 @@ pub async fn run(
     *ctx.secret_watches
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Some(secret_watches.clone());
+    *ctx.stores.write().unwrap_or_else(|e| e.into_inner()) =
+        stores.iter().map(|(_, store)| store.clone()).collect();
     let mut controllers = Vec::new();
     for ((_, reader, resources), woken) in watched.into_iter().zip(woken) {
         // A namespace's Secrets are watched from its first client on.
@@ -294,6 +352,10 @@ pub async fn run(
     *ctx.secret_watches
         .write()
         .unwrap_or_else(|e| e.into_inner()) = None;
+    ctx.stores
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
 }
 
 /// Completes when `shutdown` comes before the scope's first list did; pends
@@ -339,6 +401,7 @@ async fn prune_forgotten_clients(
             .filter_map(|o| o.meta().uid.as_deref())
             .collect();
         ctx.memory.retain(|uid| uids.contains(uid));
+        ctx.progress.retain(|uid| uids.contains(uid));
         let names: std::collections::HashSet<(&str, &str)> = live
             .iter()
             .filter_map(|o| Some((o.meta().namespace.as_deref()?, o.meta().name.as_deref()?)))
@@ -346,17 +409,18 @@ async fn prune_forgotten_clients(
         ctx.jwks
             .retain(|namespace, name| names.contains(&(namespace, name)));
         secret_watches.retain(|namespace| names.iter().any(|(ns, _)| *ns == namespace));
-        let bundles: std::collections::HashSet<(&str, &str)> = live
+        let bundles: std::collections::HashSet<(&str, &str, &str)> = live
             .iter()
             .filter_map(|o| {
                 let client = o.0.as_ref().ok()?;
                 let bundle = client.spec.tls.as_ref()?.ca_bundle_secret_ref.as_ref()?;
-                Some((client.metadata.namespace.as_deref()?, bundle.name.as_str()))
+                let namespace = client.metadata.namespace.as_deref()?;
+                Some((namespace, bundle.name.as_str(), bundle.key.as_str()))
             })
             .collect();
         secret_watches
             .ca_bundles
-            .retain(|namespace, name| bundles.contains(&(namespace, name)));
+            .retain(|namespace, name, key| bundles.contains(&(namespace, name, key)));
         ctx.prune_per_input_maps();
     }
 }

@@ -134,6 +134,8 @@ reasons! {
     TokenEndpointUnreachable => Transient, "connect";
     ServerNotAnswering => Transient, "server_not_answering";
     InvalidTokenResponse => Transient, "invalid_response";
+    // The operator itself.
+    InternalError => Transient, "internal";
 }
 
 impl std::fmt::Display for Reason {

@@ -3,8 +3,10 @@
 //! end, and only when it changed.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::Requeue;
+use crate::checked_time::after;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
@@ -25,6 +27,13 @@ use super::{
 };
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
 
+/// How long a client whose reconcile panicked waits before the next try.
+const CONTAINED_RETRY: Duration = Duration::from_secs(300);
+
+/// One reconcile, contained: a panic inside it becomes this client's
+/// failure (an `InternalError` condition, a metric, a retry later), never
+/// the end of the controller that runs every other client. Each outcome is
+/// recorded as the client's next planned look, which liveness watches.
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let meta = obj.meta();
@@ -34,21 +43,83 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         .clone()
         .ok_or(Error::MissingObjectKey("namespace"))?;
     let uid = meta.uid.clone().ok_or(Error::MissingObjectKey("uid"))?;
-    if meta.deletion_timestamp.is_some() {
-        ctx.jwks.remove(&namespace, &name);
-        ctx.forget(&uid);
-        return Ok(Action::await_change());
-    }
-    // The client's memory: one snapshot, one commit, whatever the outcome.
-    let mut memory = ctx.memory.take(&uid);
     let ids = Ids {
         name: &name,
         namespace: &namespace,
         uid: &uid,
     };
-    let result = reconcile_with(&obj, &ctx, ids, &mut memory, started).await;
-    ctx.memory.commit(&uid, memory);
+    let result = match super::contain::caught(reconcile_client(&obj, &ctx, ids, started)).await {
+        Ok(result) => result,
+        Err(panic) => Ok(contained(&obj, &ctx, ids, &panic).await),
+    };
+    let now = SystemTime::now();
+    let next = match &result {
+        Ok(requeue) => requeue.at(now),
+        Err(_) => Some(after(now, super::ERROR_RETRY)),
+    };
+    ctx.progress.plan(&uid, &namespace, &name, next);
+    result.map(Action::from)
+}
+
+async fn reconcile_client(
+    obj: &WatchedClient,
+    ctx: &Context,
+    ids: Ids<'_>,
+    started: Instant,
+) -> Result<Requeue, Error> {
+    if obj.meta().deletion_timestamp.is_some() {
+        ctx.jwks.remove(ids.namespace, ids.name);
+        ctx.forget(ids.uid);
+        return Ok(Requeue::OnChange);
+    }
+    // The client's memory: one snapshot, one commit, whatever the outcome.
+    let mut memory = ctx.memory.take(ids.uid);
+    let result = reconcile_with(obj, ctx, ids, &mut memory, started).await;
+    ctx.memory.commit(ids.uid, memory);
     result
+}
+
+/// After a panic in `obj`'s reconcile: the failure is said on the object
+/// (its other status fields and its Secrets are kept), counted and logged,
+/// and what this process remembered of the client is dropped, since a step
+/// may have left it half-updated. The panic's text goes to the log only.
+async fn contained(obj: &WatchedClient, ctx: &Context, ids: Ids<'_>, what: &str) -> Requeue {
+    ctx.metrics.reconcile_panics.inc();
+    ctx.metrics
+        .failure(Reason::InternalError.category(), "transient");
+    tracing::error!(
+        namespace = ids.namespace,
+        name = ids.name,
+        panic = %what,
+        "a reconcile panicked; the failure stays with this resource and the others go on"
+    );
+    ctx.forget(ids.uid);
+    let now = Timestamp::now();
+    let message = format!(
+        "the operator failed inside this resource's reconcile at {now} (a bug: please report it with the operator's log of that time); the existing Secrets are kept, other resources are not affected; retrying in {}s or when the resource changes",
+        CONTAINED_RETRY.as_secs()
+    );
+    let meta = obj.meta();
+    let mut status = obj
+        .0
+        .as_ref()
+        .ok()
+        .and_then(|sbc| sbc.status.clone())
+        .unwrap_or_default();
+    let ready = conditions::condition(
+        conditions::READY,
+        &State::failed(Reason::InternalError, message),
+        meta.generation,
+        &status.conditions,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != conditions::READY);
+    status.conditions.insert(0, ready);
+    let api: Api<SmartBackendClient> = Api::namespaced(ctx.client.clone(), ids.namespace);
+    if let Err(error) = patch_status(ctx, &api, ids.name, json!({ "status": status })).await {
+        tracing::warn!(%error, namespace = ids.namespace, name = ids.name, "could not say InternalError on the resource");
+    }
+    Requeue::After(CONTAINED_RETRY)
 }
 
 /// Where the object is, for the reconcile proper.
@@ -65,7 +136,7 @@ async fn reconcile_with(
     ids: Ids<'_>,
     memory: &mut ClientMemory,
     started: Instant,
-) -> Result<Action, Error> {
+) -> Result<Requeue, Error> {
     let Ids {
         name,
         namespace,
@@ -74,7 +145,7 @@ async fn reconcile_with(
     let meta = obj.meta();
     let version_of = |secret: &str| ctx.own_secret_version(namespace, secret);
     if let Some(wait) = wait::settled_wait(memory, meta, SystemTime::now(), version_of) {
-        let action = Action::requeue(wait);
+        let action = Requeue::After(wait);
         ctx.metrics.reconciles_unchanged.inc();
         ctx.metrics.observe_reconcile(started.elapsed());
         return Ok(action);
@@ -90,7 +161,7 @@ async fn reconcile_with(
             let status = json!({"status": {"conditions": [conditions::condition(
                 conditions::READY, &State::failed(Reason::InvalidResource, message), meta.generation, &[], Timestamp::now())]}});
             patch_status(ctx, &api, name, status).await?;
-            return Ok(Action::await_change());
+            return Ok(Requeue::OnChange);
         }
     };
     let cached = sbc.status.clone().unwrap_or_default();
@@ -190,7 +261,7 @@ async fn steps(
     previous: &SmartBackendClientStatus,
     draft: &mut Draft,
     memory: &mut ClientMemory,
-) -> Result<Action, StepFailure> {
+) -> Result<Requeue, StepFailure> {
     // After a failure, wait out the backoff even though our own status write
     // (or any other event) triggers a reconcile sooner. A spec change or a
     // new refresh request ends the wait.
@@ -200,17 +271,16 @@ async fn steps(
         just_granted: ctx.secrets_just_granted(target.uid),
     };
     let backoff = wait::backoff_remaining(memory, target, previous, backoff);
-    let allow_http = ctx.settings.http.allow_http;
-    let spec = match decide::gate(sbc, target.name, backoff, allow_http) {
+    let spec = match decide::gate(sbc, target.name, backoff, ctx.settings.rules()) {
         Gate::BackingOff(wait) => {
             draft.keep_status = true;
-            return Ok(Action::requeue(wait));
+            return Ok(Requeue::After(wait));
         }
         Gate::Invalid(failure) => return Err((Slot::Overall, failure)),
         Gate::Suspended(spec, state) => {
             draft.fields.token_secret_name = Some(spec.token_secret_name.clone());
             draft.set(Slot::Overall, state);
-            return Ok(Action::await_change());
+            return Ok(Requeue::OnChange);
         }
         Gate::Go(spec) => spec,
     };
@@ -236,6 +306,17 @@ async fn steps(
         return Ok(super::servers::come_back_shortly());
     };
     draft.set(Slot::Discovered, discovered.state.clone());
+    let issuer = match &spec.metadata {
+        crate::smart::MetadataSource::Issuer(url) => Some(url.as_str()),
+        _ => discovered.config.as_ref().and_then(|c| c.issuer.as_deref()),
+    };
+    decide::audience(
+        spec.audience.as_deref(),
+        &discovered.token_endpoint,
+        issuer,
+        ctx.settings.allow_custom_audience,
+    )
+    .map_err(at(Slot::Overall))?;
     if let Some(event) = endpoint_moved(previous, &discovered.token_endpoint) {
         draft.events.push(event);
     }

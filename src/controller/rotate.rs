@@ -19,6 +19,7 @@ use super::reason::{Failure, Reason};
 use super::rotation::{self, KeyState, Step, Trigger};
 use super::validate::{KeySource, ValidSpec};
 use super::{ClientMemory, Context, Target};
+use crate::checked_time::{after, after_all};
 use crate::crd::{
     FIELD_MANAGER, KeyRotationStatus, ROTATE_KEY_ANNOTATION, SmartBackendClientStatus,
 };
@@ -147,7 +148,8 @@ pub(super) async fn advance(
             ));
             // From the stored (rounded-up) time, so the wait never comes short.
             let published = rotation.ring.find(KeyState::Next).map(|n| n.since);
-            rotation.revisit = published.map(|since| since + timing.jwks_max_age + timing.margin);
+            rotation.revisit =
+                published.map(|since| after_all(since, &[timing.jwks_max_age, timing.margin]));
         }
         Step::AwaitPublication { until, .. } => rotation.revisit = Some(until),
         Step::AwaitTrial { until, .. } => rotation.revisit = Some(until),
@@ -209,7 +211,8 @@ pub(super) async fn promote(
     // Come back when the retiring key may go.
     let waits = waits(ctx);
     let retiring = ring.find(KeyState::Retiring).map(|r| r.since);
-    draft.revisit = retiring.map(|since| since + waits.assertion_lifetime + waits.jwks_max_age);
+    draft.revisit =
+        retiring.map(|since| after_all(since, &[waits.assertion_lifetime, waits.jwks_max_age]));
     let fingerprint = keys::fingerprint(&pem, Some(next.algorithm()), None);
     memory.key_promoted(fingerprint, next.clone());
     forget_refusals(draft);
@@ -224,36 +227,63 @@ pub(super) async fn promote(
     Ok(ring)
 }
 
-/// After the server refused the trial: the old key keeps signing, and the
-/// next key is tried again after a backoff.
-pub(super) fn refused(
+/// After a trial that brought no token: the old key keeps signing, and
+/// the next key is tried again after a backoff. A refusal by the server
+/// (it does not know the key yet) and any other failure (the server down,
+/// an answer that is not OAuth) back off alike; the event says which.
+pub(super) fn not_accepted(
     draft: &mut Draft,
     previous: &SmartBackendClientStatus,
-    ring: &Ring,
     next: &SigningKey,
-    why: &str,
+    failure: &Failure,
 ) {
     let before = previous.key_rotation.clone().unwrap_or_default();
     let refusals = before.refused_trials.saturating_add(1);
-    let again = SystemTime::now() + rotation::trial_retry(refusals);
+    let again = after(SystemTime::now(), rotation::trial_retry(refusals));
     let status = key_rotation(draft);
     status.refused_trials = refusals;
     let again = super::secrets::rfc3339_ceil(again);
     status.next_trial_time = Some(again.clone());
     draft.revisit = super::secrets::parse_rfc3339(&again);
-    draft.events.push(warning(
-        "NextKeyRefused",
-        &format!(
-            "the server refused a token request signed with the next key (kid {}): {why}; the current key keeps signing. If the EHR holds a copy of the JWKS rather than its URL, register the new JWKS (status.publicJwks): {}",
-            next.kid(),
-            ring.published().to_json()
-        ),
-    ));
+    let why = bounded(&failure.message, MAX_EVENT_CAUSE);
+    let event = if is_refusal(failure.reason) {
+        warning(
+            "NextKeyRefused",
+            &format!(
+                "the server refused a token request signed with the next key (kid {}): {why}; the current key keeps signing, and the next key is tried again at {again}. If the EHR holds a copy of the JWKS rather than its URL, register the new JWKS (status.publicJwks)",
+                next.kid(),
+            ),
+        )
+    } else {
+        warning(
+            "NextKeyTrialFailed",
+            &format!(
+                "a token request signed with the next key (kid {}) brought no token: {why}; the current key keeps signing, and the next key is tried again at {again}",
+                next.kid(),
+            ),
+        )
+    };
+    draft.events.push(event);
+}
+
+/// The most of a failure's message an event repeats: the API server drops
+/// an event whose note is over 1 KiB.
+const MAX_EVENT_CAUSE: usize = 400;
+
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
 /// Whether a failed trial means the server does not know the next key (as
-/// opposed to the server being down, which is an ordinary failure).
-pub(super) fn is_refusal(reason: Reason) -> bool {
+/// opposed to the server being down).
+fn is_refusal(reason: Reason) -> bool {
     matches!(
         reason,
         Reason::InvalidClient
@@ -315,7 +345,7 @@ async fn store(
 pub(super) fn note(ring: &Ring, status: &KeyRotationStatus, timing: &Waits) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(next) = ring.find(KeyState::Next) {
-        let from = next.since + timing.jwks_max_age + timing.margin;
+        let from = after_all(next.since, &[timing.jwks_max_age, timing.margin]);
         let mut part = format!(
             "rotating: the next key (kid {}) is published and is tried from {}",
             next.kid,
@@ -335,7 +365,10 @@ pub(super) fn note(ring: &Ring, status: &KeyRotationStatus, timing: &Waits) -> O
         parts.push(part);
     }
     if let Some(retiring) = ring.find(KeyState::Retiring) {
-        let gone = retiring.since + timing.assertion_lifetime + timing.jwks_max_age;
+        let gone = after_all(
+            retiring.since,
+            &[timing.assertion_lifetime, timing.jwks_max_age],
+        );
         parts.push(format!(
             "the previous key (kid {}) stays published until {}",
             retiring.kid,

@@ -14,6 +14,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::checked_time::{after, after_all};
 use crate::smart::SigningAlgorithm;
 
 pub use crate::crd::KeyState;
@@ -110,7 +111,7 @@ pub fn trigger(active: &KeyEntry, inputs: &Inputs<'_>) -> Option<Trigger> {
     {
         return Some(Trigger::Requested(value.to_string()));
     }
-    let due = inputs.every.map(|every| active.since + every);
+    let due = inputs.every.map(|every| after(active.since, every));
     match due {
         Some(due) if inputs.now >= due => Some(Trigger::Schedule),
         _ => None,
@@ -130,7 +131,7 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
     };
     // A retiring key leaves first: it may be past what anyone needs.
     if let Some(retiring) = retiring {
-        let gone = retiring.since + inputs.assertion_lifetime + inputs.jwks_max_age;
+        let gone = retiring_gone(retiring, inputs);
         if inputs.now >= gone {
             return Step::DropRetiring {
                 kid: retiring.kid.clone(),
@@ -138,7 +139,7 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
         }
     }
     if let Some(next) = next {
-        let published = next.since + inputs.jwks_max_age + inputs.margin;
+        let published = after_all(next.since, &[inputs.jwks_max_age, inputs.margin]);
         if inputs.now < published {
             return Step::AwaitPublication {
                 kid: next.kid.clone(),
@@ -149,7 +150,7 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
         // first to go.
         if let Some(retiring) = retiring {
             return Step::Steady {
-                revisit: Some(retiring.since + inputs.assertion_lifetime + inputs.jwks_max_age),
+                revisit: Some(retiring_gone(retiring, inputs)),
             };
         }
         if let Some(until) = inputs.trial_not_before.filter(|t| inputs.now < *t) {
@@ -170,13 +171,22 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
         return Step::GenerateNext { algorithm, trigger };
     }
     let revisit = [
-        retiring.map(|r| r.since + inputs.assertion_lifetime + inputs.jwks_max_age),
-        inputs.every.map(|every| active.since + every),
+        retiring.map(|r| retiring_gone(r, inputs)),
+        inputs.every.map(|every| after(active.since, every)),
     ]
     .into_iter()
     .flatten()
     .min();
     Step::Steady { revisit }
+}
+
+/// When a retiring key may go: its last assertion has expired and every
+/// cache that held it has had time to drop it.
+fn retiring_gone(retiring: &KeyEntry, inputs: &Inputs<'_>) -> SystemTime {
+    after_all(
+        retiring.since,
+        &[inputs.assertion_lifetime, inputs.jwks_max_age],
+    )
 }
 
 /// How long after the `refusals`-th refused trial the next key is tried

@@ -20,6 +20,12 @@ pub struct Timing {
     pub retry_after_max: Duration,
     /// Safety retry for permanent errors (bad registration, bad spec).
     pub permanent_retry: Duration,
+    /// The first retry of a client the server does not know yet; it
+    /// doubles up to `registration_retry_max`. Registering is a person's
+    /// work at the EHR: asking every few seconds only fills its logs
+    /// (`kubectl smart refresh` asks at once when it is done).
+    pub registration_retry: Duration,
+    pub registration_retry_max: Duration,
 }
 
 impl Default for Timing {
@@ -30,6 +36,8 @@ impl Default for Timing {
             backoff_max: Duration::from_secs(300),
             retry_after_max: Duration::from_secs(3600),
             permanent_retry: Duration::from_secs(1800),
+            registration_retry: Duration::from_secs(120),
+            registration_retry_max: Duration::from_secs(1800),
         }
     }
 }
@@ -67,8 +75,13 @@ pub fn refresh_at(
     let spread = (lead / 10)
         .min(Duration::from_secs(30))
         .mul_f64(jitter.clamp(0.0, 1.0));
-    let at = expires_at.checked_sub(lead + spread).unwrap_or(issued_at);
-    at.max(issued_at + timing.min_refresh_interval)
+    let at = expires_at
+        .checked_sub(lead.saturating_add(spread))
+        .unwrap_or(issued_at);
+    at.max(crate::checked_time::after(
+        issued_at,
+        timing.min_refresh_interval,
+    ))
 }
 
 /// Exponential backoff for the n-th consecutive transient failure (n ≥ 1),
@@ -113,9 +126,46 @@ pub fn after_failure(
     }
 }
 
+/// When to ask again for a client the server does not know yet, after
+/// the `failures`-th such answer in a row: 2, 4, 8 ... minutes (by
+/// default), at most 30, with ±10 % jitter; so at most three requests in
+/// its first ten minutes.
+pub fn awaiting_registration(failures: u32, timing: &Timing, jitter: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    let raw = timing
+        .registration_retry
+        .saturating_mul(1u32 << exponent)
+        .min(timing.registration_retry_max);
+    raw.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0))
+        .min(timing.registration_retry_max)
+        .max(timing.min_refresh_interval)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_awaiting_registration_asks_at_most_three_times_in_ten_minutes() {
+        let t = Timing::default();
+        for jitter in [0.0, 0.5, 0.999] {
+            // The first request at 0, then each retry after its wait.
+            let mut at = Duration::ZERO;
+            let mut requests = vec![at];
+            for failures in 1..=12 {
+                at += awaiting_registration(failures, &t, jitter);
+                requests.push(at);
+            }
+            let first_ten = requests
+                .iter()
+                .filter(|r| **r < Duration::from_secs(600))
+                .count();
+            assert!(first_ten <= 3, "{first_ten} requests: {requests:?}");
+            // Slower after, and never silent for more than the cap.
+            assert!(awaiting_registration(30, &t, jitter) <= t.registration_retry_max);
+            assert!(awaiting_registration(30, &t, jitter) >= Duration::from_secs(1500));
+        }
+    }
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
 

@@ -39,7 +39,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// RFC 3339 to the second, rounded up: for retry times, which must never
 /// come earlier than scheduled.
 pub fn rfc3339_ceil(t: SystemTime) -> String {
-    rfc3339(t.checked_add(Duration::from_millis(999)).unwrap_or(t))
+    rfc3339(crate::checked_time::after(t, Duration::from_millis(999)))
 }
 
 /// `t` rounded down to the second, as the Secret's annotations hold it. A
@@ -230,6 +230,8 @@ pub struct KeySecretInput<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
     pub client_name: &'a str,
+    /// The uid of the resource the key is made for.
+    pub client_uid: &'a str,
     /// Set only under generatedKeyPolicy: Delete.
     pub owner: Option<OwnerReference>,
     pub private_pem: &'a str,
@@ -244,6 +246,7 @@ pub fn build_key_secret(input: KeySecretInput<'_>) -> Secret {
         name,
         namespace,
         client_name,
+        client_uid,
         owner,
         private_pem,
         public_jwks,
@@ -254,6 +257,7 @@ pub fn build_key_secret(input: KeySecretInput<'_>) -> Secret {
     let annotations = meta.annotations.get_or_insert_default();
     annotations.insert(ALGORITHM_ANNOTATION.into(), algorithm.as_str().into());
     annotations.insert(KID_ANNOTATION.into(), kid.into());
+    annotations.insert(crate::crd::CLIENT_UID_ANNOTATION.into(), client_uid.into());
     annotations.insert(RELOADER_IGNORE.into(), "true".into());
     meta.owner_references = owner.map(|o| vec![o]);
     Secret {

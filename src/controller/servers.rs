@@ -4,9 +4,12 @@
 //! stopped answering (a circuit breaker, so that clients of a server that
 //! hangs fail fast instead of each waiting out the timeout).
 //!
-//! Requests are also capped per namespace (half the workers), so that one
-//! tenant pointing many clients at many slow servers still leaves the other
-//! half of the workers to everyone else.
+//! Requests are also capped per namespace (a fair share of the workers:
+//! equal parts for the busy namespaces and one for a newcomer), so that
+//! tenants pointing many clients at many slow servers still leave workers
+//! to everyone else; one namespace holds at most all but one of a server's
+//! slots; and the breaker is kept per namespace and server, so that one
+//! tenant's hanging path on a host does not pause another tenant there.
 //!
 //! Nothing here waits: a reconcile that finds its slots taken is told so
 //! and comes back shortly, so one tenant's slow server cannot hold the
@@ -15,8 +18,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Consecutive requests that found the server unreachable (timeouts,
 /// refused connections) before the breaker opens.
@@ -77,15 +78,63 @@ impl Breaker {
 
 /// When a reconcile that found its slots taken comes back: in a moment,
 /// spread out so that the ones turned away together do not return together.
-pub fn come_back_shortly() -> kube::runtime::controller::Action {
+pub fn come_back_shortly() -> super::Requeue {
     let jitter = Duration::from_millis(rand::random::<u64>() % 1000);
-    kube::runtime::controller::Action::requeue(Duration::from_secs(1) + jitter)
+    super::Requeue::After(Duration::from_secs(1) + jitter)
+}
+
+/// How many requests one namespace may have in flight out of `workers`,
+/// while `busy_others` other namespaces have some: an equal part for each
+/// busy namespace and one more for a newcomer, so that however many
+/// tenants are busy, one more still finds workers free.
+pub fn fair_share(workers: usize, busy_others: usize) -> usize {
+    (workers / busy_others.saturating_add(2)).max(1)
+}
+
+/// How many of one server's slots one namespace may hold: all but one, so
+/// that a tenant whose requests hang at a server cannot take it from the
+/// other tenants of that server.
+pub fn server_share(per_server: usize) -> usize {
+    per_server.saturating_sub(1).max(1)
+}
+
+/// Requests in flight, and each (server, namespace)'s breaker.
+#[derive(Default)]
+struct InFlight {
+    namespaces: HashMap<String, usize>,
+    servers: HashMap<String, usize>,
+    server_namespaces: HashMap<(String, String), usize>,
+    /// Keyed by namespace too: one tenant's unreachable path on a host
+    /// pauses that tenant's requests to it, not everyone's.
+    breakers: HashMap<(String, String), Breaker>,
+}
+
+fn count_down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 /// Slots held by a request in flight, freed when dropped.
 pub struct Permit {
-    _server: Option<OwnedSemaphorePermit>,
-    _namespace: OwnedSemaphorePermit,
+    state: Arc<Mutex<InFlight>>,
+    namespace: String,
+    server: Option<String>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        count_down(&mut state.namespaces, &self.namespace);
+        if let Some(server) = self.server.take() {
+            count_down(&mut state.servers, &server);
+            let key = (server, std::mem::take(&mut self.namespace));
+            count_down(&mut state.server_namespaces, &key);
+        }
+    }
 }
 
 /// Whether a token request to a server may go now.
@@ -100,100 +149,102 @@ pub enum Admission {
     Open { until: Instant, failures: u32 },
 }
 
-struct Server {
-    slots: Arc<Semaphore>,
-    breaker: Breaker,
-}
-
 pub struct Servers {
     per_server: usize,
-    servers: Mutex<HashMap<String, Server>>,
-    per_namespace: usize,
-    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The reconcile workers every namespace shares.
+    workers: usize,
+    state: Arc<Mutex<InFlight>>,
 }
 
 impl Servers {
-    pub fn new(per_server: usize, per_namespace: usize) -> Self {
+    pub fn new(per_server: usize, workers: usize) -> Self {
         Self {
             per_server: per_server.max(1),
-            servers: Mutex::new(HashMap::new()),
-            per_namespace: per_namespace.max(1),
-            namespaces: Mutex::new(HashMap::new()),
+            workers: workers.max(1),
+            state: Arc::default(),
         }
     }
 
-    /// One of the namespace's slots for a request to any server (metadata
-    /// fetches take only this), or None when they are all taken.
-    pub fn admit_namespace(&self, namespace: &str) -> Option<Permit> {
-        let slots = {
-            let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
-            namespaces
-                .entry(namespace.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_namespace)))
-                .clone()
-        };
-        let permit = slots.try_acquire_owned().ok()?;
-        Some(Permit {
-            _server: None,
-            _namespace: permit,
-        })
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn with<R>(&self, authority: &str, f: impl FnOnce(&mut Server) -> R) -> R {
-        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        let server = servers
-            .entry(authority.to_string())
-            .or_insert_with(|| Server {
-                slots: Arc::new(Semaphore::new(self.per_server)),
-                breaker: Breaker::default(),
-            });
-        f(server)
+    /// Whether `namespace` is within its fair share of the workers.
+    fn namespace_has_room(state: &InFlight, namespace: &str, workers: usize) -> bool {
+        let own = state.namespaces.get(namespace).copied().unwrap_or(0);
+        let busy_others = state.namespaces.len() - usize::from(own > 0);
+        own < fair_share(workers, busy_others)
+    }
+
+    /// One of the namespace's slots for a request to any server (metadata
+    /// fetches take only this), or None when its share is taken.
+    pub fn admit_namespace(&self, namespace: &str) -> Option<Permit> {
+        let mut state = self.lock();
+        if !Self::namespace_has_room(&state, namespace, self.workers) {
+            return None;
+        }
+        *state.namespaces.entry(namespace.to_string()).or_default() += 1;
+        Some(Permit {
+            state: self.state.clone(),
+            namespace: namespace.to_string(),
+            server: None,
+        })
     }
 
     pub fn admit(&self, authority: &str, namespace: &str, now: Instant) -> Admission {
-        let Some(mut permit) = self.admit_namespace(namespace) else {
+        let mut state = self.lock();
+        if !Self::namespace_has_room(&state, namespace, self.workers) {
             return Admission::Busy;
-        };
-        self.with(authority, |server| {
-            if let Err(until) = server.breaker.check(now) {
-                return Admission::Open {
-                    until,
-                    failures: server.breaker.failures(),
-                };
-            }
-            match server.slots.clone().try_acquire_owned() {
-                // The half-open trial is taken only by a request that goes.
-                Ok(slot) => match server.breaker.allow(now) {
-                    Ok(()) => {
-                        permit._server = Some(slot);
-                        Admission::Go(permit)
-                    }
-                    Err(until) => Admission::Open {
-                        until,
-                        failures: server.breaker.failures(),
-                    },
-                },
-                Err(_) => Admission::Busy,
-            }
+        }
+        let key = (authority.to_string(), namespace.to_string());
+        let breaker = state.breakers.entry(key.clone()).or_default();
+        if let Err(until) = breaker.check(now) {
+            return Admission::Open {
+                until,
+                failures: breaker.failures(),
+            };
+        }
+        let on_server = state.servers.get(authority).copied().unwrap_or(0);
+        let mine = state.server_namespaces.get(&key).copied().unwrap_or(0);
+        if on_server >= self.per_server || mine >= server_share(self.per_server) {
+            return Admission::Busy;
+        }
+        // The half-open trial is taken only by a request that goes.
+        let breaker = state.breakers.entry(key.clone()).or_default();
+        if let Err(until) = breaker.allow(now) {
+            return Admission::Open {
+                until,
+                failures: breaker.failures(),
+            };
+        }
+        *state.namespaces.entry(namespace.to_string()).or_default() += 1;
+        *state.servers.entry(authority.to_string()).or_default() += 1;
+        *state.server_namespaces.entry(key).or_default() += 1;
+        Admission::Go(Permit {
+            state: self.state.clone(),
+            namespace: namespace.to_string(),
+            server: Some(authority.to_string()),
         })
     }
 
-    /// Returns true when this outcome opened the server's breaker.
-    pub fn record(&self, authority: &str, reached: bool, now: Instant) -> bool {
-        self.with(authority, |server| server.breaker.record(reached, now))
+    /// Returns true when this outcome opened the breaker of `namespace`'s
+    /// requests to the server.
+    pub fn record(&self, authority: &str, namespace: &str, reached: bool, now: Instant) -> bool {
+        let key = (authority.to_string(), namespace.to_string());
+        let mut state = self.lock();
+        state.breakers.entry(key).or_default().record(reached, now)
     }
 
-    /// Forgets servers with nothing in flight and nothing to remember.
+    /// Forgets breakers with nothing to remember (the in-flight counts
+    /// leave with their last request).
     pub fn prune(&self) {
-        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        servers.retain(|_, s| s.slots.available_permits() < self.per_server || !s.breaker.closed());
-        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
-        namespaces.retain(|_, slots| slots.available_permits() < self.per_namespace);
+        self.lock().breakers.retain(|_, breaker| !breaker.closed());
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.servers.lock().unwrap_or_else(|e| e.into_inner()).len()
+        let state = self.lock();
+        state.servers.len() + state.breakers.len()
     }
 }
 
@@ -241,11 +292,11 @@ mod tests {
         let Admission::Go(a) = servers.admit("ehr:443", "n", now) else {
             panic!()
         };
-        let Admission::Go(_b) = servers.admit("ehr:443", "n", now) else {
+        let Admission::Go(_b) = servers.admit("ehr:443", "m", now) else {
             panic!()
         };
         assert!(matches!(
-            servers.admit("ehr:443", "n", now),
+            servers.admit("ehr:443", "o", now),
             Admission::Busy
         ));
         assert!(matches!(
@@ -270,7 +321,7 @@ mod tests {
         let servers = Servers::new(4, 8);
         let now = Instant::now();
         for _ in 0..OPEN_AFTER {
-            servers.record("hang:443", false, now);
+            servers.record("hang:443", "n", false, now);
         }
         match servers.admit("hang:443", "n", now) {
             Admission::Open { until, failures } => {
@@ -279,11 +330,63 @@ mod tests {
             }
             _ => panic!("the breaker is open"),
         }
+        // Another tenant of the same host is not paused by it.
+        assert!(matches!(
+            servers.admit("hang:443", "other", now),
+            Admission::Go(_)
+        ));
+    }
+
+    #[test]
+    fn every_busy_namespace_gets_an_equal_part_and_a_newcomer_still_finds_room() {
+        assert_eq!(fair_share(16, 0), 8);
+        assert_eq!(fair_share(16, 1), 5);
+        assert_eq!(fair_share(16, 2), 4);
+        assert_eq!(fair_share(16, 100), 1);
+        assert_eq!(server_share(4), 3);
+        assert_eq!(server_share(1), 1);
+        // Three greedy namespaces cannot take every worker between them.
+        let servers = Servers::new(100, 12);
+        let now = Instant::now();
+        let mut held = Vec::new();
+        for round in 0..12 {
+            for ns in ["a", "b", "c"] {
+                if let Admission::Go(p) = servers.admit(&format!("s{round}{ns}:443"), ns, now) {
+                    held.push(p);
+                }
+            }
+        }
+        assert!(held.len() < 12, "{} of 12 workers taken", held.len());
+        assert!(matches!(
+            servers.admit("s:443", "newcomer", now),
+            Admission::Go(_)
+        ));
+    }
+
+    #[test]
+    fn one_namespace_leaves_a_slot_of_each_server_to_the_others() {
+        let servers = Servers::new(4, 64);
+        let now = Instant::now();
+        let held: Vec<Permit> = (0..3)
+            .map(|_| match servers.admit("ehr:443", "greedy", now) {
+                Admission::Go(p) => p,
+                _ => panic!("within its share of the server"),
+            })
+            .collect();
+        assert!(matches!(
+            servers.admit("ehr:443", "greedy", now),
+            Admission::Busy
+        ));
+        assert!(matches!(
+            servers.admit("ehr:443", "other", now),
+            Admission::Go(_)
+        ));
+        drop(held);
     }
 
     #[test]
     fn one_namespace_takes_at_most_its_share_of_requests_across_all_servers() {
-        let servers = Servers::new(4, 3);
+        let servers = Servers::new(4, 6);
         let now = Instant::now();
         let held: Vec<Permit> = (0..3)
             .map(
@@ -306,7 +409,7 @@ mod tests {
         assert!(servers.admit_namespace("greedy").is_some());
         servers.prune();
         assert!(
-            servers.namespaces.lock().unwrap().is_empty(),
+            servers.lock().namespaces.is_empty(),
             "idle namespaces are forgotten"
         );
     }

@@ -15,6 +15,11 @@ pub struct Settings {
     pub http: HttpPolicy,
     pub timing: Timing,
     pub discovery_ttl: Duration,
+    /// Whether `spec.audience` may name other than the token endpoint or
+    /// the issuer.
+    pub allow_custom_audience: bool,
+    /// Liveness fails when a planned look is overdue by more than this.
+    pub progress_deadline: Duration,
     /// Reconciles running at once.
     pub concurrency: u16,
     /// Token requests in flight at once per authorization server.
@@ -31,6 +36,21 @@ pub struct Settings {
     pub secret_grant: Option<SecretGrant>,
     /// Key rotation's waits.
     pub rotation: RotationTiming,
+}
+
+impl Settings {
+    /// What validation admits beyond the schema.
+    pub fn rules(&self) -> super::validate::Rules {
+        let waits = self.rotation;
+        let lifetime = super::exchange::assertion_lifetime(&self.clocks);
+        super::validate::Rules {
+            allow_http: self.http.allow_http,
+            rotation_floor: waits
+                .jwks_max_age
+                .saturating_add(waits.margin)
+                .saturating_add(lifetime),
+        }
+    }
 }
 
 /// How long a rotation waits between its steps.
@@ -83,6 +103,8 @@ impl Default for Settings {
             http: HttpPolicy::default(),
             timing: Timing::default(),
             discovery_ttl: Duration::from_secs(600),
+            progress_deadline: Duration::from_secs(120),
+            allow_custom_audience: false,
             concurrency: 16,
             per_server_concurrency: 4,
             instance: "smart-backend-operator".into(),

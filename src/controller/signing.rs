@@ -4,8 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::Requeue;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 
 use super::conditions::State;
@@ -40,7 +40,7 @@ pub(super) async fn key_and_token(
     found: Found<'_>,
     draft: &mut Draft,
     memory: &mut ClientMemory,
-) -> Result<Action, (Slot, Failure)> {
+) -> Result<Requeue, (Slot, Failure)> {
     let Found {
         sbc,
         spec,
@@ -110,12 +110,18 @@ pub(super) async fn key_and_token(
         // Publish first, use after: the status (and so every replica's JWKS
         // endpoint) carries the new key before any server is asked to
         // verify a signature made with it.
-        return Ok(Action::requeue(KEY_PUBLICATION_DELAY));
+        return Ok(Requeue::After(KEY_PUBLICATION_DELAY));
     }
 
     let at_token = |failure| (Slot::Token, failure);
+    let mut trial_failed = false;
     if let Some(next) = &rotation.trial {
-        let before = memory.last_attempt_failed;
+        // What the trial may mark as done that the working key still owes.
+        let before = (
+            memory.last_attempt_failed,
+            memory.handled_refresh.clone(),
+            draft.fields.handled_refresh_request.clone(),
+        );
         match token::refresh(ctx, &inputs(target, &found, next), draft, memory).await {
             // The server's request slots were taken: nothing was tried.
             Ok(action) if draft.keep_status => return Ok(action),
@@ -127,19 +133,28 @@ pub(super) async fn key_and_token(
                 record_key(ctx, target, sbc, next, &key.secret_name, &ring, note, draft);
                 return Ok(sooner(action, draft));
             }
-            Err(failure) if rotate::is_refusal(failure.reason) => {
-                memory.last_attempt_failed = before;
-                rotate::refused(draft, previous, &rotation.ring, next, &failure.message);
+            // Not accepted, for whatever reason (a refusal, a 500, a body
+            // that is not JSON): the trial backs off and the working key
+            // refreshes now, as if no trial had been made.
+            Err(failure) => {
+                (memory.last_attempt_failed, memory.handled_refresh) = (before.0, before.1);
+                draft.fields.handled_refresh_request = before.2;
+                rotate::not_accepted(draft, previous, next, &failure);
                 let note = rotate::current_note(ctx, draft, &rotation.ring);
                 let (signing, name) = (&key.signing, &key.secret_name);
                 record_key(ctx, target, sbc, signing, name, &rotation.ring, note, draft);
+                trial_failed = true;
             }
-            Err(failure) => return Err(at_token(failure)),
         }
     }
     let action = token::refresh(ctx, &inputs(target, &found, &key.signing), draft, memory)
         .await
         .map_err(at_token)?;
+    if trial_failed && draft.keep_status {
+        // The working key found the server busy: its status stays, but the
+        // trial's backoff must be written, or the next look tries again.
+        draft.keep_status = false;
+    }
     Ok(sooner(action, draft))
 }
 
@@ -205,7 +220,7 @@ fn record_key(
 
 /// The token step's requeue, or sooner when the rotation wants to look
 /// again first. A good token's requeue is its next refresh time.
-fn sooner(action: Action, draft: &Draft) -> Action {
+fn sooner(action: Requeue, draft: &Draft) -> Requeue {
     let refresh = draft
         .fields
         .next_refresh_time
@@ -216,7 +231,7 @@ fn sooner(action: Action, draft: &Draft) -> Action {
             let wait = revisit
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            Action::requeue(wait.max(Duration::from_secs(1)))
+            Requeue::After(wait.max(Duration::from_secs(1)))
         }
         _ => action,
     }

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::Requeue;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use sha2::{Digest, Sha256};
 
@@ -82,7 +82,7 @@ pub(super) async fn refresh(
     inputs: &Inputs<'_>,
     draft: &mut Draft,
     memory: &mut ClientMemory,
-) -> Result<Action, Failure> {
+) -> Result<Requeue, Failure> {
     let Inputs {
         target,
         spec,
@@ -241,7 +241,7 @@ pub(super) async fn refresh(
         fields.handled_refresh_request = Some(value.to_string());
     }
     draft.token = Some(state);
-    Ok(Action::requeue(until(next).max(Duration::from_secs(1))))
+    Ok(Requeue::After(until(next).max(Duration::from_secs(1))))
 }
 
 /// The stored token is good: nothing to request, and at most a metadata
@@ -253,7 +253,7 @@ async fn keep(
     refresh_at: SystemTime,
     draft: &mut Draft,
     memory: &mut ClientMemory,
-) -> Result<Action, Failure> {
+) -> Result<Requeue, Failure> {
     let spec = inputs.spec;
     let drifted = inputs
         .existing
@@ -324,7 +324,7 @@ async fn keep(
         stored.scope.as_deref(),
         validity,
     ));
-    Ok(Action::requeue(
+    Ok(Requeue::After(
         until(refresh_at).max(Duration::from_secs(1)),
     ))
 }
@@ -336,7 +336,11 @@ fn take_pending(
 ) -> Option<PendingToken> {
     let pending = memory.pending.take()?;
     let usable = pending.inputs_hash == inputs_hash
-        && pending.token.expires_at > SystemTime::now() + ctx.settings.timing.min_refresh_interval;
+        && pending.token.expires_at
+            > crate::checked_time::after(
+                SystemTime::now(),
+                ctx.settings.timing.min_refresh_interval,
+            );
     usable.then_some(pending)
 }
 

@@ -99,12 +99,38 @@ const RESERVED_PARAMS: [&str; 4] = [
     "client_assertion_type",
 ];
 
-/// Validates `sbc` (named `name`) under the operator's `allow_http` setting.
+/// What the operator admits beyond the schema, from its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Plain http URLs (`--insecure-allow-http`).
+    pub allow_http: bool,
+    /// The shortest `rotation.every`: the JWKS max-age, the rotation margin
+    /// and the assertion lifetime. A key then signs at least as long as its
+    /// successor waits to be published, and the retiring key (kept for an
+    /// assertion lifetime and a max-age) is gone before the next rotation.
+    pub rotation_floor: Duration,
+}
+
+impl Rules {
+    /// https only, with the default rotation waits.
+    pub fn https_only() -> Self {
+        Self {
+            allow_http: false,
+            rotation_floor: Duration::from_secs(300 + 60 + 240),
+        }
+    }
+}
+
+/// The longest `rotation.every`: ten years.
+pub const MAX_ROTATION_EVERY: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// Validates `sbc` (named `name`) under the operator's rules.
 pub fn validate(
     sbc: &SmartBackendClient,
     name: &str,
-    allow_http: bool,
+    rules: Rules,
 ) -> Result<ValidSpec, InvalidSpec> {
+    let allow_http = rules.allow_http;
     let spec = &sbc.spec;
     let fhir_base_url = url_field("fhirBaseUrl", &spec.fhir_base_url, allow_http)?;
     if spec.client_id.trim().is_empty() {
@@ -184,7 +210,7 @@ pub fn validate(
             rsa_bits,
         },
     };
-    let rotate_every = rotation(sbc)?;
+    let rotate_every = rotation(sbc, rules.rotation_floor)?;
     if spec.signing.next_key_secret_ref.is_some() && spec.signing.key_secret_ref.is_none() {
         return Err(invalid(
             "signing.nextKeySecretRef",
@@ -253,7 +279,7 @@ pub fn validate(
 /// key as configured (it needs a generated key and a kid per key). The
 /// rotate-key annotation is checked where it is acted on: an annotation
 /// never stops refreshes.
-fn rotation(sbc: &SmartBackendClient) -> Result<Option<Duration>, InvalidSpec> {
+fn rotation(sbc: &SmartBackendClient, floor: Duration) -> Result<Option<Duration>, InvalidSpec> {
     let signing = &sbc.spec.signing;
     let every = signing.rotation.as_ref().and_then(|r| r.every.as_deref());
     let Some(every) = every else { return Ok(None) };
@@ -275,8 +301,23 @@ fn rotation(sbc: &SmartBackendClient) -> Result<Option<Duration>, InvalidSpec> {
             format!("{every:?} is not a duration like 720h ({e})"),
         )
     })?;
-    if parsed.is_zero() {
-        return Err(invalid("signing.rotation.every", "must be more than 0"));
+    if parsed < floor {
+        return Err(invalid(
+            "signing.rotation.every",
+            format!(
+                "{every:?} is shorter than this operator allows ({}s: the JWKS max-age, the rotation margin and the assertion lifetime); rotate every {}s or more",
+                floor.as_secs(),
+                floor.as_secs()
+            ),
+        ));
+    }
+    if parsed > MAX_ROTATION_EVERY {
+        return Err(invalid(
+            "signing.rotation.every",
+            format!(
+                "{every:?} is longer than ten years (87600h): rotate at least that often, or remove spec.signing.rotation"
+            ),
+        ));
     }
     Ok(Some(parsed))
 }

@@ -31,11 +31,8 @@ pub(super) fn settled(
         generation: reconciled.generation,
         requests: Settled::requests(reconciled),
         own_secrets,
-        until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?.min(
-            draft
-                .revisit
-                .unwrap_or(SystemTime::UNIX_EPOCH + Duration::MAX / 2),
-        ),
+        until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?
+            .min(draft.revisit.unwrap_or(crate::checked_time::latest())),
     })
 }
 

@@ -32,6 +32,24 @@ impl<K: Hash + Eq, V> WatchTasks<K, V> {
         read(value)
     }
 
+    /// Like [`WatchTasks::read_or_start`], but starts no watch while `cap`
+    /// of those in `key`'s group (by `same_group`) run: `None` then.
+    pub fn read_or_start_capped<R>(
+        &self,
+        key: K,
+        same_group: impl Fn(&K) -> bool,
+        cap: usize,
+        start: impl FnOnce() -> (V, AbortHandle),
+        read: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !running.contains_key(&key) && running.keys().filter(|k| same_group(k)).count() >= cap {
+            return None;
+        }
+        let (value, _) = running.entry(key).or_insert_with(start);
+        Some(read(value))
+    }
+
     /// Reads the watch of `key`, if it runs.
     pub fn read<Q, R>(&self, key: &Q, read: impl FnOnce(&V) -> R) -> Option<R>
     where

@@ -53,8 +53,28 @@ struct Wire {
     status: Option<serde_json::Value>,
 }
 
-/// `kubectl apply` keeps a whole copy of the resource in this annotation.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The operator's own annotations (`smartbackend.dev/...`), each value at
+/// most [`MAX_ANNOTATION_VALUE`] bytes, are all it reads; every other
+/// annotation (kubectl's whole copy of the resource, a tenant's megabyte)
+/// would be kept for every client for as long as it exists.
+pub const OWN_ANNOTATION_PREFIX: &str = "smartbackend.dev/";
+
+/// A longer value of an own annotation is kept as its digest: a new value
+/// still reads as new, and the cache stays small.
+pub const MAX_ANNOTATION_VALUE: usize = 256;
+
+fn own_annotations(all: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    all.into_iter()
+        .filter(|(key, _)| key.starts_with(OWN_ANNOTATION_PREFIX) && key.len() <= 253)
+        .map(|(key, value)| {
+            if value.len() <= MAX_ANNOTATION_VALUE {
+                return (key, value);
+            }
+            let digest = crate::smart::secret::fingerprint(value.as_bytes());
+            (key, format!("sha256:{digest}"))
+        })
+        .collect()
+}
 
 impl<'de> Deserialize<'de> for WatchedClient {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -63,10 +83,7 @@ impl<'de> Deserialize<'de> for WatchedClient {
             spec,
             status,
         } = Wire::deserialize(deserializer)?;
-        let mut annotations = metadata.annotations;
-        if let Some(annotations) = annotations.as_mut() {
-            annotations.remove(LAST_APPLIED);
-        }
+        let annotations = metadata.annotations.map(own_annotations);
         let metadata = ObjectMeta {
             name: metadata.name,
             namespace: metadata.namespace,
@@ -170,7 +187,9 @@ mod tests {
         let applied = json!({
             "metadata": {"name": "c", "namespace": "n", "uid": "u3", "generation": 2,
                 "resourceVersion": "7",
-                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "a": "b"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "a": "b",
+                    "smartbackend.dev/refresh-requested-at": "1",
+                    "smartbackend.dev/rotate-key": "x".repeat(1_000_000)},
                 "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
             "spec": {"fhirBaseUrl": "https://ehr.example.org/fhir", "clientId": "c", "scopes": ["system/*.rs"]}
         });
@@ -179,13 +198,20 @@ mod tests {
         assert_eq!(meta.generation, Some(2));
         assert_eq!(meta.resource_version.as_deref(), Some("7"));
         assert!(meta.managed_fields.is_none());
+        let annotations = meta.annotations.as_ref().unwrap();
         assert_eq!(
-            meta.annotations
-                .as_ref()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["a"]
+            annotations.keys().collect::<Vec<_>>(),
+            [
+                "smartbackend.dev/refresh-requested-at",
+                "smartbackend.dev/rotate-key"
+            ],
+            "only the operator's own annotations are kept"
+        );
+        assert_eq!(annotations["smartbackend.dev/refresh-requested-at"], "1");
+        let rotate = &annotations["smartbackend.dev/rotate-key"];
+        assert!(
+            rotate.starts_with("sha256:") && rotate.len() < 64,
+            "{rotate}"
         );
     }
 }

@@ -1,10 +1,14 @@
 //! Serving the admin port (health, metrics, JWKS) to whoever can reach it:
 //! a client that sends its request headers slowly is cut off, and the
-//! number of open connections is capped, so that slow or many clients
-//! cannot hold the port that kubelet probes and EHRs fetch keys from.
+//! number of open connections is capped, in all and per peer address, so
+//! that slow or many clients cannot hold the port that EHRs fetch keys
+//! from. The kubelet's probes have a listener of their own
+//! (`--health-addr`), which no other pod needs to reach.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -17,6 +21,9 @@ use tokio::sync::Semaphore;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections at once; one more is closed as soon as it is accepted.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Open connections at once from one peer address: one pod cannot take
+/// the port from the others.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 32;
 /// The longest one connection is kept, keep-alive included.
 pub const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(300);
 
@@ -28,9 +35,56 @@ pub async fn serve(listener: TcpListener, app: axum::Router, shutdown: impl Futu
         app,
         shutdown,
         HEADER_READ_TIMEOUT,
-        MAX_CONNECTIONS,
+        Caps {
+            total: MAX_CONNECTIONS,
+            per_peer: MAX_CONNECTIONS_PER_PEER,
+        },
     )
     .await
+}
+
+/// How many connections are open at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    pub total: usize,
+    pub per_peer: usize,
+}
+
+/// Connections open per peer address; an entry leaves with its last one.
+#[derive(Clone, Default)]
+struct Peers(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One open connection of a peer, counted until dropped.
+struct PeerSlot {
+    peers: Peers,
+    ip: IpAddr,
+}
+
+impl Peers {
+    fn admit(&self, ip: IpAddr, cap: usize) -> Option<PeerSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 pub async fn serve_with(
@@ -38,18 +92,23 @@ pub async fn serve_with(
     app: axum::Router,
     shutdown: impl Future<Output = ()>,
     header_timeout: Duration,
-    max_connections: usize,
+    caps: Caps,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let permits = Arc::new(Semaphore::new(caps.total));
+    let peers = Peers::default();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => return,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             // Out of file descriptors and the like: let it pass.
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(slot) = peers.admit(peer.ip(), caps.per_peer) else {
+            drop(stream);
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -58,7 +117,7 @@ pub async fn serve_with(
         };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -75,7 +134,7 @@ mod tests {
 
     use super::*;
 
-    async fn start(header_timeout: Duration, max: usize) -> std::net::SocketAddr {
+    async fn start(header_timeout: Duration, caps: Caps) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
@@ -84,7 +143,7 @@ mod tests {
             app,
             std::future::pending(),
             header_timeout,
-            max,
+            caps,
         ));
         addr
     }
@@ -102,7 +161,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_sends_its_headers_slowly_is_cut_off() {
-        let addr = start(Duration::from_millis(300), 8).await;
+        let addr = start(
+            Duration::from_millis(300),
+            Caps {
+                total: 8,
+                per_peer: 8,
+            },
+        )
+        .await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
         slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
             .await
@@ -115,7 +181,14 @@ mod tests {
 
     #[tokio::test]
     async fn connections_beyond_the_cap_are_closed_and_the_port_recovers() {
-        let addr = start(Duration::from_secs(30), 2).await;
+        let addr = start(
+            Duration::from_secs(30),
+            Caps {
+                total: 2,
+                per_peer: 2,
+            },
+        )
+        .await;
         let mut held = Vec::new();
         for _ in 0..2 {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -130,5 +203,44 @@ mod tests {
         held.clear();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(healthz(addr).await.contains("200 OK"));
+    }
+
+    #[tokio::test]
+    async fn one_peer_cannot_hold_more_than_its_share() {
+        let addr = start(
+            Duration::from_secs(30),
+            Caps {
+                total: 64,
+                per_peer: 3,
+            },
+        )
+        .await;
+        // 127.0.0.1 takes its three connections and is refused a fourth...
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            healthz(addr).await.is_empty(),
+            "a fourth from the same peer"
+        );
+        // ... while another peer address is still served.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut other = socket.connect(addr).await.unwrap();
+        other
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        let _ = other.read_to_string(&mut answer).await;
+        assert!(answer.contains("200 OK"), "another peer: {answer}");
+        held.pop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            healthz(addr).await.contains("200 OK"),
+            "a slot freed is reused"
+        );
     }
 }

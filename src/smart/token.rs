@@ -15,6 +15,10 @@ pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 /// tokens, so assuming longer would risk serving an expired one.
 pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(300);
 /// Lifetimes beyond a year are treated as a broken response.
+/// The longest granted `scope` kept (in the status and the token Secret):
+/// what the most a resource may ask for (64 scopes of 256 bytes) can grow
+/// to with a server's additions.
+pub const MAX_GRANTED_SCOPE: usize = 20 * 1024;
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(366 * 24 * 3600);
 /// How much of a server's error text is ever repeated.
 pub const MAX_ERROR_TEXT: usize = 300;
@@ -307,16 +311,22 @@ pub fn parse_token_response(
         None | Some(Value::Null) => (DEFAULT_EXPIRES_IN, true),
         Some(value) => (parse_expires_in(value)?, false),
     };
+    let scope = json.get("scope").and_then(Value::as_str);
+    if let Some(scope) = scope
+        && scope.len() > MAX_GRANTED_SCOPE
+    {
+        return Err(TokenError::InvalidResponse(format!(
+            "the granted scope is {} bytes, more than the {MAX_GRANTED_SCOPE} the operator keeps (a resource asks for at most 64 scopes of 256 bytes)",
+            scope.len()
+        )));
+    }
     Ok(AccessToken {
         access_token,
         token_type: "Bearer".to_string(),
         expires_in,
         expires_in_defaulted,
-        expires_at: sent_at + expires_in,
-        scope: json
-            .get("scope")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        expires_at: crate::checked_time::after(sent_at, expires_in),
+        scope: scope.map(str::to_string),
     })
 }
 

@@ -11,6 +11,7 @@ pub mod node;
 pub mod oidc;
 pub mod operator;
 pub mod process;
+pub mod victims;
 
 use smart_backend_operator::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 

@@ -167,6 +167,16 @@ impl Harness {
         self.apply_labelled(name, Value::Null, spec).await
     }
 
+    /// Applies `spec` suspended (nothing is generated or requested) and
+    /// returns the resource's uid, for a test that prepares a Secret bound
+    /// to it before the operator acts.
+    pub async fn apply_suspended(&self, name: &str, mut spec: Value) -> String {
+        spec["suspend"] = Value::Bool(true);
+        self.apply(name, spec).await;
+        let sbc = self.sbcs().get(name).await.expect("the resource exists");
+        sbc.metadata.uid.expect("a uid")
+    }
+
     /// Server-side applies a SmartBackendClient with these labels (an
     /// object, or null for none) and this spec.
     pub async fn apply_labelled(&self, name: &str, labels: Value, spec: Value) {

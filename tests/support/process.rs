@@ -56,6 +56,8 @@ impl OperatorProcess {
                 "127.0.0.1",
                 "--admin-addr",
                 &format!("127.0.0.1:{port}"),
+                "--health-addr",
+                "127.0.0.1:0",
                 "--leader-election",
                 "--lease-namespace",
                 launch.lease_namespace,

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::*;
+use crate::controller::validate::Rules;
 use crate::controller::validate::tests::sbc;
 use crate::crd::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -62,7 +63,7 @@ fn a_reconcile_goes_on_only_with_a_valid_spec_no_backoff_and_no_suspend() {
     ];
     for (case, edit, backoff, want) in cases {
         let backoff = backoff.map(Duration::from_secs);
-        let gate = gate(&sbc(edit), "billing", backoff, false);
+        let gate = gate(&sbc(edit), "billing", backoff, Rules::https_only());
         assert_eq!(outcome(&gate), want, "{case}");
     }
 }
@@ -71,11 +72,19 @@ fn a_reconcile_goes_on_only_with_a_valid_spec_no_backoff_and_no_suspend() {
 fn plain_http_is_a_bad_spec_unless_allowed() {
     let http = |s: &mut serde_json::Value| s["fhirBaseUrl"] = "http://ehr.example/fhir".into();
     assert_eq!(
-        outcome(&gate(&sbc(http), "billing", None, false)),
+        outcome(&gate(&sbc(http), "billing", None, Rules::https_only())),
         "invalid InvalidSpec"
     );
     assert_eq!(
-        outcome(&gate(&sbc(http), "billing", None, true)),
+        outcome(&gate(
+            &sbc(http),
+            "billing",
+            None,
+            Rules {
+                allow_http: true,
+                ..Rules::https_only()
+            }
+        )),
         "go (billing-token)"
     );
 }
@@ -332,4 +341,80 @@ fn the_stored_token_is_kept_only_while_nothing_asks_for_a_new_one() {
             "{case}"
         );
     }
+}
+
+#[test]
+fn a_retained_key_signs_only_for_its_own_resource_or_one_that_adopts_it() {
+    let claim = |bound_uid, signed_before, adopt| Claim {
+        bound_uid,
+        uid: "u-new",
+        signed_before,
+        adopt,
+    };
+    let name = "billing-signing-key";
+    assert_eq!(
+        key_claim(name, &claim(Some("u-new"), false, None)),
+        Ok(false)
+    );
+    // Made for a resource deleted since: refused, and told how to adopt.
+    let refused = key_claim(name, &claim(Some("u-old"), false, None)).unwrap_err();
+    assert_eq!(refused.reason, Reason::KeySecretConflict);
+    assert!(
+        refused
+            .message
+            .contains("smartbackend.dev/adopt-key=billing-signing-key")
+            && refused.message.contains("u-old"),
+        "{}",
+        refused.message
+    );
+    // An adoption must name this Secret.
+    assert!(key_claim(name, &claim(Some("u-old"), false, Some("other"))).is_err());
+    assert_eq!(
+        key_claim(name, &claim(Some("u-old"), false, Some(name))),
+        Ok(true)
+    );
+    // A key made before uids were recorded: this resource's if it signed
+    // with a key already, adopted only on request otherwise.
+    assert_eq!(key_claim(name, &claim(None, true, None)), Ok(true));
+    assert!(key_claim(name, &claim(None, false, None)).is_err());
+    assert_eq!(key_claim(name, &claim(None, false, Some(name))), Ok(true));
+}
+
+#[test]
+fn an_audience_other_than_the_token_endpoint_or_issuer_is_refused_unless_allowed() {
+    let endpoint = url::Url::parse("https://ehr.example/oauth2/token").unwrap();
+    let issuer = Some("https://ehr.example/oauth2");
+    assert!(audience(None, &endpoint, issuer, false).is_ok());
+    assert!(
+        audience(
+            Some("https://ehr.example/oauth2/token"),
+            &endpoint,
+            issuer,
+            false
+        )
+        .is_ok()
+    );
+    assert!(
+        audience(
+            Some("https://ehr.example/oauth2/"),
+            &endpoint,
+            issuer,
+            false
+        )
+        .is_ok()
+    );
+    let other = audience(
+        Some("https://other.example/token"),
+        &endpoint,
+        issuer,
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(other.reason, Reason::InvalidSpec);
+    assert!(
+        other.message.contains("--allow-custom-audience"),
+        "{}",
+        other.message
+    );
+    assert!(audience(Some("https://other.example/token"), &endpoint, None, true).is_ok());
 }

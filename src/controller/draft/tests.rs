@@ -46,7 +46,7 @@ fn a_transient_failure_is_counted_backed_off_and_says_when_it_is_retried() {
         now(),
         0.5,
     );
-    assert_eq!(action, Action::requeue(Duration::from_secs(20)));
+    assert_eq!(action, Requeue::After(Duration::from_secs(20)));
     assert_eq!(draft.fields.consecutive_failures, 3);
     assert_eq!(
         draft.fields.next_refresh_time,
@@ -74,7 +74,7 @@ fn a_transient_api_failure_reading_the_ca_bundle_backs_off_instead_of_waiting_ha
         now(),
         0.5,
     );
-    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(action, Requeue::After(Duration::from_secs(5)));
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn a_permanent_failure_waits_for_a_change_with_a_slow_safety_retry() {
         now(),
         0.5,
     );
-    assert_eq!(action, Action::requeue(Timing::default().permanent_retry));
+    assert_eq!(action, Requeue::After(Timing::default().permanent_retry));
     assert!(
         draft
             .token

@@ -11,6 +11,7 @@ use super::super::key_ring::Ring;
 use super::super::keys::ResolvedKey;
 use super::super::secrets::{parse_rfc3339, rfc3339};
 use super::{KeyState, Observed, Rotation, Waits};
+use crate::checked_time::after_all;
 use crate::crd::{KeyStatus, SmartBackendClientStatus};
 use crate::smart::keys::JwkSet;
 
@@ -33,7 +34,7 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
         Some(Ok(next)) if next.kid() != active => {
             let published = since(next.kid(), KeyState::Next);
             ring = ring.with_next(next.public_jwk(), Vec::new(), next.algorithm(), published);
-            let safe = published + waits.jwks_max_age + waits.margin;
+            let safe = after_all(published, &[waits.jwks_max_age, waits.margin]);
             notes.push(if now < safe {
                 revisit = Some(safe);
                 format!(
@@ -59,7 +60,7 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
     }
     let next_kid = ring.find(KeyState::Next).map(|e| e.kid.clone());
     if let Some((retired, stopped)) = retired(previous, active, next_kid.as_deref(), now) {
-        let gone = stopped + waits.assertion_lifetime + waits.jwks_max_age;
+        let gone = after_all(stopped, &[waits.assertion_lifetime, waits.jwks_max_age]);
         let jwk =
             published(previous).and_then(|set| set.keys.into_iter().find(|k| k.kid == retired.kid));
         if let (true, Some(jwk)) = (now < gone, jwk) {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::controller::validate::validate;
+use crate::controller::validate::{Rules, validate};
 use crate::crd::{SmartBackendClient, SmartBackendClientSpec};
 use crate::smart::SecretString;
 
@@ -11,7 +11,12 @@ fn spec() -> ValidSpec {
         "token": {"secretTemplate": {"labels": {"team": "billing"}, "annotations": {"note": "x"}}}
     }))
     .unwrap();
-    validate(&SmartBackendClient::new("billing", spec), "billing", false).unwrap()
+    validate(
+        &SmartBackendClient::new("billing", spec),
+        "billing",
+        Rules::https_only(),
+    )
+    .unwrap()
 }
 
 fn owner() -> OwnerReference {

@@ -10,14 +10,14 @@ fn the_secret_template_cannot_override_what_the_operator_writes() {
         ("annotations", "reloader.stakater.com/ignore"),
     ] {
         let s = sbc(|s| s["token"] = serde_json::json!({"secretTemplate": {kind: {key: "x"}}}));
-        let err = validate(&s, "billing", false).unwrap_err();
+        let err = validate(&s, "billing", Rules::https_only()).unwrap_err();
         assert_eq!(err.field, "token.secretTemplate", "{key}");
         assert!(err.problem.contains(key), "{err}");
     }
     let fine = sbc(|s| {
         s["token"] = serde_json::json!({"secretTemplate": {"labels": {"team": "billing"}}})
     });
-    assert!(validate(&fine, "billing", false).is_ok());
+    assert!(validate(&fine, "billing", Rules::https_only()).is_ok());
 }
 
 pub(crate) fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient {
@@ -33,7 +33,7 @@ pub(crate) fn sbc(f: impl FnOnce(&mut serde_json::Value)) -> SmartBackendClient 
 
 #[test]
 fn a_minimal_spec_gets_the_documented_defaults() {
-    let v = validate(&sbc(|_| {}), "billing", false).unwrap();
+    let v = validate(&sbc(|_| {}), "billing", Rules::https_only()).unwrap();
     assert_eq!(v.token_secret_name, "billing-token");
     assert_eq!(
         v.key,
@@ -49,10 +49,20 @@ fn a_minimal_spec_gets_the_documented_defaults() {
 #[test]
 fn plain_http_is_refused_unless_the_operator_allows_it() {
     let s = sbc(|s| s["fhirBaseUrl"] = "http://ehr.example/fhir".into());
-    let err = validate(&s, "billing", false).unwrap_err();
+    let err = validate(&s, "billing", Rules::https_only()).unwrap_err();
     assert_eq!(err.field, "fhirBaseUrl");
     assert!(err.to_string().contains("--insecure-allow-http"), "{err}");
-    assert!(validate(&s, "billing", true).is_ok());
+    assert!(
+        validate(
+            &s,
+            "billing",
+            Rules {
+                allow_http: true,
+                ..Rules::https_only()
+            }
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -89,7 +99,7 @@ fn bad_fields_are_named_with_the_fix() {
         ),
     ];
     for (mutate, field) in cases {
-        let err = validate(&sbc(mutate), "billing", false).unwrap_err();
+        let err = validate(&sbc(mutate), "billing", Rules::https_only()).unwrap_err();
         assert_eq!(err.field, field, "{err}");
     }
 }
@@ -99,18 +109,20 @@ fn rotation_needs_a_generated_key_and_a_kid_per_key() {
     let every = |s: &mut serde_json::Value| {
         s["signing"] = serde_json::json!({"rotation": {"every": "720h"}})
     };
-    let v = validate(&sbc(every), "billing", false).unwrap();
+    let v = validate(&sbc(every), "billing", Rules::https_only()).unwrap();
     assert_eq!(v.rotate_every, Some(Duration::from_secs(720 * 3600)));
     let with_kid =
         sbc(|s| s["signing"] = serde_json::json!({"rotation": {"every": "1h"}, "kid": "k1"}));
     assert_eq!(
-        validate(&with_kid, "billing", false).unwrap_err().field,
+        validate(&with_kid, "billing", Rules::https_only())
+            .unwrap_err()
+            .field,
         "signing.kid"
     );
     let referenced = sbc(
         |s| s["signing"] = serde_json::json!({"rotation": {"every": "1h"}, "keySecretRef": {"name": "k", "key": "pem"}}),
     );
-    let err = validate(&referenced, "billing", false).unwrap_err();
+    let err = validate(&referenced, "billing", Rules::https_only()).unwrap_err();
     assert!(
         err.problem.contains("nextKeySecretRef") || err.problem.contains("publishing the next key"),
         "{err}"
@@ -119,19 +131,45 @@ fn rotation_needs_a_generated_key_and_a_kid_per_key() {
         s["signing"] = serde_json::json!({"nextKeySecretRef": {"name": "n", "key": "pem"}})
     });
     assert_eq!(
-        validate(&next_alone, "billing", false).unwrap_err().field,
+        validate(&next_alone, "billing", Rules::https_only())
+            .unwrap_err()
+            .field,
         "signing.nextKeySecretRef"
     );
     let same = sbc(
         |s| s["signing"] = serde_json::json!({"keySecretRef": {"name": "k", "key": "pem"}, "nextKeySecretRef": {"name": "k", "key": "pem"}}),
     );
     assert_eq!(
-        validate(&same, "billing", false).unwrap_err().field,
+        validate(&same, "billing", Rules::https_only())
+            .unwrap_err()
+            .field,
         "signing.nextKeySecretRef"
     );
     let next = sbc(
         |s| s["signing"] = serde_json::json!({"keySecretRef": {"name": "k", "key": "pem"}, "nextKeySecretRef": {"name": "n", "key": "pem"}}),
     );
-    let v = validate(&next, "billing", false).unwrap();
+    let v = validate(&next, "billing", Rules::https_only()).unwrap();
     assert!(matches!(v.key, KeySource::Referenced { next: Some(ref n), .. } if n.0 == "n"));
+}
+
+#[test]
+fn a_rotation_period_outside_one_rotation_and_ten_years_is_refused_by_name() {
+    let every = |value: &'static str| {
+        sbc(move |s| s["signing"] = serde_json::json!({"rotation": {"every": value}}))
+    };
+    // The value that once stopped every controller: it overflowed time sums.
+    for huge in ["9999999999999999999s", "87601h", "584542046090y"] {
+        let err = validate(&every(huge), "billing", Rules::https_only()).unwrap_err();
+        assert_eq!(err.field, "signing.rotation.every", "{huge}: {err}");
+    }
+    assert!(validate(&every("87600h"), "billing", Rules::https_only()).is_ok());
+    let short = validate(&every("9m"), "billing", Rules::https_only()).unwrap_err();
+    assert!(short.problem.contains("600s"), "{short}");
+    assert!(validate(&every("10m"), "billing", Rules::https_only()).is_ok());
+    let slow_caches = Rules {
+        rotation_floor: Duration::from_secs(7200),
+        ..Rules::https_only()
+    };
+    assert!(validate(&every("1h"), "billing", slow_caches).is_err());
+    assert!(validate(&every("0s"), "billing", Rules::https_only()).is_err());
 }

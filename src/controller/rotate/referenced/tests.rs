@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::controller::validate::validate;
+use crate::controller::validate::{Rules, validate};
 use crate::crd::{SmartBackendClient, SmartBackendClientSpec};
 use crate::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 
@@ -38,7 +38,12 @@ fn rotate(key: &ResolvedKey, previous: &SmartBackendClientStatus, now: u64) -> R
         "signing": {"keySecretRef": {"name": "mine", "key": "k"}}
     }))
     .unwrap();
-    let spec = validate(&SmartBackendClient::new("c", spec), "c", false).unwrap();
+    let spec = validate(
+        &SmartBackendClient::new("c", spec),
+        "c",
+        Rules::https_only(),
+    )
+    .unwrap();
     let observed = Observed {
         spec: &spec,
         previous,

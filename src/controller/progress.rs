@@ -1,0 +1,170 @@
+//! Whether the leader makes progress. Each reconcile ends by saying when it
+//! wants to look at its client again; a look that is due and has not
+//! happened long after is the sign of a stuck or dead controller (a
+//! deadlock, a panic that ended a controller task, a starved runtime),
+//! which an HTTP server that still answers cannot show. Liveness fails on
+//! it, so that the kubelet restarts the replica and another one leads.
+//!
+//! The decision is [`oldest_overdue`], a pure function of the planned
+//! looks, the time and which clients still exist.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// When one client is due to be looked at again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub namespace: String,
+    pub name: String,
+    pub at: SystemTime,
+}
+
+/// Every client's next planned look, by uid, while this replica leads.
+#[derive(Default)]
+pub struct Progress {
+    planned: Mutex<HashMap<String, Planned>>,
+}
+
+impl Progress {
+    /// Records the look a reconcile asked for (`None`: only on a change).
+    pub fn plan(&self, uid: &str, namespace: &str, name: &str, at: Option<SystemTime>) {
+        let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        match at {
+            Some(at) => {
+                planned.insert(
+                    uid.to_string(),
+                    Planned {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                        at,
+                    },
+                );
+            }
+            None => {
+                planned.remove(uid);
+            }
+        }
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.planned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.planned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
+    }
+
+    /// How long the oldest planned look of a client that still exists is
+    /// overdue, if any is.
+    pub fn oldest_overdue(
+        &self,
+        now: SystemTime,
+        exists: impl Fn(&str, &str) -> bool,
+    ) -> Option<Duration> {
+        let planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        oldest_overdue(planned.values(), now, exists)
+    }
+}
+
+/// How long the oldest look that was due before `now` has been waiting,
+/// among clients that `exists` (a deleted client is never looked at again,
+/// and that is no stall).
+pub fn oldest_overdue<'a>(
+    planned: impl IntoIterator<Item = &'a Planned>,
+    now: SystemTime,
+    exists: impl Fn(&str, &str) -> bool,
+) -> Option<Duration> {
+    planned
+        .into_iter()
+        .filter(|p| p.at < now && exists(&p.namespace, &p.name))
+        .map(|p| p.at)
+        .min()
+        .map(|oldest| now.duration_since(oldest).unwrap_or_default())
+}
+
+/// The liveness verdict: healthy unless a look is overdue by more than
+/// `deadline`.
+pub fn verdict(overdue: Option<Duration>, deadline: Duration) -> Result<(), String> {
+    match overdue {
+        Some(late) if late > deadline => Err(format!(
+            "no progress: a client's refresh or retry has been due for {}s (more than the {}s progress deadline) and the controllers have not run it; restarting lets another replica lead",
+            late.as_secs(),
+            deadline.as_secs()
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn planned(name: &str, secs: u64) -> Planned {
+        Planned {
+            namespace: "ns".into(),
+            name: name.into(),
+            at: at(secs),
+        }
+    }
+
+    #[test]
+    fn the_oldest_look_due_among_existing_clients_is_what_is_overdue() {
+        let all = [planned("a", 100), planned("b", 40), planned("gone", 10)];
+        let exists = |_: &str, name: &str| name != "gone";
+        assert_eq!(
+            oldest_overdue(&all, at(130), exists),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            oldest_overdue(&all, at(130), |_: &str, _: &str| true),
+            Some(Duration::from_secs(120))
+        );
+        // Nothing due yet, or nothing at all.
+        assert_eq!(oldest_overdue(&all, at(5), exists), None);
+        assert_eq!(oldest_overdue(&[], at(500), exists), None);
+    }
+
+    #[test]
+    fn liveness_fails_only_past_the_deadline_and_says_why() {
+        let deadline = Duration::from_secs(120);
+        assert!(verdict(None, deadline).is_ok());
+        assert!(verdict(Some(Duration::from_secs(120)), deadline).is_ok());
+        let stalled = verdict(Some(Duration::from_secs(121)), deadline).unwrap_err();
+        assert!(
+            stalled.contains("121s") && stalled.contains("120s"),
+            "{stalled}"
+        );
+    }
+
+    #[test]
+    fn a_look_planned_again_or_forgotten_is_no_longer_overdue() {
+        let progress = Progress::default();
+        progress.plan("u1", "ns", "a", Some(at(0)));
+        progress.plan("u2", "ns", "b", Some(at(50)));
+        let all = |_: &str, _: &str| true;
+        assert_eq!(
+            progress.oldest_overdue(at(100), all),
+            Some(Duration::from_secs(100))
+        );
+        progress.plan("u1", "ns", "a", Some(at(200)));
+        assert_eq!(
+            progress.oldest_overdue(at(100), all),
+            Some(Duration::from_secs(50))
+        );
+        progress.plan("u2", "ns", "b", None);
+        assert_eq!(progress.oldest_overdue(at(100), all), None);
+        progress.forget("u1");
+        assert_eq!(progress.oldest_overdue(at(1000), all), None);
+    }
+}
