@@ -40,12 +40,19 @@ bench:
 # the same parsers as property tests). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := smart_configuration token_response private_key
+# Then the hostile-tenant test (needs the control plane: make cluster-up)
+# with HOSTILE_CASES generated resources from a random seed, printed first;
+# HOSTILE_SEED=<n> repeats a run.
+HOSTILE_CASES ?= 1000
 fuzz:
 	cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$t && \
 	  (cd fuzz && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
+	seed=$${HOSTILE_SEED:-$$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}; \
+	  echo "hostile-tenant seed: $$seed (HOSTILE_SEED=$$seed repeats it)"; \
+	  HOSTILE_SEED=$$seed HOSTILE_CASES=$(HOSTILE_CASES) cargo test --locked --test hostile -- --nocapture
 
 test: lint oidc-deps cluster-up node-up image keycloak-up promtool
 	scripts/run-tests
