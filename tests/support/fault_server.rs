@@ -28,6 +28,27 @@ pub enum Behaviour {
     Hang,
     /// Waits, then behaves as the inner behaviour.
     Delayed(Duration, Box<Behaviour>),
+    /// As `signed` when the request's client assertion names key `kid` in
+    /// its header, as `other` otherwise (a server that knows one key).
+    ByKid {
+        kid: String,
+        signed: Box<Behaviour>,
+        other: Box<Behaviour>,
+    },
+}
+
+/// The `kid` in the header of the form's `client_assertion`, if any.
+pub fn assertion_kid(form: &str) -> Option<String> {
+    use base64::Engine;
+    let assertion = url::form_urlencoded::parse(form.as_bytes())
+        .find(|(k, _)| k == "client_assertion")?
+        .1;
+    let header = assertion.split('.').next()?;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    header["kid"].as_str().map(str::to_string)
 }
 
 impl Behaviour {
@@ -199,14 +220,15 @@ async fn handle(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
         counts.1 = counts.1.max(counts.0);
         shared.routes.get(&path).cloned()
     };
-    let response = behave(behaviour).await;
+    let kid = assertion_kid(&String::from_utf8_lossy(&body));
+    let response = behave(behaviour, kid.as_deref()).await;
     if let Some(counts) = shared.lock().unwrap().in_flight.get_mut(&path) {
         counts.0 -= 1;
     }
     response
 }
 
-async fn behave(behaviour: Option<Behaviour>) -> Response {
+async fn behave(behaviour: Option<Behaviour>, kid: Option<&str>) -> Response {
     match behaviour {
         None => respond(404, &[], b"not found".to_vec()),
         Some(Behaviour::Respond {
@@ -237,7 +259,19 @@ async fn behave(behaviour: Option<Behaviour>) -> Response {
                 .insert("content-type", HeaderValue::from_static("application/json"));
             response
         }
-        Some(Behaviour::Delayed(_, inner)) => Box::pin(behave(Some(*inner))).await,
+        Some(Behaviour::Delayed(_, inner)) => Box::pin(behave(Some(*inner), kid)).await,
+        Some(Behaviour::ByKid {
+            kid: known,
+            signed,
+            other,
+        }) => {
+            let chosen = if kid == Some(known.as_str()) {
+                signed
+            } else {
+                other
+            };
+            Box::pin(behave(Some(*chosen), kid)).await
+        }
     }
 }
 
