@@ -127,8 +127,10 @@ fn jwks_response(state: &AdminState, body: Option<String>) -> Response {
             body,
         )
             .into_response(),
+        // Not cached: a key published a moment later must be seen at once.
         None => (
             StatusCode::NOT_FOUND,
+            [(header::CACHE_CONTROL, "no-store")],
             "no such client or set, or it has no key yet",
         )
             .into_response(),

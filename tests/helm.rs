@@ -212,17 +212,41 @@ async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operato
         can_i(&sa, &["create", "events.events.k8s.io", "-n", w]),
         "yes"
     );
+    // Only its own Lease is read and patched; nothing is updated.
+    let own_lease = format!("leases.coordination.k8s.io/{account}");
+    assert_eq!(
+        can_i(&sa, &["patch", &own_lease, "-n", &release_ns.name]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(
+            &sa,
+            &[
+                "patch",
+                "leases.coordination.k8s.io/other",
+                "-n",
+                &release_ns.name
+            ]
+        ),
+        "no"
+    );
+    assert_eq!(
+        can_i(&sa, &["update", &own_lease, "-n", &release_ns.name]),
+        "no"
+    );
     assert_eq!(
         can_i(
             &sa,
             &[
                 "update",
-                "leases.coordination.k8s.io",
+                "smartbackendclients.smartbackend.dev",
+                "--subresource=status",
                 "-n",
-                &release_ns.name
+                w
             ]
         ),
-        "yes"
+        "no",
+        "the status is patched, never replaced"
     );
     assert_eq!(
         can_i(&sa, &["list", "secrets", "--all-namespaces"]),

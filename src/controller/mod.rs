@@ -181,6 +181,16 @@ impl Context {
         self.memory.retain(|_| false);
         self.jwks.retain(|_, _| false);
         self.progress.retain(|_| false);
+        // A demoted replica keeps no watch of Secrets: the term's
+        // controllers were aborted before they could drop them.
+        *self
+            .secret_watches
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The maps keyed by what users write (servers, CA bundles, metadata
@@ -376,8 +386,9 @@ async fn unlisted_at(
     }
 }
 
-/// How often memory of deleted clients is dropped.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
+/// How often memory of deleted clients is dropped (and their JWKS no
+/// longer served): a pass over the watch caches, cheap at any fleet size.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Drops per-client memory and published JWKS of clients that no longer
 /// exist. A deleted resource without finalizers is never reconciled again,
@@ -393,7 +404,7 @@ async fn prune_forgotten_clients(
         }
     }
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
-    loop {
+    for round in 0u64.. {
         tick.tick().await;
         let live: Vec<Arc<WatchedClient>> = stores.iter().flat_map(|s| s.state()).collect();
         let uids: std::collections::HashSet<&str> = live
@@ -421,6 +432,10 @@ async fn prune_forgotten_clients(
         secret_watches
             .ca_bundles
             .retain(|namespace, name, key| bundles.contains(&(namespace, name, key)));
-        ctx.prune_per_input_maps();
+        // The maps keyed by what users write, every 5 minutes: clearing the
+        // CA-bundle clients drops their connections.
+        if round % 10 == 9 {
+            ctx.prune_per_input_maps();
+        }
     }
 }
