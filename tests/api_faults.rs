@@ -267,3 +267,58 @@ async fn an_operator_stopped_before_its_first_list_stops() {
     );
     stopped.unwrap().expect("a clean stop");
 }
+
+/// Liveness means progress: a leader whose reconcile hangs (here its status
+/// write is never answered) while a refresh is due fails /healthz once the
+/// refresh is overdue past the deadline, and says why; an HTTP server that
+/// still answers is not enough.
+#[tokio::test]
+async fn a_leader_that_makes_no_progress_fails_liveness_and_says_why() {
+    let proxy = ApiProxy::start().await;
+    let ns = TestNamespace::new("api-faults-stall").await;
+    install_crd(&ns.client).await;
+    let mut settings = test_settings(&ns.name);
+    settings.progress_deadline = Duration::from_secs(3);
+    let operator = start_operator(proxy.client(), settings)
+        .await
+        .expect("start the operator");
+    let healthz = format!("http://{}/healthz", operator.admin_addr);
+    let server = FaultServer::start().await;
+    server.serve_metadata("/fhir");
+    // Four-second tokens: a refresh is due about every second.
+    server.on("/token", Behaviour::token("t", 4, None));
+    let sbcs: Api<SmartBackendClient> = ns.api();
+    let body = json!({
+        "apiVersion": "smartbackend.dev/v1alpha1", "kind": "SmartBackendClient",
+        "metadata": {"name": "c"},
+        "spec": {"fhirBaseUrl": server.url("/fhir"), "clientId": "c", "scopes": ["system/Patient.rs"]},
+    });
+    sbcs.patch("c", &PatchParams::apply("e2e-tests"), &Patch::Apply(&body))
+        .await
+        .unwrap();
+    wait_for(
+        "a first token",
+        WAIT,
+        || async { Some(server.requests("/token").len()) },
+        |n| *n >= 2,
+    )
+    .await;
+    let answer = reqwest::get(&healthz).await.unwrap();
+    assert!(answer.status().is_success(), "alive while refreshing");
+    // From now on every status write hangs: the reconcile never ends.
+    let status = format!("/namespaces/{}/smartbackendclients/c/status", ns.name);
+    proxy.add(rule("PATCH", &status, Fault::Hold, usize::MAX));
+    let (code, why) = wait_for(
+        "liveness to fail",
+        WAIT,
+        || async {
+            let answer = reqwest::get(&healthz).await.ok()?;
+            Some((answer.status().as_u16(), answer.text().await.ok()?))
+        },
+        |(code, _)| *code == 503,
+    )
+    .await;
+    assert_eq!(code, 503);
+    assert!(why.contains("no progress") && why.contains("3s"), "{why}");
+    operator.kill();
+}
