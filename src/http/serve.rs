@@ -134,7 +134,12 @@ mod tests {
 
     use super::*;
 
-    async fn start(header_timeout: Duration, caps: Caps) -> std::net::SocketAddr {
+    async fn start(
+        header_timeout: Duration,
+        total: usize,
+        per_peer: usize,
+    ) -> std::net::SocketAddr {
+        let caps = Caps { total, per_peer };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
@@ -149,7 +154,10 @@ mod tests {
     }
 
     async fn healthz(addr: std::net::SocketAddr) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        healthz_on(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+    }
+
+    async fn healthz_on(mut stream: tokio::net::TcpStream) -> String {
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await
@@ -161,14 +169,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_sends_its_headers_slowly_is_cut_off() {
-        let addr = start(
-            Duration::from_millis(300),
-            Caps {
-                total: 8,
-                per_peer: 8,
-            },
-        )
-        .await;
+        let addr = start(Duration::from_millis(300), 8, 8).await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
         slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
             .await
@@ -181,14 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_beyond_the_cap_are_closed_and_the_port_recovers() {
-        let addr = start(
-            Duration::from_secs(30),
-            Caps {
-                total: 2,
-                per_peer: 2,
-            },
-        )
-        .await;
+        let addr = start(Duration::from_secs(30), 2, 2).await;
         let mut held = Vec::new();
         for _ in 0..2 {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -207,14 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_peer_cannot_hold_more_than_its_share() {
-        let addr = start(
-            Duration::from_secs(30),
-            Caps {
-                total: 64,
-                per_peer: 3,
-            },
-        )
-        .await;
+        let addr = start(Duration::from_secs(30), 64, 3).await;
         // 127.0.0.1 takes its three connections and is refused a fourth...
         let mut held = Vec::new();
         for _ in 0..3 {
@@ -228,13 +215,7 @@ mod tests {
         // ... while another peer address is still served.
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        let mut other = socket.connect(addr).await.unwrap();
-        other
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        let _ = other.read_to_string(&mut answer).await;
+        let answer = healthz_on(socket.connect(addr).await.unwrap()).await;
         assert!(answer.contains("200 OK"), "another peer: {answer}");
         held.pop();
         tokio::time::sleep(Duration::from_millis(100)).await;
