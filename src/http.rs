@@ -28,9 +28,10 @@ pub struct AdminState {
     pub jwks_max_age: u64,
     /// Earliest expiry of the tokens this replica manages, for the gauge.
     pub earliest_expiry: Arc<dyn Fn() -> Option<SystemTime> + Send + Sync>,
-    /// How long the oldest look the leader planned is overdue
-    /// (`controller::progress`).
-    pub oldest_overdue: Arc<dyn Fn() -> Option<Duration> + Send + Sync>,
+    /// How long the oldest look the leader planned is overdue, and how
+    /// long it has been stalled (`controller::progress`).
+    #[allow(clippy::type_complexity)]
+    pub overdue: Arc<dyn Fn() -> (Option<Duration>, Option<Duration>) + Send + Sync>,
     /// Liveness fails past this.
     pub progress_deadline: Duration,
 }
@@ -57,8 +58,8 @@ pub fn router(state: AdminState) -> Router {
 /// Alive means making progress: a leader with a look overdue past the
 /// deadline is stuck, whatever else still answers.
 async fn healthz(State(state): State<AdminState>) -> Response {
-    let overdue = (state.oldest_overdue)();
-    match crate::controller::progress::verdict(overdue, state.progress_deadline) {
+    let (_, stalled) = (state.overdue)();
+    match crate::controller::progress::verdict(stalled, state.progress_deadline) {
         Ok(()) => "ok".into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
@@ -84,7 +85,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         })
         .unwrap_or(0.0);
     state.metrics.earliest_expiry_seconds.set(seconds);
-    let overdue = (state.oldest_overdue)().unwrap_or_default();
+    let overdue = (state.overdue)().0.unwrap_or_default();
     state
         .metrics
         .oldest_overdue_seconds

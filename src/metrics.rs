@@ -48,6 +48,7 @@ pub struct Metrics {
     pub discovery_cache_entries: Gauge<i64, AtomicI64>,
     pub server_breaker_opened: Counter,
     pub reconcile_panics: Counter,
+    pub reconciles_deferred: Counter,
     pub oldest_overdue_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
@@ -134,6 +135,12 @@ impl Default for Metrics {
             "Reconciles that panicked; each became its own resource's InternalError and the controllers went on",
             reconcile_panics.clone(),
         );
+        let reconciles_deferred = Counter::default();
+        registry.register(
+            "reconciles_deferred",
+            "Reconciles put off for a moment because their namespace had its share of the workers running",
+            reconciles_deferred.clone(),
+        );
         let oldest_overdue_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "oldest_overdue_refresh_seconds",
@@ -156,6 +163,7 @@ impl Default for Metrics {
             discovery_cache_entries,
             server_breaker_opened,
             reconcile_panics,
+            reconciles_deferred,
             oldest_overdue_seconds,
         }
     }

@@ -299,7 +299,7 @@ impl Operator {
             ready: ready.clone(),
             jwks_max_age: settings.rotation.jwks_max_age.as_secs(),
             earliest_expiry: Arc::new(move || expiry_ctx.earliest_expiry()),
-            oldest_overdue: Arc::new(move || overdue_ctx.oldest_overdue()),
+            overdue: Arc::new(move || overdue_ctx.overdue()),
             progress_deadline: settings.progress_deadline,
         };
         let probe_app = crate::http::probes(state.clone());

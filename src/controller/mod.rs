@@ -36,6 +36,7 @@ mod wait;
 mod watch_scope;
 mod watch_tasks;
 mod watched;
+mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -82,6 +83,8 @@ pub struct Context {
     secret_watches: RwLock<Option<Arc<SecretWatches>>>,
     /// Each client's next planned look, for liveness.
     progress: progress::Progress,
+    /// The reconcile workers' share per namespace.
+    workers: workers::Workers,
     /// The watch caches of this term's controllers: which clients exist.
     stores: RwLock<Vec<reflector::Store<WatchedClient>>>,
 }
@@ -100,6 +103,7 @@ impl Context {
         };
         Ok(Self {
             discovery: DiscoveryCache::new(settings.discovery_ttl),
+            workers: workers::Workers::new(usize::from(settings.concurrency)),
             servers: servers::Servers::new(
                 settings.per_server_concurrency,
                 usize::from(settings.concurrency),
@@ -132,14 +136,19 @@ impl Context {
     }
 
     /// How long the oldest look this replica planned for a client that
-    /// still exists is overdue (see [`progress`]).
-    pub fn oldest_overdue(&self) -> Option<Duration> {
+    /// still exists is overdue, and how long the operator has been stalled
+    /// (overdue while no reconcile finished; see [`progress`]).
+    pub fn overdue(&self) -> (Option<Duration>, Option<Duration>) {
         let stores = self.stores.read().unwrap_or_else(|e| e.into_inner());
-        self.progress
-            .oldest_overdue(SystemTime::now(), |namespace, name| {
-                let key = reflector::ObjectRef::new(name).within(namespace);
-                stores.iter().any(|store| store.get(&key).is_some())
-            })
+        let exists = |namespace: &str, name: &str| {
+            let key = reflector::ObjectRef::new(name).within(namespace);
+            stores.iter().any(|store| store.get(&key).is_some())
+        };
+        let now = SystemTime::now();
+        (
+            self.progress.oldest_overdue(now, exists),
+            self.progress.stalled_for(now, exists),
+        )
     }
 
     /// The resource version of a Secret the operator manages, as its watch

@@ -5,8 +5,11 @@
 //! which an HTTP server that still answers cannot show. Liveness fails on
 //! it, so that the kubelet restarts the replica and another one leads.
 //!
-//! The decision is [`oldest_overdue`], a pure function of the planned
-//! looks, the time and which clients still exist.
+//! A stall is work overdue while nothing finishes: an operator that is
+//! merely behind (overloaded, its reconciles finishing late) is making
+//! progress, and a restart would only lose its caches. The decisions are
+//! [`oldest_overdue`] and [`stall`], pure functions of the planned looks,
+//! the last finished reconcile, the time and which clients still exist.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,11 +27,22 @@ pub struct Planned {
 #[derive(Default)]
 pub struct Progress {
     planned: Mutex<HashMap<String, Planned>>,
+    /// When a reconcile last finished.
+    finished: Mutex<Option<SystemTime>>,
 }
 
 impl Progress {
-    /// Records the look a reconcile asked for (`None`: only on a change).
-    pub fn plan(&self, uid: &str, namespace: &str, name: &str, at: Option<SystemTime>) {
+    /// Records that a reconcile finished `now` and the look it asked for
+    /// (`None`: only on a change).
+    pub fn plan(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        at: Option<SystemTime>,
+        now: SystemTime,
+    ) {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
         match at {
             Some(at) => {
@@ -61,6 +75,20 @@ impl Progress {
             .retain(|uid, _| keep(uid));
     }
 
+    /// How long work has been overdue while no reconcile finished, if so.
+    pub fn stalled_for(
+        &self,
+        now: SystemTime,
+        exists: impl Fn(&str, &str) -> bool,
+    ) -> Option<Duration> {
+        let overdue = self.oldest_overdue(now, exists);
+        let finished = *self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        stall(
+            overdue,
+            finished.map(|t| now.duration_since(t).unwrap_or_default()),
+        )
+    }
+
     /// How long the oldest planned look of a client that still exists is
     /// overdue, if any is.
     pub fn oldest_overdue(
@@ -89,12 +117,19 @@ pub fn oldest_overdue<'a>(
         .map(|oldest| now.duration_since(oldest).unwrap_or_default())
 }
 
-/// The liveness verdict: healthy unless a look is overdue by more than
-/// `deadline`.
+/// How long the operator has been stalled: work overdue by `overdue` while
+/// the last reconcile finished `since_finished` ago; the shorter of the two.
+pub fn stall(overdue: Option<Duration>, since_finished: Option<Duration>) -> Option<Duration> {
+    let overdue = overdue?;
+    Some(since_finished.map_or(overdue, |since| overdue.min(since)))
+}
+
+/// The liveness verdict: healthy unless the operator has been stalled (see
+/// [`stall`]) for more than `deadline`.
 pub fn verdict(overdue: Option<Duration>, deadline: Duration) -> Result<(), String> {
     match overdue {
         Some(late) if late > deadline => Err(format!(
-            "no progress: a client's refresh or retry has been due for {}s (more than the {}s progress deadline) and the controllers have not run it; restarting lets another replica lead",
+            "no progress: a client's refresh or retry has been due, and no reconcile has finished, for {}s (more than the {}s progress deadline); restarting lets another replica lead",
             late.as_secs(),
             deadline.as_secs()
         )),
@@ -136,6 +171,15 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_that_is_behind_but_finishing_reconciles_is_not_stalled() {
+        let s = Duration::from_secs;
+        assert_eq!(stall(None, Some(s(500))), None, "nothing due");
+        assert_eq!(stall(Some(s(300)), Some(s(2))), Some(s(2)), "behind, busy");
+        assert_eq!(stall(Some(s(300)), Some(s(400))), Some(s(300)));
+        assert_eq!(stall(Some(s(30)), None), Some(s(30)));
+    }
+
+    #[test]
     fn liveness_fails_only_past_the_deadline_and_says_why() {
         let deadline = Duration::from_secs(120);
         assert!(verdict(None, deadline).is_ok());
@@ -150,19 +194,20 @@ mod tests {
     #[test]
     fn a_look_planned_again_or_forgotten_is_no_longer_overdue() {
         let progress = Progress::default();
-        progress.plan("u1", "ns", "a", Some(at(0)));
-        progress.plan("u2", "ns", "b", Some(at(50)));
+        progress.plan("u1", "ns", "a", Some(at(0)), at(0));
+        progress.plan("u2", "ns", "b", Some(at(50)), at(0));
         let all = |_: &str, _: &str| true;
         assert_eq!(
             progress.oldest_overdue(at(100), all),
             Some(Duration::from_secs(100))
         );
-        progress.plan("u1", "ns", "a", Some(at(200)));
+        progress.plan("u1", "ns", "a", Some(at(200)), at(0));
         assert_eq!(
             progress.oldest_overdue(at(100), all),
             Some(Duration::from_secs(50))
         );
-        progress.plan("u2", "ns", "b", None);
+        progress.plan("u2", "ns", "b", None, at(0));
+        assert_eq!(progress.stalled_for(at(100), all), None, "nothing overdue");
         assert_eq!(progress.oldest_overdue(at(100), all), None);
         progress.forget("u1");
         assert_eq!(progress.oldest_overdue(at(1000), all), None);

@@ -48,6 +48,11 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         namespace: &namespace,
         uid: &uid,
     };
+    // Within the namespace's share of the workers, or back in a moment.
+    let Some(_place) = ctx.workers.admit(&namespace) else {
+        ctx.metrics.reconciles_deferred.inc();
+        return Ok(super::servers::come_back_shortly().into());
+    };
     let result = match super::contain::caught(reconcile_client(&obj, &ctx, ids, started)).await {
         Ok(result) => result,
         Err(panic) => Ok(contained(&obj, &ctx, ids, &panic).await),
@@ -57,7 +62,7 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         Ok(requeue) => requeue.at(now),
         Err(_) => Some(after(now, super::ERROR_RETRY)),
     };
-    ctx.progress.plan(&uid, &namespace, &name, next);
+    ctx.progress.plan(&uid, &namespace, &name, next, now);
     result.map(Action::from)
 }
 
