@@ -75,7 +75,7 @@ async fn the_default_install_touches_secrets_only_where_a_namespace_opted_in() {
             kubeconfig: &kubeconfig,
             watch_namespace: "",
             lease_namespace: &release_ns.name,
-            lease_name: &release,
+            lease_name: &account, // the chart's --lease-name, which its Role names
             lease_duration: Duration::from_secs(5),
             admin_port: free_port(),
         },

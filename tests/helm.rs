@@ -283,7 +283,7 @@ async fn namespaced_install_is_least_privilege_and_its_identity_runs_the_operato
         kubeconfig: &kubeconfig,
         watch_namespace: w,
         lease_namespace: &release_ns.name,
-        lease_name: &release,
+        lease_name: &account, // the chart's --lease-name, which its Role names
         lease_duration: Duration::from_secs(5),
         admin_port: port,
     });
