@@ -422,6 +422,7 @@ async fn prune_forgotten_clients(
             .collect();
         ctx.memory.retain(|uid| uids.contains(uid));
         ctx.progress.retain(|uid| uids.contains(uid));
+        ctx.workers.retain(|uid| uids.contains(uid));
         let names: std::collections::HashSet<(&str, &str)> = live
             .iter()
             .filter_map(|o| Some((o.meta().namespace.as_deref()?, o.meta().name.as_deref()?)))

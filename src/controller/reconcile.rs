@@ -37,6 +37,18 @@ const CONTAINED_RETRY: Duration = Duration::from_secs(300);
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let meta = obj.meta();
+    // Within the namespace's share of the workers, or back in a moment
+    // (before anything is allocated: a backlog is put off many times).
+    let (Some(ns), Some(id)) = (meta.namespace.as_deref(), meta.uid.as_deref()) else {
+        return Err(Error::MissingObjectKey("namespace or uid"));
+    };
+    let _place = match ctx.workers.admit(ns, id, rand::random()) {
+        Ok(place) => place,
+        Err(wait) => {
+            ctx.metrics.reconciles_deferred.inc();
+            return Ok(Action::requeue(wait));
+        }
+    };
     let name = meta.name.clone().ok_or(Error::MissingObjectKey("name"))?;
     let namespace = meta
         .namespace
@@ -47,11 +59,6 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
         name: &name,
         namespace: &namespace,
         uid: &uid,
-    };
-    // Within the namespace's share of the workers, or back in a moment.
-    let Some(_place) = ctx.workers.admit(&namespace) else {
-        ctx.metrics.reconciles_deferred.inc();
-        return Ok(super::servers::come_back_shortly().into());
     };
     let result = match super::contain::caught(reconcile_client(&obj, &ctx, ids, started)).await {
         Ok(result) => result,

@@ -4,10 +4,13 @@
 //! while another namespace's refreshes wait in the queue. A reconcile
 //! therefore starts its work only while its namespace is within its share
 //! of the workers; otherwise it comes back in a moment, which costs a worker
-//! a few microseconds.
+//! a few microseconds. A client put off again and again comes back after
+//! 1, 2, then 4 seconds, so that a backlog of thousands does not keep the
+//! workers busy putting itself off.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Workers kept free for namespaces that are not busy yet, when only one
 /// is.
@@ -25,10 +28,19 @@ pub fn share(workers: usize, busy_others: usize) -> usize {
     share.max(1)
 }
 
-/// Reconciles running, by namespace.
+/// How long a client put off `times` times in a row waits before it comes
+/// back (`jitter` in [0, 1) spreads the ones put off together).
+pub fn put_off(times: u32, jitter: f64) -> Duration {
+    let base = Duration::from_secs(1 << times.saturating_sub(1).min(2));
+    base + Duration::from_secs(1).mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// Reconciles running, by namespace, and how often each waiting client
+/// was put off.
 pub struct Workers {
     total: usize,
     running: Arc<Mutex<HashMap<String, usize>>>,
+    put_off: Mutex<HashMap<String, u32>>,
 }
 
 /// A running reconcile's place, given back when dropped.
@@ -42,23 +54,42 @@ impl Workers {
         Self {
             total: total.max(1),
             running: Arc::default(),
+            put_off: Mutex::default(),
         }
     }
 
-    /// A place for a reconcile in `namespace`, or `None` when the namespace
-    /// has its share running.
-    pub fn admit(&self, namespace: &str) -> Option<Place> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let own = running.get(namespace).copied().unwrap_or(0);
-        let busy_others = running.len() - usize::from(own > 0);
-        if own >= share(self.total, busy_others) {
-            return None;
+    /// A place for client `uid`'s reconcile in `namespace`, or how long to
+    /// wait when the namespace has its share running.
+    pub fn admit(&self, namespace: &str, uid: &str, jitter: f64) -> Result<Place, Duration> {
+        let admitted = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let own = running.get(namespace).copied().unwrap_or(0);
+            let busy_others = running.len() - usize::from(own > 0);
+            let admitted = own < share(self.total, busy_others);
+            if admitted {
+                *running.entry(namespace.to_string()).or_default() += 1;
+            }
+            admitted
+        };
+        let mut put_off = self.put_off.lock().unwrap_or_else(|e| e.into_inner());
+        if !admitted {
+            let times = put_off.entry(uid.to_string()).or_default();
+            *times = times.saturating_add(1);
+            return Err(self::put_off(*times, jitter));
         }
-        *running.entry(namespace.to_string()).or_default() += 1;
-        Some(Place {
+        put_off.remove(uid);
+        Ok(Place {
             running: self.running.clone(),
             namespace: namespace.to_string(),
         })
+    }
+
+    /// Forgets clients that no longer exist.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.put_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| keep(uid));
     }
 }
 
@@ -90,14 +121,42 @@ mod tests {
     #[test]
     fn a_burst_in_one_namespace_leaves_workers_to_another() {
         let workers = Workers::new(8);
-        let burst: Vec<Place> = (0..20).filter_map(|_| workers.admit("noisy")).collect();
+        let burst: Vec<Place> = (0..20)
+            .filter_map(|i| workers.admit("noisy", &format!("n{i}"), 0.0).ok())
+            .collect();
         assert_eq!(burst.len(), 6, "all but the reserve");
-        let quiet = workers.admit("quiet").expect("the reserve is there");
+        let quiet = workers
+            .admit("quiet", "q0", 0.0)
+            .expect("the reserve is there");
         // With two namespaces busy, the noisy one is over its half.
-        assert!(workers.admit("noisy").is_none());
-        assert!(workers.admit("quiet").is_some());
+        assert!(workers.admit("noisy", "n0", 0.0).is_err());
+        assert!(workers.admit("quiet", "q1", 0.0).is_ok());
         drop(burst);
         drop(quiet);
         assert!(workers.running.lock().unwrap().is_empty(), "all given back");
+    }
+
+    #[test]
+    fn a_client_put_off_again_and_again_comes_back_less_often() {
+        assert_eq!(put_off(1, 0.0), Duration::from_secs(1));
+        assert_eq!(put_off(2, 0.0), Duration::from_secs(2));
+        assert_eq!(put_off(3, 0.0), Duration::from_secs(4));
+        assert_eq!(put_off(30, 0.5), Duration::from_millis(4500));
+        let workers = Workers::new(3);
+        let _held = workers.admit("noisy", "a", 0.0).unwrap();
+        assert_eq!(
+            workers.admit("noisy", "b", 0.0).err(),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            workers.admit("noisy", "b", 0.0).err(),
+            Some(Duration::from_secs(2))
+        );
+        drop(_held);
+        assert!(workers.admit("noisy", "b", 0.0).is_ok());
+        assert!(
+            workers.put_off.lock().unwrap().is_empty(),
+            "admitted: forgotten"
+        );
     }
 }
