@@ -109,7 +109,8 @@ struct InFlight {
     breakers: HashMap<(String, String), Breaker>,
 }
 
-fn count_down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+/// One less of `key` in a map of counts; the entry leaves at zero.
+pub(super) fn count_down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
     if let Some(n) = map.get_mut(key) {
         *n = n.saturating_sub(1);
         if *n == 0 {

@@ -96,12 +96,7 @@ impl Workers {
 impl Drop for Place {
     fn drop(&mut self) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = running.get_mut(&self.namespace) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                running.remove(&self.namespace);
-            }
-        }
+        super::servers::count_down(&mut running, &self.namespace);
     }
 }
 
