@@ -172,18 +172,10 @@ pub(super) fn audience(
         Reason::InvalidSpec,
         format!(
             "spec.audience: {:?} is neither the token endpoint ({token_endpoint}) nor the issuer{}; remove it (the token endpoint is the default SMART requires), or ask the operator's administrators to allow other audiences (--allow-custom-audience)",
-            bounded(audience, 200),
+            crate::smart::http::bounded_text(audience, 200),
             issuer.map(|i| format!(" ({i})")).unwrap_or_default()
         ),
     ))
-}
-
-fn bounded(text: &str, max: usize) -> &str {
-    let mut cut = max.min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
 }
 
 /// What says which resource a generated key Secret belongs to.

@@ -245,7 +245,7 @@ pub(super) fn not_accepted(
     let again = super::secrets::rfc3339_ceil(again);
     status.next_trial_time = Some(again.clone());
     draft.revisit = super::secrets::parse_rfc3339(&again);
-    let why = bounded(&failure.message, MAX_EVENT_CAUSE);
+    let why = crate::smart::http::bounded_text(&failure.message, MAX_EVENT_CAUSE);
     let event = if is_refusal(failure.reason) {
         warning(
             "NextKeyRefused",
@@ -266,20 +266,9 @@ pub(super) fn not_accepted(
     draft.events.push(event);
 }
 
-/// The most of a failure's message an event repeats: the API server drops
-/// an event whose note is over 1 KiB.
-const MAX_EVENT_CAUSE: usize = 400;
-
-fn bounded(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
-}
+/// The most of a failure's message an event repeats, in characters: the
+/// API server drops an event whose note is over 1 KiB.
+const MAX_EVENT_CAUSE: usize = 160;
 
 /// Whether a failed trial means the server does not know the next key (as
 /// opposed to the server being down).

@@ -84,7 +84,10 @@ pub async fn assertion(sandbox: &Sandbox, jwt: &str) -> Result<Verified, String>
     }
     seen.insert(
         replay_key,
-        UNIX_EPOCH + Duration::from_secs(claims.exp + 10),
+        crate::checked_time::after(
+            UNIX_EPOCH,
+            Duration::from_secs(claims.exp.saturating_add(10)),
+        ),
     );
     Ok(Verified { client })
 }
