@@ -21,6 +21,7 @@ mod memory;
 pub mod progress;
 pub mod reason;
 mod reconcile;
+mod requeue;
 mod rotate;
 pub mod rotation;
 pub mod schedule;
@@ -57,6 +58,7 @@ pub use jwks::{JwksDirectory, Published, watch_for_jwks};
 pub(crate) use memory::{
     ClientMemory, KnownKeySecret, KnownTokenSecret, Memories, PendingToken, Settled,
 };
+pub(crate) use requeue::Requeue;
 pub use schedule::Timing;
 use secret_watches::SecretWatches;
 pub use secret_watches::{SecretAccess, SecretGrant};
@@ -145,10 +147,8 @@ impl Context {
             stores.iter().any(|store| store.get(&key).is_some())
         };
         let now = SystemTime::now();
-        (
-            self.progress.oldest_overdue(now, exists),
-            self.progress.stalled_for(now, exists),
-        )
+        let overdue = self.progress.oldest_overdue(now, exists);
+        (overdue, self.progress.stalled_for(overdue, now))
     }
 
     /// The resource version of a Secret the operator manages, as its watch
@@ -271,34 +271,6 @@ fn error_policy(_obj: Arc<WatchedClient>, error: &Error, ctx: Arc<Context>) -> A
     ctx.metrics.failure(error.category(), "transient");
     tracing::warn!(error = %error, "reconcile failed; retrying");
     Action::requeue(ERROR_RETRY)
-}
-
-/// When a reconcile wants to look at its client again: kube's [`Action`]
-/// with the time still readable, so that progress can be tracked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Requeue {
-    After(Duration),
-    /// Only when the resource (or a Secret it depends on) changes.
-    OnChange,
-}
-
-impl Requeue {
-    /// The planned look, from `now`.
-    pub fn at(self, now: SystemTime) -> Option<SystemTime> {
-        match self {
-            Requeue::After(wait) => Some(crate::checked_time::after(now, wait)),
-            Requeue::OnChange => None,
-        }
-    }
-}
-
-impl From<Requeue> for Action {
-    fn from(requeue: Requeue) -> Self {
-        match requeue {
-            Requeue::After(wait) => Action::requeue(wait),
-            Requeue::OnChange => Action::await_change(),
-        }
-    }
 }
 
 /// Runs the controllers until `shutdown` completes (or the future is

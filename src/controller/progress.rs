@@ -44,8 +44,15 @@ impl Progress {
     ) {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
-        match at {
-            Some(at) => {
+        let Some(at) = at else {
+            planned.remove(uid);
+            return;
+        };
+        // A known client's entry is updated in place: nothing allocated on
+        // the reconcile path.
+        match planned.get_mut(uid) {
+            Some(known) => known.at = at,
+            None => {
                 planned.insert(
                     uid.to_string(),
                     Planned {
@@ -54,9 +61,6 @@ impl Progress {
                         at,
                     },
                 );
-            }
-            None => {
-                planned.remove(uid);
             }
         }
     }
@@ -75,13 +79,9 @@ impl Progress {
             .retain(|uid, _| keep(uid));
     }
 
-    /// How long work has been overdue while no reconcile finished, if so.
-    pub fn stalled_for(
-        &self,
-        now: SystemTime,
-        exists: impl Fn(&str, &str) -> bool,
-    ) -> Option<Duration> {
-        let overdue = self.oldest_overdue(now, exists);
+    /// How long work has been overdue while no reconcile finished, given
+    /// how long the oldest look is `overdue` (from [`Progress::oldest_overdue`]).
+    pub fn stalled_for(&self, overdue: Option<Duration>, now: SystemTime) -> Option<Duration> {
         let finished = *self.finished.lock().unwrap_or_else(|e| e.into_inner());
         stall(
             overdue,
@@ -207,7 +207,12 @@ mod tests {
             Some(Duration::from_secs(50))
         );
         progress.plan("u2", "ns", "b", None, at(0));
-        assert_eq!(progress.stalled_for(at(100), all), None, "nothing overdue");
+        let overdue = progress.oldest_overdue(at(100), all);
+        assert_eq!(
+            progress.stalled_for(overdue, at(100)),
+            None,
+            "nothing overdue"
+        );
         assert_eq!(progress.oldest_overdue(at(100), all), None);
         progress.forget("u1");
         assert_eq!(progress.oldest_overdue(at(1000), all), None);

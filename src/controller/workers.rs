@@ -36,16 +36,21 @@ pub fn put_off(times: u32, jitter: f64) -> Duration {
 }
 
 /// Reconciles running, by namespace, and how often each waiting client
-/// was put off.
+/// was put off: one lock for both, taken once per reconcile.
+#[derive(Default)]
+struct Counts {
+    running: HashMap<String, usize>,
+    put_off: HashMap<String, u32>,
+}
+
 pub struct Workers {
     total: usize,
-    running: Arc<Mutex<HashMap<String, usize>>>,
-    put_off: Mutex<HashMap<String, u32>>,
+    counts: Arc<Mutex<Counts>>,
 }
 
 /// A running reconcile's place, given back when dropped.
 pub struct Place {
-    running: Arc<Mutex<HashMap<String, usize>>>,
+    counts: Arc<Mutex<Counts>>,
     namespace: String,
 }
 
@@ -53,50 +58,46 @@ impl Workers {
     pub fn new(total: usize) -> Self {
         Self {
             total: total.max(1),
-            running: Arc::default(),
-            put_off: Mutex::default(),
+            counts: Arc::default(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A place for client `uid`'s reconcile in `namespace`, or how long to
     /// wait when the namespace has its share running.
     pub fn admit(&self, namespace: &str, uid: &str, jitter: f64) -> Result<Place, Duration> {
-        let admitted = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            let own = running.get(namespace).copied().unwrap_or(0);
-            let busy_others = running.len() - usize::from(own > 0);
-            let admitted = own < share(self.total, busy_others);
-            if admitted {
-                *running.entry(namespace.to_string()).or_default() += 1;
-            }
-            admitted
-        };
-        let mut put_off = self.put_off.lock().unwrap_or_else(|e| e.into_inner());
-        if !admitted {
-            let times = put_off.entry(uid.to_string()).or_default();
+        let mut counts = self.lock();
+        let own = counts.running.get(namespace).copied().unwrap_or(0);
+        let busy_others = counts.running.len() - usize::from(own > 0);
+        if own >= share(self.total, busy_others) {
+            let times = counts.put_off.entry(uid.to_string()).or_default();
             *times = times.saturating_add(1);
-            return Err(self::put_off(*times, jitter));
+            return Err(put_off(*times, jitter));
         }
-        put_off.remove(uid);
+        if !counts.put_off.is_empty() {
+            counts.put_off.remove(uid);
+        }
+        let namespace = namespace.to_string();
+        *counts.running.entry(namespace.clone()).or_default() += 1;
         Ok(Place {
-            running: self.running.clone(),
-            namespace: namespace.to_string(),
+            counts: self.counts.clone(),
+            namespace,
         })
     }
 
     /// Forgets clients that no longer exist.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.put_off
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|uid, _| keep(uid));
+        self.lock().put_off.retain(|uid, _| keep(uid));
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        super::servers::count_down(&mut running, &self.namespace);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        super::servers::count_down(&mut counts.running, &self.namespace);
     }
 }
 
@@ -128,7 +129,7 @@ mod tests {
         assert!(workers.admit("quiet", "q1", 0.0).is_ok());
         drop(burst);
         drop(quiet);
-        assert!(workers.running.lock().unwrap().is_empty(), "all given back");
+        assert!(workers.lock().running.is_empty(), "all given back");
     }
 
     #[test]
@@ -149,9 +150,6 @@ mod tests {
         );
         drop(_held);
         assert!(workers.admit("noisy", "b", 0.0).is_ok());
-        assert!(
-            workers.put_off.lock().unwrap().is_empty(),
-            "admitted: forgotten"
-        );
+        assert!(workers.lock().put_off.is_empty(), "admitted: forgotten");
     }
 }
