@@ -91,6 +91,12 @@ pub(super) async fn lead(
             lost = leading.wait_for(|l| !*l) => if lost.is_err() { Some(Err(())) } else { None },
             () = wait_true(stopped.clone()) => Some(Ok(())),
             ended = &mut controllers => {
+                // The controllers stop on the same signal as this loop:
+                // whichever the select sees first, a stop is a clean exit.
+                if *stopped.borrow() {
+                    metrics.leader.set(0);
+                    return Ok(());
+                }
                 // Nothing reconciles any more while this replica holds the
                 // Lease: every tenant would wait. Give the Lease up (by
                 // returning, which drops the channel) and exit non-zero, so
