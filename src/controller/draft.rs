@@ -34,12 +34,6 @@ pub(super) struct Draft {
     pub overall: Option<State>,
     pub fields: SmartBackendClientStatus,
     pub events: Vec<Event>,
-    /// Nothing was evaluated (waiting out a backoff): leave the status as is.
-    pub keep_status: bool,
-    /// Said on TokenReady when the token endpoint's clock disagrees.
-    pub clock_note: Option<String>,
-    /// When a key rotation wants to look again, if before the refresh.
-    pub revisit: Option<SystemTime>,
 }
 
 impl Draft {
@@ -51,9 +45,6 @@ impl Draft {
             overall: None,
             fields: previous.clone(),
             events: Vec::new(),
-            keep_status: false,
-            clock_note: None,
-            revisit: None,
         }
     }
 
@@ -110,9 +101,6 @@ impl Draft {
         now: SystemTime,
     ) -> SmartBackendClientStatus {
         let stamp = Timestamp::try_from(now).unwrap_or_else(|_| Timestamp::now());
-        if let (Some(token), Some(note)) = (&mut self.token, &self.clock_note) {
-            token.message = format!("{note}; {}", token.message);
-        }
         let mut status = self.fields.clone();
         status.observed_generation = generation;
         let carried = |type_: &str| previous.conditions.iter().find(|c| c.type_ == type_);

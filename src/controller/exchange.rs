@@ -5,15 +5,15 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::Event;
 use url::Url;
 
-use super::draft::Draft;
+use super::events::Happened;
 use super::reason::{self, Failure, Reason};
 use super::secrets::{self, StoredToken};
 use super::servers::Admission;
 use super::validate::ValidSpec;
-use super::{ClientMemory, Context, Target};
+use super::{Context, Target};
 use crate::crd::SmartBackendClientStatus;
 use crate::smart::{
     self, AccessToken, AssertionParams, HttpClient, HttpError, SigningKey, TokenError,
@@ -37,8 +37,6 @@ pub(super) struct Inputs<'a> {
     pub jwks_set: Option<&'a str>,
 }
 
-/// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
-/// authorization server's concurrency limit.
 /// How a token request went, when it did not fail.
 pub(super) enum Attempt {
     Got(AccessToken, SystemTime),
@@ -46,29 +44,47 @@ pub(super) enum Attempt {
     Busy,
 }
 
-pub(super) async fn request(
-    ctx: &Context,
-    inputs: &Inputs<'_>,
-    draft: &mut Draft,
-    memory: &mut ClientMemory,
-) -> Result<Attempt, Failure> {
+/// A request that reached the wire: whether it brought a token, and what
+/// the answer's `Date` header said of the server's clock (its clock minus
+/// this host's, in seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub ok: bool,
+    pub clock_skew: Option<i64>,
+}
+
+/// A token request's result, and the request if one was sent.
+pub(super) struct Exchange {
+    pub result: Result<Attempt, Failure>,
+    pub sent: Option<Sent>,
+}
+
+impl From<Result<Attempt, Failure>> for Exchange {
+    fn from(result: Result<Attempt, Failure>) -> Self {
+        Exchange { result, sent: None }
+    }
+}
+
+/// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
+/// authorization server's concurrency limit.
+pub(super) async fn request(ctx: &Context, inputs: &Inputs<'_>) -> Exchange {
     let authority = inputs.token_endpoint.authority().to_string();
     let _permit = match ctx
         .servers
         .admit(&authority, inputs.target.namespace, Instant::now())
     {
         Admission::Go(permit) => permit,
-        Admission::Busy => return Ok(Attempt::Busy),
+        Admission::Busy => return Ok(Attempt::Busy).into(),
         Admission::Open { until, failures } => {
             let wait = until.saturating_duration_since(Instant::now());
-            return Err(Failure {
+            return Exchange::from(Err(Failure {
                 reason: Reason::ServerNotAnswering,
                 message: format!(
                     "the last {failures} requests to {authority} timed out or were refused, so requests to it pause for {}s (for this namespace's clients of that server); check that the server is up and reachable from the operator",
                     wait.as_secs().max(1)
                 ),
                 retry_after: Some(wait),
-            });
+            }));
         }
     };
     let audience = inputs
@@ -82,15 +98,18 @@ pub(super) async fn request(
     params.backdate = backdate.min(MAX_BACKDATE);
     params.lifetime = assertion_lifetime(&ctx.settings.clocks);
     let issued_at = secrets::whole_second(SystemTime::now());
-    let assertion = smart::assertion::sign(inputs.key, &params).map_err(|e| {
-        Failure::new(
-            Reason::SigningFailed,
-            format!(
-                "the assertion could not be signed with key kid {}: {e}; check the key",
-                inputs.key.kid()
-            ),
-        )
-    })?;
+    let assertion = match smart::assertion::sign(inputs.key, &params) {
+        Ok(assertion) => assertion,
+        Err(e) => {
+            return Exchange::from(Err(Failure::new(
+                Reason::SigningFailed,
+                format!(
+                    "the assertion could not be signed with key kid {}: {e}; check the key",
+                    inputs.key.kid()
+                ),
+            )));
+        }
+    };
     let exchange = smart::token::exchange(
         inputs.http,
         &TokenRequest {
@@ -102,7 +121,7 @@ pub(super) async fn request(
     )
     .await;
     if let Some(skew) = exchange.clock_skew {
-        observe_clock(ctx, inputs, skew, draft, memory);
+        ctx.metrics.clock_skew_seconds.set(skew as f64);
     }
     let result = exchange.result;
     let reached = !matches!(
@@ -122,14 +141,18 @@ pub(super) async fn request(
         Ok(_) => ctx.metrics.token_request("success", "none"),
         Err(error) => ctx.metrics.token_request("failure", error.category()),
     }
-    memory.last_attempt_failed = Some(result.is_err());
-    match result {
+    let sent = Some(Sent {
+        ok: result.is_ok(),
+        clock_skew: exchange.clock_skew,
+    });
+    let result = match result {
         Ok(mut token) => {
             token.expires_at = secrets::whole_second(token.expires_at);
             Ok(Attempt::Got(token, issued_at))
         }
         Err(error) => Err(token_failure(ctx, inputs, &error)),
-    }
+    };
+    Exchange { result, sent }
 }
 
 /// How long an assertion is valid after it is signed, within what SMART
@@ -144,44 +167,23 @@ pub(super) fn assertion_lifetime(clocks: &super::Clocks) -> Duration {
 /// The most `iat` is backdated, whatever the flag says.
 const MAX_BACKDATE: Duration = Duration::from_secs(60);
 
-/// Notes the server's clock: the gauge always, and past the threshold a
-/// note on TokenReady and one Warning event until the clocks agree again.
-fn observe_clock(
-    ctx: &Context,
-    inputs: &Inputs<'_>,
-    skew: i64,
-    draft: &mut Draft,
-    memory: &mut ClientMemory,
-) {
-    ctx.metrics.clock_skew_seconds.set(skew as f64);
-    let threshold = ctx.settings.clocks.skew_warning.as_secs();
-    let beyond = |s: i64| s.unsigned_abs() > threshold;
-    let was = memory.clock_skew.replace(skew);
-    draft.clock_note =
-        beyond(skew).then(|| super::clock::note(skew, inputs.token_endpoint.authority()));
-    if let Some(note) = &draft.clock_note
-        && !was.is_some_and(beyond)
-    {
-        draft.events.push(Event {
-            type_: EventType::Warning,
-            reason: "ClockSkew".into(),
-            note: Some(note.clone()),
-            action: "RequestToken".into(),
-            secondary: None,
-        });
-    }
-}
-
-/// The clock note from the last exchange, for reconciles that make none:
-/// it stays on TokenReady while the last answer said the clocks disagree.
-pub(super) fn remembered_clock_note(
-    ctx: &Context,
-    memory: &ClientMemory,
-    inputs: &Inputs<'_>,
-) -> Option<String> {
-    let skew = memory.clock_skew?;
-    (skew.unsigned_abs() > ctx.settings.clocks.skew_warning.as_secs())
-        .then(|| super::clock::note(skew, inputs.token_endpoint.authority()))
+/// What the server's clock means for TokenReady and the events, from the
+/// skew its last answer showed (`now`) and the one before (`was`): past the
+/// threshold, a note on TokenReady while it lasts and one Warning when it
+/// begins. Pure.
+pub(super) fn clock_report(
+    was: Option<i64>,
+    now: Option<i64>,
+    threshold: Duration,
+    server: &str,
+) -> (Option<String>, Option<Event>) {
+    let beyond = |s: i64| s.unsigned_abs() > threshold.as_secs();
+    let Some(skew) = now.filter(|s| beyond(*s)) else {
+        return (None, None);
+    };
+    let note = super::clock::note(skew, server);
+    let event = (!was.is_some_and(beyond)).then(|| Happened::ClockSkew.event(note.clone()));
+    (Some(note), event)
 }
 
 /// A refused or failed token request, in words a person can act on.
@@ -234,5 +236,36 @@ fn token_failure(ctx: &Context, inputs: &Inputs<'_>, error: &TokenError) -> Fail
         reason,
         message,
         retry_after: error.retry_after(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_past_the_threshold_is_a_note_while_it_lasts_and_one_warning() {
+        let threshold = Duration::from_secs(60);
+        let report = |was, now| clock_report(was, now, threshold, "ehr.example");
+        // (was, now): note?, event?
+        let cases = [
+            (None, None, false, false),
+            (None, Some(30), false, false),
+            (None, Some(-90), true, true),
+            (Some(10), Some(120), true, true),
+            (Some(120), Some(125), true, false),
+            (Some(-120), Some(90), true, false),
+            (Some(120), Some(5), false, false),
+            (Some(120), None, false, false),
+        ];
+        for (was, now, note, event) in cases {
+            let (n, e) = report(was, now);
+            assert_eq!(n.is_some(), note, "{was:?} -> {now:?}: note");
+            assert_eq!(e.is_some(), event, "{was:?} -> {now:?}: event");
+            if let Some(e) = e {
+                assert_eq!(e.reason, "ClockSkew");
+                assert_eq!(e.note, n);
+            }
+        }
     }
 }

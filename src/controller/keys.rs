@@ -116,11 +116,7 @@ pub(super) fn bind(
     whose: &str,
 ) -> Result<(SigningKey, [u8; 32]), Failure> {
     let fingerprint = fingerprint(bytes, algorithm, kid);
-    let cached = memory
-        .signing_key
-        .as_ref()
-        .filter(|(f, _)| *f == fingerprint)
-        .map(|(_, k)| k.clone());
+    let cached = memory.bound_key(&fingerprint).cloned();
     if let Some(signing) = cached {
         return Ok((signing, fingerprint));
     }
@@ -131,7 +127,7 @@ pub(super) fn bind(
                 format!("{whose}: {e}; set spec.signing.algorithm to match the key, or provide a key of the right type"),
             )
         })?;
-    memory.signing_key = Some((fingerprint, signing.clone()));
+    memory.bind_key(fingerprint, signing.clone());
     Ok((signing, fingerprint))
 }
 
@@ -323,7 +319,8 @@ async fn adopt(
     // earlier version for this resource), in the same write.
     let mut metadata = serde_json::Map::new();
     if let Adoption::SetOwner(_) = adoption {
-        let owners = owner.map(|o| vec![o]).unwrap_or_default();
+        // Others' owner references stay: a merge patch replaces the list.
+        let owners = secrets::owners_with(&existing, &target.owner.uid, owner);
         metadata.insert("ownerReferences".into(), json!(owners));
     }
     if stamp {
@@ -335,6 +332,12 @@ async fn adopt(
     let current = if metadata.is_empty() {
         existing
     } else {
+        // At the version read: a Secret changed since is read again, not
+        // overwritten.
+        metadata.insert(
+            "resourceVersion".into(),
+            json!(existing.metadata.resource_version),
+        );
         let patch = json!({ "metadata": metadata });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -369,12 +372,12 @@ fn known_key(
 ) -> Option<ResolvedKey> {
     let version = ctx.own_secret_version(target.namespace, secret_name)?;
     let known = memory.generated_key()?;
-    let (fingerprint, signing) = memory.signing_key.as_ref()?;
+    let (fingerprint, signing) = memory.signing_key()?;
     let same = known.name == secret_name
         && known.version == version
         && known.kid.as_deref() == request.kid
         && known.owned == owned
-        && known.fingerprint == *fingerprint;
+        && known.fingerprint == fingerprint;
     let signing = same.then(|| signing.clone())?;
     let ring = known.ring(&signing);
     memory.saw_own_secret(secret_name, Some(version));

@@ -15,7 +15,9 @@ use crate::crd::SmartBackendClientStatus;
 use crate::smart::AccessToken;
 
 use super::key_ring::Ring;
-use super::secrets;
+
+mod known;
+pub(crate) use known::{KnownKeySecret, KnownTokenSecret, Settled};
 
 /// A token that was obtained but could not be written yet: it is written
 /// on the next attempt instead of minting another.
@@ -27,20 +29,21 @@ pub(crate) struct PendingToken {
 }
 
 /// Per-client state this process keeps between reconciles. The watch cache
-/// can lag behind the operator's own writes; these cannot.
+/// can lag behind the operator's own writes; these cannot. Every field is
+/// private: the steps read it through methods and hand back what they
+/// learned as values ([`TokenMemo`]), which the reconcile applies.
 #[derive(Clone, Default)]
 pub(crate) struct ClientMemory {
     /// A token obtained but not yet written.
-    pub pending: Option<PendingToken>,
+    pending: Option<PendingToken>,
     /// Expiry of the token last written, for the earliest-expiry metric.
-    pub expires_at: Option<SystemTime>,
+    expires_at: Option<SystemTime>,
     /// The refresh-requested-at value last acted on.
-    pub handled_refresh: Option<String>,
-    /// Whether the last token attempt failed.
-    pub last_attempt_failed: Option<bool>,
-    /// The client's signing key, bound, with the fingerprint of the key
-    /// bytes, algorithm and kid it was bound from.
-    pub signing_key: Option<([u8; 32], crate::smart::SigningKey)>,
+    handled_refresh: Option<String>,
+    /// How the last token request this process sent went.
+    last_attempt: LastAttempt,
+    /// The client's signing key, bound.
+    signing_key: Option<BoundKey>,
     /// The token Secret as this process last read or wrote it.
     token_secret: Option<KnownTokenSecret>,
     /// The generated key's Secret as this process last read or wrote it.
@@ -51,14 +54,84 @@ pub(crate) struct ClientMemory {
     /// to remember to; taken whole by the settled outcome, and never kept
     /// past the commit.
     seen: Vec<(String, Vec<String>)>,
-    /// The status this process last wrote, and when.
-    pub written_status: Option<(Instant, SmartBackendClientStatus)>,
+    /// The status this process last wrote.
+    written_status: Option<WrittenStatus>,
     /// The outcome of the last reconcile that ended with a good token, and
     /// what it holds for.
-    pub settled: Option<Settled>,
+    settled: Option<Settled>,
     /// The token endpoint's clock minus this host's, as its last answer
     /// said (seconds).
+    clock_skew: Option<i64>,
+    /// Reconciles in a row that ended in an error of the operator's own.
+    failed_reconciles: u32,
+}
+
+/// How the last token request this process sent for a client went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LastAttempt {
+    /// None sent since this process began to lead: the status tells.
+    #[default]
+    Unknown,
+    Succeeded,
+    Failed,
+}
+
+/// A signing key bound from key bytes, with the fingerprint of the bytes,
+/// algorithm and kid it was bound from.
+#[derive(Clone)]
+struct BoundKey {
+    fingerprint: [u8; 32],
+    key: crate::smart::SigningKey,
+}
+
+/// A status this process wrote, and when.
+#[derive(Clone)]
+struct WrittenStatus {
+    at: Instant,
+    status: SmartBackendClientStatus,
+}
+
+/// What a token step learned that the client's memory keeps. Built by the
+/// step, applied by the reconcile ([`ClientMemory::learn`]).
+#[derive(Default)]
+pub(crate) struct TokenMemo {
+    /// The token Secret as read or written now.
+    pub secret: Option<KnownTokenSecret>,
+    pub pending: Pending,
+    /// Whether the request this step sent failed (`None`: none was sent).
+    pub attempt_failed: Option<bool>,
+    /// The server's clock as the answer showed it.
     pub clock_skew: Option<i64>,
+    /// The refresh-requested-at value this step acted on.
+    pub handled_request: Option<String>,
+    /// The expiry of the token now in the Secret.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl TokenMemo {
+    /// What a rotation's trial that brought no token leaves: the Secret
+    /// and the server's clock as seen, but neither its failure nor the
+    /// refresh request, which the working key still owes.
+    pub fn of_failed_trial(self) -> Self {
+        TokenMemo {
+            attempt_failed: None,
+            handled_request: None,
+            expires_at: None,
+            ..self
+        }
+    }
+}
+
+/// The memory's token obtained but not yet written, after a step.
+#[derive(Default)]
+pub(crate) enum Pending {
+    #[default]
+    Unchanged,
+    /// Used or stale: dropped.
+    Dropped,
+    /// Obtained now and not written: written on the next attempt instead
+    /// of minting another.
+    Keep(PendingToken),
 }
 
 /// Every client's memory, by uid.
@@ -115,106 +188,6 @@ fn put<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
     }
 }
 
-/// A reconcile's outcome that stays true until the next refresh time while
-/// neither what the operator reads from the resource (its spec, by
-/// generation, and its two request annotations) nor the operator's Secrets
-/// for it change. Most reconciles are triggered by the operator's own writes
-/// (the token Secret, then the status); they end here, without an API
-/// request. A status edited by hand is put right at the next refresh.
-#[derive(Clone, Debug)]
-pub(crate) struct Settled {
-    pub generation: Option<i64>,
-    /// The refresh-requested, regenerate-key and rotate-key annotations.
-    pub requests: [Option<String>; 3],
-    /// Each Secret the operator manages for the client (name, and the
-    /// resource versions it was read or written at).
-    pub own_secrets: Vec<(String, Vec<String>)>,
-    /// The next refresh.
-    pub until: SystemTime,
-}
-
-impl Settled {
-    pub fn requests(meta: &kube::api::ObjectMeta) -> [Option<String>; 3] {
-        let annotations = meta.annotations.as_ref();
-        [
-            crate::crd::REFRESH_REQUESTED_ANNOTATION,
-            crate::crd::REGENERATE_KEY_ANNOTATION,
-            crate::crd::ROTATE_KEY_ANNOTATION,
-        ]
-        .map(|key| annotations.and_then(|a| a.get(key)).cloned())
-    }
-}
-
-/// A generated key Secret at one resource version, and the fingerprint of
-/// the key bound from it (kept in `signing_key`). While the watch shows
-/// that version, the Secret need not be read again.
-#[derive(Clone)]
-pub(crate) struct KnownKeySecret {
-    pub name: String,
-    pub version: String,
-    pub kid: Option<String>,
-    /// Whether the Secret carries the owner reference (generatedKeyPolicy).
-    pub owned: bool,
-    pub fingerprint: [u8; 32],
-    /// The keys the Secret holds at that version: kept whole only during a
-    /// rotation; a single key is kept as the time it started signing (its
-    /// ring is rebuilt from the bound key), which saves a JWK per client.
-    keys: KnownKeys,
-}
-
-#[derive(Clone)]
-enum KnownKeys {
-    Single(SystemTime),
-    Rotating(Box<Ring>),
-}
-
-impl KnownKeySecret {
-    pub fn new(
-        name: String,
-        version: String,
-        kid: Option<String>,
-        owned: bool,
-        fingerprint: [u8; 32],
-        ring: Ring,
-    ) -> Self {
-        let mut known = Self {
-            name,
-            version,
-            kid,
-            owned,
-            fingerprint,
-            keys: KnownKeys::Single(SystemTime::UNIX_EPOCH),
-        };
-        known.set_ring(ring);
-        known
-    }
-
-    pub fn set_ring(&mut self, ring: Ring) {
-        self.keys = match ring.entries.as_slice() {
-            [only] => KnownKeys::Single(only.since),
-            _ => KnownKeys::Rotating(Box::new(ring)),
-        };
-    }
-
-    /// The keys, given the active key bound from the Secret.
-    pub fn ring(&self, active: &crate::smart::SigningKey) -> Ring {
-        match &self.keys {
-            KnownKeys::Single(since) => Ring::single(active, *since),
-            KnownKeys::Rotating(ring) => (**ring).clone(),
-        }
-    }
-}
-
-/// A token Secret at one resource version, written or read for one
-/// generation of the resource, owned by it and matching its template.
-#[derive(Clone)]
-pub(crate) struct KnownTokenSecret {
-    pub name: String,
-    pub version: String,
-    pub generation: Option<i64>,
-    pub stored: secrets::StoredToken,
-}
-
 /// How long the status this process wrote is trusted over a watch cache
 /// that does not show it yet. Longer lags mean someone else wrote status
 /// since, and the cache wins.
@@ -234,6 +207,103 @@ impl ClientMemory {
     /// The own Secrets' versions this reconcile saw, for its settled outcome.
     pub fn take_seen(&mut self) -> Vec<(String, Vec<String>)> {
         std::mem::take(&mut self.seen)
+    }
+
+    /// Applies what a token step learned. Returns the server's clock skew
+    /// as it was known before, to tell whether a disagreement is new.
+    pub fn learn(&mut self, memo: TokenMemo) -> Option<i64> {
+        if memo.secret.is_some() {
+            self.know_token_secret(memo.secret);
+        }
+        match memo.pending {
+            Pending::Unchanged => {}
+            Pending::Dropped => self.pending = None,
+            Pending::Keep(pending) => self.pending = Some(pending),
+        }
+        if let Some(failed) = memo.attempt_failed {
+            self.last_attempt = if failed {
+                LastAttempt::Failed
+            } else {
+                LastAttempt::Succeeded
+            };
+        }
+        if memo.handled_request.is_some() {
+            self.handled_refresh = memo.handled_request;
+        }
+        if memo.expires_at.is_some() {
+            self.expires_at = memo.expires_at;
+        }
+        match memo.clock_skew {
+            Some(skew) => self.clock_skew.replace(skew),
+            None => self.clock_skew,
+        }
+    }
+
+    /// One more reconcile in a row ended in an error; returns how many.
+    pub fn reconcile_failed(&mut self) -> u32 {
+        self.failed_reconciles = self.failed_reconciles.saturating_add(1);
+        self.failed_reconciles
+    }
+
+    pub fn reconcile_succeeded(&mut self) {
+        self.failed_reconciles = 0;
+    }
+
+    pub fn pending(&self) -> Option<&PendingToken> {
+        self.pending.as_ref()
+    }
+
+    /// Whether the last token request this process sent failed; `None`
+    /// when it sent none since it began to lead (the status tells then).
+    pub fn last_attempt_failed(&self) -> Option<bool> {
+        match self.last_attempt {
+            LastAttempt::Unknown => None,
+            LastAttempt::Succeeded => Some(false),
+            LastAttempt::Failed => Some(true),
+        }
+    }
+
+    /// The refresh-requested-at value this process last acted on.
+    pub fn handled_refresh(&self) -> Option<&str> {
+        self.handled_refresh.as_deref()
+    }
+
+    /// The signing key bound from the bytes, algorithm and kid with this
+    /// fingerprint, if it is the one kept.
+    pub fn bound_key(&self, fingerprint: &[u8; 32]) -> Option<&crate::smart::SigningKey> {
+        self.signing_key
+            .as_ref()
+            .filter(|bound| bound.fingerprint == *fingerprint)
+            .map(|bound| &bound.key)
+    }
+
+    /// The signing key kept, whatever it was bound from, with its fingerprint.
+    pub fn signing_key(&self) -> Option<([u8; 32], &crate::smart::SigningKey)> {
+        self.signing_key
+            .as_ref()
+            .map(|bound| (bound.fingerprint, &bound.key))
+    }
+
+    /// Keeps the key bound from the bytes with this fingerprint.
+    pub fn bind_key(&mut self, fingerprint: [u8; 32], key: crate::smart::SigningKey) {
+        self.signing_key = Some(BoundKey { fingerprint, key });
+    }
+
+    /// The status this reconcile wrote.
+    pub fn wrote_status(&mut self, status: SmartBackendClientStatus) {
+        self.written_status = Some(WrittenStatus {
+            at: Instant::now(),
+            status,
+        });
+    }
+
+    /// The settled outcome, taken out (put back with [`ClientMemory::settle`]).
+    pub fn take_settled(&mut self) -> Option<Settled> {
+        self.settled.take()
+    }
+
+    pub fn settle(&mut self, settled: Option<Settled>) {
+        self.settled = settled;
     }
 
     pub fn token_secret(&self) -> Option<&KnownTokenSecret> {
@@ -274,7 +344,10 @@ impl ClientMemory {
     pub fn key_promoted(&mut self, fingerprint: [u8; 32], signing: crate::smart::SigningKey) {
         if let Some(known) = self.generated_key.as_mut() {
             known.fingerprint = fingerprint;
-            self.signing_key = Some((fingerprint, signing));
+            self.signing_key = Some(BoundKey {
+                fingerprint,
+                key: signing,
+            });
         }
     }
 
@@ -285,11 +358,17 @@ impl ClientMemory {
     /// again.
     pub fn current_status(&mut self, cached: SmartBackendClientStatus) -> SmartBackendClientStatus {
         match self.written_status.take() {
-            Some((at, written)) if at.elapsed() < WATCH_LAG_TOLERANCE && written != cached => {
-                self.written_status = Some((at, written.clone()));
-                written
+            Some(written)
+                if written.at.elapsed() < WATCH_LAG_TOLERANCE && written.status != cached =>
+            {
+                let status = written.status.clone();
+                self.written_status = Some(written);
+                status
             }
             _ => cached,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@ mod decide;
 mod discover;
 mod discovery_cache;
 mod draft;
+mod events;
 mod exchange;
 pub mod jwks;
 mod key_ring;
@@ -264,13 +265,20 @@ impl Error {
     }
 }
 
-/// After a reconcile that ended in an [`Error`].
-const ERROR_RETRY: Duration = Duration::from_secs(2);
+/// A reconcile that ended in an [`Error`], and when it is tried again
+/// (backing off while the errors go on).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}; retrying in {}s", retry.as_secs())]
+pub struct Failed {
+    #[source]
+    pub error: Error,
+    pub retry: Duration,
+}
 
-fn error_policy(_obj: Arc<WatchedClient>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(error.category(), "transient");
-    tracing::warn!(error = %error, "reconcile failed; retrying");
-    Action::requeue(ERROR_RETRY)
+fn error_policy(_obj: Arc<WatchedClient>, failed: &Failed, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(failed.error.category(), "transient");
+    tracing::warn!(error = %failed, "reconcile failed");
+    Action::requeue(failed.retry)
 }
 
 /// Runs the controllers until `shutdown` completes (or the future is

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Requeue;
+use super::events::Happened;
 use crate::checked_time::after;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -21,11 +22,14 @@ use super::decide::{self, Gate};
 use super::discover;
 use super::draft::{Draft, Slot};
 use super::reason::{Failure, Reason};
+use super::signing::Ended;
 use super::validate::ValidSpec;
 use super::{
-    ClientMemory, Context, Error, KnownTokenSecret, Target, WatchedClient, signing, token, wait,
+    ClientMemory, Context, Error, Failed, KnownTokenSecret, Target, WatchedClient, schedule,
+    signing, token, wait,
 };
 use crate::crd::{FIELD_MANAGER, SmartBackendClient, SmartBackendClientStatus};
+use tracing::Instrument;
 
 /// How long a client whose reconcile panicked waits before the next try.
 const CONTAINED_RETRY: Duration = Duration::from_secs(300);
@@ -34,13 +38,20 @@ const CONTAINED_RETRY: Duration = Duration::from_secs(300);
 /// failure (an `InternalError` condition, a metric, a retry later), never
 /// the end of the controller that runs every other client. Each outcome is
 /// recorded as the client's next planned look, which liveness watches.
-pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Failed> {
     let started = Instant::now();
     let meta = obj.meta();
     // Within the namespace's share of the workers, or back in a moment
     // (before anything is allocated: a backlog is put off many times).
-    let (Some(ns), Some(id)) = (meta.namespace.as_deref(), meta.uid.as_deref()) else {
-        return Err(Error::MissingObjectKey("namespace or uid"));
+    let (Some(ns), Some(id), Some(name)) = (
+        meta.namespace.as_deref(),
+        meta.uid.as_deref(),
+        meta.name.as_deref(),
+    ) else {
+        return Err(Failed {
+            error: Error::MissingObjectKey("namespace, name or uid"),
+            retry: schedule::ERROR_RETRY,
+        });
     };
     let _place = match ctx.workers.admit(ns, id, rand::random()) {
         Ok(place) => place,
@@ -49,27 +60,23 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
             return Ok(Action::requeue(wait));
         }
     };
-    let name = meta.name.clone().ok_or(Error::MissingObjectKey("name"))?;
-    let namespace = meta
-        .namespace
-        .clone()
-        .ok_or(Error::MissingObjectKey("namespace"))?;
-    let uid = meta.uid.clone().ok_or(Error::MissingObjectKey("uid"))?;
     let ids = Ids {
-        name: &name,
-        namespace: &namespace,
-        uid: &uid,
+        name,
+        namespace: ns,
+        uid: id,
     };
-    let result = match super::contain::caught(reconcile_client(&obj, &ctx, ids, started)).await {
+    let span = tracing::info_span!("reconcile", namespace = ns, name);
+    let reconciled = reconcile_client(&obj, &ctx, ids, started).instrument(span);
+    let result = match super::contain::caught(reconciled).await {
         Ok(result) => result,
         Err(panic) => Ok(contained(&obj, &ctx, ids, &panic).await),
     };
     let now = SystemTime::now();
     let next = match &result {
         Ok(requeue) => requeue.at(now),
-        Err(_) => Some(after(now, super::ERROR_RETRY)),
+        Err(failed) => Some(after(now, failed.retry)),
     };
-    ctx.progress.plan(&uid, &namespace, &name, next, now);
+    ctx.progress.plan(id, ns, name, next, now);
     result.map(Action::from)
 }
 
@@ -78,7 +85,7 @@ async fn reconcile_client(
     ctx: &Context,
     ids: Ids<'_>,
     started: Instant,
-) -> Result<Requeue, Error> {
+) -> Result<Requeue, Failed> {
     if obj.meta().deletion_timestamp.is_some() {
         ctx.jwks.remove(ids.namespace, ids.name);
         ctx.forget(ids.uid);
@@ -87,6 +94,16 @@ async fn reconcile_client(
     // The client's memory: one snapshot, one commit, whatever the outcome.
     let mut memory = ctx.memory.take(ids.uid);
     let result = reconcile_with(obj, ctx, ids, &mut memory, started).await;
+    // Errors of the operator's own back off per client, and a success
+    // starts the count again.
+    let result = result.map_err(|error| {
+        let failures = memory.reconcile_failed();
+        let retry = schedule::after_error(failures, &ctx.settings.timing, rand::random());
+        Failed { error, retry }
+    });
+    if result.is_ok() {
+        memory.reconcile_succeeded();
+    }
     ctx.memory.commit(ids.uid, memory);
     result
 }
@@ -188,28 +205,34 @@ async fn reconcile_with(
         handled_key_regeneration: previous.handled_key_regeneration.as_deref(),
     };
     let mut draft = Draft::new(&previous);
-    let action = match steps(ctx, sbc, &target, &previous, &mut draft, memory).await {
-        Ok(action) => action,
+    let ended = match steps(ctx, sbc, &target, &previous, &mut draft, memory).await {
+        Ok(ended) => ended,
         Err((slot, failure)) => {
             let failure = failure.with_grant_advice(ctx.settings.secret_grant.as_ref(), namespace);
             ctx.metrics
                 .failure(failure.reason.category(), failure.reason.class().as_str());
             let timing = &ctx.settings.timing;
             let now = SystemTime::now();
-            draft.fail(slot, failure, &previous, timing, now, rand::random())
+            Ended::evaluated(draft.fail(slot, failure, &previous, timing, now, rand::random()))
         }
     };
-    let status = if draft.keep_status {
-        previous.clone()
-    } else {
-        draft.finish(&previous, sbc.metadata.generation, SystemTime::now())
+    let (action, status, revisit) = match ended {
+        Ended::Deferred(requeue) => (requeue, None, None),
+        Ended::Evaluated { requeue, revisit } => {
+            let status = draft.finish(&previous, sbc.metadata.generation, SystemTime::now());
+            (requeue, Some(status), revisit)
+        }
     };
-    if status != previous {
+    if let Some(status) = status.as_ref().filter(|s| **s != previous) {
         patch_status(ctx, &api, name, json!({"status": status})).await?;
-        memory.written_status = Some((std::time::Instant::now(), status.clone()));
+        memory.wrote_status(status.clone());
     }
     let seen = memory.take_seen();
-    memory.settled = wait::settled(&status, &draft, &sbc.metadata, seen);
+    let token_ok = draft.token.as_ref().is_some_and(|t| t.ok);
+    let settled = status
+        .filter(|_| token_ok)
+        .and_then(|status| wait::settled(&status, revisit, &sbc.metadata, seen));
+    memory.settle(settled);
     if !draft.events.is_empty() {
         let reference = sbc.object_ref(&());
         let recorder = ctx.recorder();
@@ -273,7 +296,7 @@ async fn steps(
     previous: &SmartBackendClientStatus,
     draft: &mut Draft,
     memory: &mut ClientMemory,
-) -> Result<Requeue, StepFailure> {
+) -> Result<Ended, StepFailure> {
     // After a failure, wait out the backoff even though our own status write
     // (or any other event) triggers a reconcile sooner. A spec change or a
     // new refresh request ends the wait.
@@ -284,15 +307,12 @@ async fn steps(
     };
     let backoff = wait::backoff_remaining(memory, target, previous, backoff);
     let spec = match decide::gate(sbc, target.name, backoff, ctx.settings.rules()) {
-        Gate::BackingOff(wait) => {
-            draft.keep_status = true;
-            return Ok(Requeue::After(wait));
-        }
+        Gate::BackingOff(wait) => return Ok(Ended::Deferred(Requeue::After(wait))),
         Gate::Invalid(failure) => return Err((Slot::Overall, failure)),
         Gate::Suspended(spec, state) => {
             draft.fields.token_secret_name = Some(spec.token_secret_name.clone());
             draft.set(Slot::Overall, state);
-            return Ok(Requeue::OnChange);
+            return Ok(Ended::evaluated(Requeue::OnChange));
         }
         Gate::Go(spec) => spec,
     };
@@ -314,8 +334,7 @@ async fn steps(
         .map_err(at(Slot::Discovered))?
     else {
         // The namespace has its share of requests in flight.
-        draft.keep_status = true;
-        return Ok(super::servers::come_back_shortly());
+        return Ok(Ended::Deferred(super::servers::come_back_shortly()));
     };
     draft.set(Slot::Discovered, discovered.state.clone());
     let issuer = match &spec.metadata {
@@ -389,17 +408,11 @@ fn endpoint_moved(previous: &SmartBackendClientStatus, now: &url::Url) -> Option
     {
         return None;
     }
-    Some(Event {
-        type_: EventType::Warning,
-        reason: "TokenEndpointChanged".into(),
-        note: Some(format!(
-            "the token endpoint moved from {} to {} (the server's metadata or the resource changed); assertions are now sent there",
-            before.authority(),
-            now.authority()
-        )),
-        action: "Discover".into(),
-        secondary: None,
-    })
+    Some(Happened::TokenEndpointChanged.event(format!(
+        "the token endpoint moved from {} to {} (the server's metadata or the resource changed); assertions are now sent there",
+        before.authority(),
+        now.authority()
+    )))
 }
 
 #[cfg(test)]

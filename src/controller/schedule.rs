@@ -106,6 +106,23 @@ pub fn backoff(
     }
 }
 
+/// The first retry after a reconcile that ended in an error of the
+/// operator's own (the API server refused the status write, say).
+pub const ERROR_RETRY: Duration = Duration::from_secs(2);
+
+/// When to look again after the `failures`-th reconcile in a row that
+/// ended in an error of the operator's own: 2, 4, 8 ... seconds, with
+/// ±20 % jitter, at most the backoff ceiling. A status the API server keeps
+/// refusing is not patched every 2 s forever.
+pub fn after_error(failures: u32, timing: &Timing, jitter: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    let raw = ERROR_RETRY
+        .saturating_mul(1u32 << exponent)
+        .min(timing.backoff_max);
+    raw.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+        .min(timing.backoff_max)
+}
+
 /// When to look again after a failure of `class`, the `failures`-th in a
 /// row: permanent problems wait for a change (with a slow safety retry),
 /// transient ones back off (never sooner than `Retry-After`), and waiting
@@ -144,6 +161,22 @@ pub fn awaiting_registration(failures: u32, timing: &Timing, jitter: f64) -> Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_of_the_operators_own_back_off_from_two_seconds_to_the_ceiling() {
+        let t = Timing::default();
+        let middle: Vec<u64> = (1..=10)
+            .map(|n| after_error(n, &t, 0.5).as_secs())
+            .collect();
+        assert_eq!(middle, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        for n in [0, 1, 7, u32::MAX] {
+            for jitter in [-1.0, 0.0, 0.999, 7.0] {
+                let wait = after_error(n, &t, jitter);
+                assert!(wait >= ERROR_RETRY.mul_f64(0.8), "{n} {jitter}: {wait:?}");
+                assert!(wait <= t.backoff_max, "{n} {jitter}: {wait:?}");
+            }
+        }
+    }
 
     #[test]
     fn a_client_awaiting_registration_asks_at_most_three_times_in_ten_minutes() {

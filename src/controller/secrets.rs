@@ -39,7 +39,13 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// RFC 3339 to the second, rounded up: for retry times, which must never
 /// come earlier than scheduled.
 pub fn rfc3339_ceil(t: SystemTime) -> String {
-    rfc3339(crate::checked_time::after(t, Duration::from_millis(999)))
+    rfc3339(ceil_second(t))
+}
+
+/// `t` rounded up to the second, so that a wait written with it never
+/// comes short.
+pub fn ceil_second(t: SystemTime) -> SystemTime {
+    whole_second(crate::checked_time::after(t, Duration::from_millis(999)))
 }
 
 /// `t` rounded down to the second, as the Secret's annotations hold it. A
@@ -208,6 +214,59 @@ pub fn read_token_secret(secret: &Secret) -> Option<StoredToken> {
             .get("scope")
             .map(|s| String::from_utf8_lossy(&s.0).into_owned()),
     })
+}
+
+/// The token Secret as the operator last applied it, with the template as
+/// it is now: exactly the fields this operator owns (its labels and
+/// annotations, the template's, the owner, the data), so that applying it
+/// repairs a drifted template without taking over anyone else's labels or
+/// annotations. The token itself is unchanged.
+pub fn repaired_token_secret(
+    existing: &Secret,
+    spec: &ValidSpec,
+    namespace: &str,
+    client_name: &str,
+) -> Secret {
+    let mut meta = base_meta(&spec.token_secret_name, namespace, client_name);
+    let labels = meta.labels.get_or_insert_default();
+    for (k, v) in &spec.template.labels {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let annotations = meta.annotations.get_or_insert_default();
+    for (k, v) in &spec.template.annotations {
+        annotations.insert(k.clone(), v.clone());
+    }
+    let had = existing.metadata.annotations.as_ref();
+    for key in [
+        EXPIRES_AT_ANNOTATION,
+        ISSUED_AT_ANNOTATION,
+        INPUTS_ANNOTATION,
+        RELOADER_IGNORE,
+    ] {
+        if let Some(value) = had.and_then(|a| a.get(key)) {
+            annotations.insert(key.to_string(), value.clone());
+        }
+    }
+    meta.owner_references = existing.metadata.owner_references.clone();
+    Secret {
+        metadata: meta,
+        type_: existing.type_.clone(),
+        data: existing.data.clone(),
+        ..Secret::default()
+    }
+}
+
+/// The Secret's owner references with this client's set to `owner` (or
+/// removed when `None`), and everyone else's kept.
+pub fn owners_with(
+    secret: &Secret,
+    uid: &str,
+    owner: Option<OwnerReference>,
+) -> Vec<OwnerReference> {
+    let others = secret.metadata.owner_references.iter().flatten();
+    let mut owners: Vec<OwnerReference> = others.filter(|r| r.uid != uid).cloned().collect();
+    owners.extend(owner);
+    owners
 }
 
 /// Labels and annotations the template asks for that the Secret lacks.

@@ -5,16 +5,19 @@
 use std::time::{Duration, SystemTime};
 
 use super::Requeue;
+use super::events::Happened;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::Event;
 
 use super::conditions::State;
 use super::discover::Discovered;
 use super::draft::{Draft, Slot};
+use super::exchange;
 use super::key_ring::Ring;
 use super::keys::{self, KeyRequest};
+use super::memory::TokenMemo;
 use super::reason::{Failure, Reason};
-use super::secrets::{StoredToken, parse_rfc3339};
+use super::secrets::{StoredToken, rfc3339};
 use super::validate::ValidSpec;
 use super::{ClientMemory, Context, Target, rotate, token};
 use crate::crd::{SmartBackendClient, SmartBackendClientStatus};
@@ -34,13 +37,39 @@ pub(super) struct Found<'a> {
     pub known_token: Option<StoredToken>,
 }
 
+/// How the steps ended when none failed.
+pub(super) enum Ended {
+    /// The draft holds what was found: the status is composed from it.
+    Evaluated {
+        requeue: Requeue,
+        /// When the rotation wants to look again, if before the refresh.
+        revisit: Option<SystemTime>,
+    },
+    /// Nothing was evaluated (a backoff runs, or the server's request
+    /// slots were taken): the status stays as it was.
+    Deferred(Requeue),
+}
+
+impl Ended {
+    pub fn evaluated(requeue: Requeue) -> Self {
+        Ended::Evaluated {
+            requeue,
+            revisit: None,
+        }
+    }
+}
+
+/// The key step, the rotation's step and the token step, composed: each
+/// returns what it found and did, and this is the one place that records
+/// it in the draft (conditions, status fields, events) and in the client's
+/// memory.
 pub(super) async fn key_and_token(
     ctx: &Context,
     target: &Target<'_>,
     found: Found<'_>,
     draft: &mut Draft,
     memory: &mut ClientMemory,
-) -> Result<Requeue, (Slot, Failure)> {
+) -> Result<Ended, (Slot, Failure)> {
     let Found {
         sbc,
         spec,
@@ -66,20 +95,14 @@ pub(super) async fn key_and_token(
     if key.generated {
         ctx.metrics.keys_generated.inc();
         ctx.metrics.write("key_secret");
-        draft.events.push(Event {
-            type_: EventType::Normal,
-            reason: "KeyGenerated".into(),
-            note: Some(format!(
-                "generated a {} key (kid {}) in Secret {}; register its public JWKS (status.publicJwks or the operator's /jwks/{}/{}) with the EHR",
-                key.signing.algorithm(),
-                key.signing.kid(),
-                key.secret_name,
-                target.namespace,
-                target.name
-            )),
-            action: "GenerateKey".into(),
-            secondary: None,
-        });
+        draft.events.push(Happened::KeyGenerated.event(format!(
+            "generated a {} key (kid {}) in Secret {}; register its public JWKS (status.publicJwks or the operator's /jwks/{}/{}) with the EHR",
+            key.signing.algorithm(),
+            key.signing.kid(),
+            key.secret_name,
+            target.namespace,
+            target.name
+        )));
     }
     if key.regeneration_handled.is_some() {
         draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
@@ -91,71 +114,164 @@ pub(super) async fn key_and_token(
         server_algorithms,
         now: SystemTime::now(),
     };
-    let rotation = rotate::advance(ctx, target, &key, &observed, draft, memory)
+    let mut rotation = rotate::advance(ctx, target, &key, &observed, memory)
         .await
         .map_err(at_key)?;
-    draft.revisit = rotation.revisit;
-    record_key(
-        ctx,
-        target,
-        sbc,
-        &key.signing,
-        &key.secret_name,
-        &rotation.ring,
-        rotation.note,
-        draft,
-    );
+    draft.events.append(&mut rotation.events);
+    draft.fields.key_rotation = rotation.status.clone();
+    let shown = KeyShown {
+        signing: &key.signing,
+        secret_name: &key.secret_name,
+        ring: &rotation.ring,
+        note: rotation.note.clone(),
+    };
+    record_key(ctx, target, sbc, shown.clone(), draft);
     draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
     if key.generated {
         // Publish first, use after: the status (and so every replica's JWKS
         // endpoint) carries the new key before any server is asked to
         // verify a signature made with it.
-        return Ok(Requeue::After(KEY_PUBLICATION_DELAY));
+        return Ok(Ended::evaluated(Requeue::After(KEY_PUBLICATION_DELAY)));
     }
 
-    let at_token = |failure| (Slot::Token, failure);
-    let mut trial_failed = false;
+    let authority = found.discovered.token_endpoint.authority();
+    let mut tokens = Tokens::default();
+    let mut revisit = rotation.revisit;
     if let Some(next) = &rotation.trial {
-        // What the trial may mark as done that the working key still owes.
-        let before = (
-            memory.last_attempt_failed,
-            memory.handled_refresh.clone(),
-            draft.fields.handled_refresh_request.clone(),
-        );
-        match token::refresh(ctx, &inputs(target, &found, next), draft, memory).await {
+        let trial = token::refresh(ctx, &inputs(target, &found, next), memory).await;
+        match trial.result {
             // The server's request slots were taken: nothing was tried.
-            Ok(action) if draft.keep_status => return Ok(action),
-            Ok(action) => {
-                let ring = rotate::promote(ctx, target, &key, &rotation.ring, next, draft, memory)
+            Ok(token::Outcome::Busy) => {
+                tokens.learn(ctx, memory, trial.memo, authority);
+                return Ok(Ended::Deferred(super::servers::come_back_shortly()));
+            }
+            Ok(token::Outcome::Good(good)) => {
+                tokens.learn(ctx, memory, trial.memo, authority);
+                let promoted = rotate::promote(ctx, target, &key, &rotation, next, memory)
                     .await
                     .map_err(at_key)?;
-                let note = rotate::current_note(ctx, draft, &ring);
-                record_key(ctx, target, sbc, next, &key.secret_name, &ring, note, draft);
-                return Ok(sooner(action, draft));
+                draft.events.push(promoted.event);
+                draft.fields.key_rotation = Some(promoted.status);
+                let note =
+                    rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &promoted.ring);
+                let shown = KeyShown {
+                    signing: next,
+                    secret_name: &key.secret_name,
+                    ring: &promoted.ring,
+                    note,
+                };
+                record_key(ctx, target, sbc, shown, draft);
+                let next_refresh = good.next_refresh;
+                tokens.record(draft, good);
+                return Ok(evaluated(next_refresh, promoted.revisit));
             }
             // Not accepted, for whatever reason (a refusal, a 500, a body
             // that is not JSON): the trial backs off and the working key
             // refreshes now, as if no trial had been made.
             Err(failure) => {
-                (memory.last_attempt_failed, memory.handled_refresh) = (before.0, before.1);
-                draft.fields.handled_refresh_request = before.2;
-                rotate::not_accepted(draft, previous, next, &failure);
-                let note = rotate::current_note(ctx, draft, &rotation.ring);
-                let (signing, name) = (&key.signing, &key.secret_name);
-                record_key(ctx, target, sbc, signing, name, &rotation.ring, note, draft);
-                trial_failed = true;
+                tokens.learn(ctx, memory, trial.memo.of_failed_trial(), authority);
+                let refused =
+                    rotate::not_accepted(&rotation, previous, next, &failure, SystemTime::now());
+                draft.events.push(refused.event);
+                draft.fields.key_rotation = Some(refused.status);
+                revisit = Some(refused.again);
+                let note =
+                    rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &rotation.ring);
+                let shown = KeyShown { note, ..shown };
+                record_key(ctx, target, sbc, shown, draft);
+                tokens.trial_failed = true;
             }
         }
     }
-    let action = token::refresh(ctx, &inputs(target, &found, &key.signing), draft, memory)
-        .await
-        .map_err(at_token)?;
-    if trial_failed && draft.keep_status {
-        // The working key found the server busy: its status stays, but the
-        // trial's backoff must be written, or the next look tries again.
-        draft.keep_status = false;
+    let step = token::refresh(ctx, &inputs(target, &found, &key.signing), memory).await;
+    tokens.learn(ctx, memory, step.memo, authority);
+    match step.result {
+        Ok(token::Outcome::Busy) if tokens.trial_failed => {
+            // The working key found the server busy: its condition stays,
+            // but the trial's backoff is written, or the next look tries
+            // again at once.
+            Ok(Ended::Evaluated {
+                requeue: super::servers::come_back_shortly(),
+                revisit,
+            })
+        }
+        Ok(token::Outcome::Busy) => Ok(Ended::Deferred(super::servers::come_back_shortly())),
+        Ok(token::Outcome::Good(good)) => {
+            let next_refresh = good.next_refresh;
+            tokens.record(draft, good);
+            Ok(evaluated(next_refresh, revisit))
+        }
+        Err(mut failure) => {
+            if let Some(value) = tokens.handled {
+                draft.fields.handled_refresh_request = Some(value);
+            }
+            if let Some(note) = &tokens.clock_note {
+                failure.message = format!("{note}; {}", failure.message);
+            }
+            Err((Slot::Token, failure))
+        }
     }
-    Ok(sooner(action, draft))
+}
+
+/// What the token steps of one reconcile said, gathered for the draft.
+#[derive(Default)]
+struct Tokens {
+    /// The note TokenReady carries while the server's clock disagrees.
+    clock_note: Option<String>,
+    /// The refresh request acted on.
+    handled: Option<String>,
+    trial_failed: bool,
+    events: Vec<Event>,
+}
+
+impl Tokens {
+    /// Puts what a token step learned into the client's memory, and notes
+    /// what the server's clock says.
+    fn learn(&mut self, ctx: &Context, memory: &mut ClientMemory, memo: TokenMemo, server: &str) {
+        if memo.handled_request.is_some() {
+            self.handled = memo.handled_request.clone();
+        }
+        let observed = memo.clock_skew;
+        let was = memory.learn(memo);
+        let now = observed.or(was);
+        let threshold = ctx.settings.clocks.skew_warning;
+        let (note, event) = exchange::clock_report(was, now, threshold, server);
+        self.clock_note = note;
+        self.events.extend(event);
+    }
+
+    /// A good token: TokenReady, the token's status fields, its events.
+    fn record(self, draft: &mut Draft, good: token::Good) {
+        let mut state = good.state;
+        if let Some(note) = &self.clock_note {
+            state.message = format!("{note}; {}", state.message);
+        }
+        let fields = &mut draft.fields;
+        fields.token_expires_at = Some(rfc3339(good.expires_at));
+        if good.new || fields.last_refresh_time.is_none() {
+            fields.last_refresh_time = Some(rfc3339(good.issued_at));
+        }
+        fields.next_refresh_time = Some(rfc3339(good.next_refresh));
+        fields.granted_scopes = good.granted_scope;
+        fields.consecutive_failures = 0;
+        if let Some(value) = self.handled {
+            fields.handled_refresh_request = Some(value);
+        }
+        draft.events.extend(self.events);
+        draft.events.extend(good.events);
+        draft.token = Some(state);
+    }
+}
+
+/// The requeue after a good token: its next refresh, or the rotation's next
+/// look when that comes first.
+fn evaluated(next_refresh: SystemTime, revisit: Option<SystemTime>) -> Ended {
+    let look = revisit.map_or(next_refresh, |r| r.min(next_refresh));
+    let wait = look.duration_since(SystemTime::now()).unwrap_or_default();
+    Ended::Evaluated {
+        requeue: Requeue::After(wait.max(Duration::from_secs(1))),
+        revisit,
+    }
 }
 
 fn inputs<'a>(
@@ -177,18 +293,29 @@ fn inputs<'a>(
     }
 }
 
+/// What the Key condition and the key fields show.
+#[derive(Clone)]
+struct KeyShown<'a> {
+    signing: &'a SigningKey,
+    secret_name: &'a str,
+    ring: &'a Ring,
+    note: Option<String>,
+}
+
 /// The Key condition, the key fields of the status and the published JWKS.
-#[allow(clippy::too_many_arguments)]
 fn record_key(
     ctx: &Context,
     target: &Target<'_>,
     sbc: &SmartBackendClient,
-    signing: &SigningKey,
-    secret_name: &str,
-    ring: &Ring,
-    note: Option<String>,
+    shown: KeyShown<'_>,
     draft: &mut Draft,
 ) {
+    let KeyShown {
+        signing,
+        secret_name,
+        ring,
+        note,
+    } = shown;
     let jwks = ring.published().to_json();
     let jwks_set = sbc.spec.signing.jwks_set.clone();
     ctx.jwks.publish(
@@ -216,23 +343,4 @@ fn record_key(
     draft.fields.jwks_uri = ctx.settings.jwks_public_url.as_ref().map(|base| {
         super::jwks::public_uri(base, target.namespace, target.name, jwks_set.as_deref())
     });
-}
-
-/// The token step's requeue, or sooner when the rotation wants to look
-/// again first. A good token's requeue is its next refresh time.
-fn sooner(action: Requeue, draft: &Draft) -> Requeue {
-    let refresh = draft
-        .fields
-        .next_refresh_time
-        .as_deref()
-        .and_then(parse_rfc3339);
-    match (draft.revisit, refresh) {
-        (Some(revisit), Some(refresh)) if revisit < refresh => {
-            let wait = revisit
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            Requeue::After(wait.max(Duration::from_secs(1)))
-        }
-        _ => action,
-    }
 }

@@ -1,17 +1,18 @@
 //! The token step: decide whether the token in the Secret is still good,
 //! and if not, obtain a new one and write it (one Secret write, no more).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use super::Requeue;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::Event;
 use sha2::{Digest, Sha256};
 
+use super::conditions::State;
 use super::decide::{self, TokenDue};
-use super::draft::Draft;
+use super::events::Happened;
 use super::exchange;
+use super::memory::{Pending, TokenMemo};
 use super::reason::{Failure, Reason};
 use super::schedule;
 use super::scopes;
@@ -38,22 +39,20 @@ pub(super) fn known(
         .then_some(known)
 }
 
-/// Remembers the token Secret at `version` as holding `stored`.
-fn remember(
-    memory: &mut ClientMemory,
+/// The token Secret at `version`, holding `stored`, as memory keeps it.
+fn known_at(
     inputs: &Inputs<'_>,
     version: Option<String>,
     stored: Option<StoredToken>,
-) {
-    let known = version
+) -> Option<KnownTokenSecret> {
+    version
         .zip(stored)
         .map(|(version, stored)| KnownTokenSecret {
             name: inputs.spec.token_secret_name.clone(),
             version,
             generation: inputs.generation,
             stored,
-        });
-    memory.know_token_secret(known);
+        })
 }
 
 /// A per-client number in [0, 1), stable across reconciles of the same
@@ -72,17 +71,50 @@ fn stable_jitter(uid: &str, issued_at: SystemTime) -> f64 {
     f64::from(n) / (f64::from(u32::MAX) + 1.0)
 }
 
-fn until(t: SystemTime) -> Duration {
-    t.duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+/// What the token step found and did, for one place to record.
+pub(super) enum Outcome {
+    /// The server's request slots were all taken: nothing was tried, and
+    /// nothing is to be written.
+    Busy,
+    /// The Secret holds a good token: the one it had, or one obtained and
+    /// written now.
+    Good(Good),
 }
 
-pub(super) async fn refresh(
-    ctx: &Context,
-    inputs: &Inputs<'_>,
-    draft: &mut Draft,
-    memory: &mut ClientMemory,
-) -> Result<Requeue, Failure> {
+/// A good token in the Secret, and what the status says of it.
+pub(super) struct Good {
+    pub expires_at: SystemTime,
+    pub issued_at: SystemTime,
+    /// Obtained by this reconcile (else kept from the Secret).
+    pub new: bool,
+    pub next_refresh: SystemTime,
+    pub granted_scope: Option<String>,
+    /// The TokenReady condition.
+    pub state: State,
+    pub events: Vec<Event>,
+}
+
+/// The token step's result and what it changes in the client's memory,
+/// whatever the result: a token obtained but not written is kept even when
+/// the step fails.
+pub(super) struct Step {
+    pub result: Result<Outcome, Failure>,
+    pub memo: TokenMemo,
+}
+
+impl Step {
+    fn fail(failure: Failure, memo: TokenMemo) -> Self {
+        Step {
+            result: Err(failure),
+            memo,
+        }
+    }
+}
+
+/// The token step: keep the token in the Secret while it is good, else
+/// obtain one and write it. Reads the client's memory, never writes it:
+/// what it learned comes back in [`Step::memo`].
+pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, memory: &ClientMemory) -> Step {
     let Inputs {
         target,
         spec,
@@ -91,7 +123,6 @@ pub(super) async fn refresh(
         ..
     } = inputs;
     let timing = &ctx.settings.timing;
-    draft.clock_note = exchange::remembered_clock_note(ctx, memory, inputs);
     let inputs_hash = secrets::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
     let stored = inputs
         .known
@@ -107,7 +138,7 @@ pub(super) async fn refresh(
             .conditions
             .iter()
             .any(|c| c.type_ == super::conditions::TOKEN_READY && c.status == "False");
-    let last_attempt_failed = memory.last_attempt_failed.unwrap_or(from_status);
+    let last_attempt_failed = memory.last_attempt_failed().unwrap_or(from_status);
     let refresh_at = stored.as_ref().map(|stored| {
         let jitter = stable_jitter(target.uid, stored.issued_at);
         let (issued, expires) = (stored.issued_at, stored.expires_at);
@@ -124,29 +155,40 @@ pub(super) async fn refresh(
         SystemTime::now(),
     );
     if let (TokenDue::Keep, Some(stored), Some(refresh_at)) = (due, &stored, refresh_at) {
-        return keep(ctx, inputs, stored, refresh_at, draft, memory).await;
+        return keep(ctx, inputs, stored, refresh_at).await;
     }
     tracing::debug!(client = target.name, namespace = target.namespace, why = ?due, "requesting a token");
 
-    let (token, issued_at) = match take_pending(ctx, memory, &inputs_hash) {
-        Some(pending) => (pending.token, pending.issued_at),
-        None => match exchange::request(ctx, inputs, draft, memory).await {
-            Ok(exchange::Attempt::Got(token, issued_at)) => (token, issued_at),
-            Ok(exchange::Attempt::Busy) => {
-                // The server has its share of requests in flight: come back
-                // in a moment without waiting here or touching the status.
-                draft.keep_status = true;
-                return Ok(super::servers::come_back_shortly());
+    let mut memo = TokenMemo::default();
+    let (token, issued_at) = match usable_pending(ctx, memory, &inputs_hash) {
+        Some(pending) => {
+            memo.pending = Pending::Dropped;
+            (pending.token, pending.issued_at)
+        }
+        None => {
+            if memory.pending().is_some() {
+                memo.pending = Pending::Dropped;
             }
-            Err(failure) => {
-                // The request was acted on; retries now follow the backoff.
-                if let Some(value) = requested {
-                    memory.handled_refresh = Some(value.to_string());
-                    draft.fields.handled_refresh_request = Some(value.to_string());
+            let exchange = exchange::request(ctx, inputs).await;
+            if let Some(sent) = exchange.sent {
+                memo.attempt_failed = Some(!sent.ok);
+                memo.clock_skew = sent.clock_skew;
+            }
+            match exchange.result {
+                Ok(exchange::Attempt::Got(token, issued_at)) => (token, issued_at),
+                Ok(exchange::Attempt::Busy) => {
+                    return Step {
+                        result: Ok(Outcome::Busy),
+                        memo,
+                    };
                 }
-                return Err(failure);
+                Err(failure) => {
+                    // The request was acted on; retries now follow the backoff.
+                    memo.handled_request = requested.map(str::to_string);
+                    return Step::fail(failure, memo);
+                }
             }
-        },
+        }
     };
 
     let secret = secrets::build_token_secret(&TokenSecretInput {
@@ -160,16 +202,15 @@ pub(super) async fn refresh(
     });
     match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
         Ok(version) => {
-            remember(memory, inputs, version, secrets::read_token_secret(&secret));
+            memo.secret = known_at(inputs, version, secrets::read_token_secret(&secret));
         }
         Err(error) => {
             // Keep the token: the next attempt writes it instead of minting another.
-            let pending = PendingToken {
+            memo.pending = Pending::Keep(PendingToken {
                 token: token.clone(),
                 issued_at,
                 inputs_hash: inputs_hash.clone(),
-            };
-            memory.pending = Some(pending);
+            });
             let mut failure = Failure::api(
                 Reason::TokenSecretWriteFailed,
                 "patch",
@@ -178,7 +219,7 @@ pub(super) async fn refresh(
                 &error,
             );
             failure.message = format!("a token was obtained, but {}", failure.message);
-            return Err(failure);
+            return Step::fail(failure, memo);
         }
     }
 
@@ -189,17 +230,12 @@ pub(super) async fn refresh(
         timing,
         stable_jitter(target.uid, issued_at),
     );
+    let mut events = Vec::new();
     if previous.token_expires_at.is_none() {
-        draft.events.push(Event {
-            type_: EventType::Normal,
-            reason: "TokenIssued".into(),
-            note: Some(format!(
-                "first access token written to Secret {}",
-                spec.token_secret_name
-            )),
-            action: "RequestToken".into(),
-            secondary: None,
-        });
+        events.push(Happened::TokenIssued.event(format!(
+            "first access token written to Secret {}",
+            spec.token_secret_name
+        )));
     }
     let mut message = format!(
         "token valid until {}; next refresh at {}",
@@ -220,128 +256,88 @@ pub(super) async fn refresh(
             .iter()
             .any(|c| c.type_ == super::conditions::TOKEN_READY && c.reason == "ScopeNarrowed");
         if !was_narrowed {
-            draft.events.push(Event {
-                type_: EventType::Warning,
-                reason: Reason::ScopeNarrowed.as_str().into(),
-                note: Some(state.message.clone()),
-                action: "RequestToken".into(),
-                secondary: None,
-            });
+            events.push(Happened::ScopeNarrowed.event(state.message.clone()));
         }
     }
-    memory.expires_at = Some(token.expires_at);
-    let fields = &mut draft.fields;
-    fields.token_expires_at = Some(rfc3339(token.expires_at));
-    fields.last_refresh_time = Some(rfc3339(issued_at));
-    fields.next_refresh_time = Some(rfc3339(next));
-    fields.granted_scopes = token.scope.clone();
-    fields.consecutive_failures = 0;
-    if let Some(value) = requested {
-        memory.handled_refresh = Some(value.to_string());
-        fields.handled_refresh_request = Some(value.to_string());
+    memo.handled_request = requested.map(str::to_string);
+    memo.expires_at = Some(token.expires_at);
+    let good = Good {
+        expires_at: token.expires_at,
+        issued_at,
+        new: true,
+        next_refresh: next,
+        granted_scope: token.scope.clone(),
+        state,
+        events,
+    };
+    Step {
+        result: Ok(Outcome::Good(good)),
+        memo,
     }
-    draft.token = Some(state);
-    Ok(Requeue::After(until(next).max(Duration::from_secs(1))))
 }
 
 /// The stored token is good: nothing to request, and at most a metadata
-/// write if the Secret template changed.
+/// write if the Secret template changed. The repair applies only the
+/// fields this operator owns.
 async fn keep(
     ctx: &Context,
     inputs: &Inputs<'_>,
     stored: &StoredToken,
     refresh_at: SystemTime,
-    draft: &mut Draft,
-    memory: &mut ClientMemory,
-) -> Result<Requeue, Failure> {
-    let spec = inputs.spec;
-    let drifted = inputs
-        .existing
-        .filter(|existing| secrets::template_drifted(existing, spec));
-    if let Some(existing) = inputs.existing
-        && drifted.is_none()
-    {
-        let version = existing.metadata.resource_version.clone();
-        remember(memory, inputs, version, Some(stored.clone()));
-    }
-    if let Some(existing) = drifted {
-        let mut updated = existing.clone();
-        let labels = updated.metadata.labels.get_or_insert_default();
-        labels.extend(spec.template.labels.clone());
-        let annotations = updated.metadata.annotations.get_or_insert_default();
-        annotations.extend(spec.template.annotations.clone());
-        let desired = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: updated.metadata.name.clone(),
-                namespace: updated.metadata.namespace.clone(),
-                labels: updated.metadata.labels.clone(),
-                annotations: updated.metadata.annotations.clone(),
-                owner_references: updated.metadata.owner_references.clone(),
-                ..Default::default()
-            },
-            type_: updated.type_.clone(),
-            data: updated.data.clone(),
-            ..Secret::default()
-        };
-        let written = apply_secret(
-            ctx,
-            inputs.target.namespace,
-            &spec.token_secret_name,
-            &desired,
-        )
-        .await;
-        match written {
-            Ok(version) => {
-                remember(memory, inputs, version, Some(stored.clone()));
-            }
-            Err(error) => {
-                return Err(Failure::api(
-                    Reason::TokenSecretWriteFailed,
-                    "patch",
-                    inputs.target.namespace,
-                    &spec.token_secret_name,
-                    &error,
-                ));
+) -> Step {
+    let (spec, target) = (inputs.spec, inputs.target);
+    let mut memo = TokenMemo::default();
+    if let Some(existing) = inputs.existing {
+        let mut version = existing.metadata.resource_version.clone();
+        if secrets::template_drifted(existing, spec) {
+            let repaired =
+                secrets::repaired_token_secret(existing, spec, target.namespace, target.name);
+            match apply_secret(ctx, target.namespace, &spec.token_secret_name, &repaired).await {
+                Ok(written) => version = written,
+                Err(error) => {
+                    let failure = Failure::api(
+                        Reason::TokenSecretWriteFailed,
+                        "patch",
+                        target.namespace,
+                        &spec.token_secret_name,
+                        &error,
+                    );
+                    return Step::fail(failure, memo);
+                }
             }
         }
+        memo.secret = known_at(inputs, version, Some(stored.clone()));
     }
-    memory.expires_at = Some(stored.expires_at);
-    let fields = &mut draft.fields;
-    fields.token_expires_at = Some(rfc3339(stored.expires_at));
-    fields.next_refresh_time = Some(rfc3339(refresh_at));
-    if fields.last_refresh_time.is_none() {
-        fields.last_refresh_time = Some(rfc3339(stored.issued_at));
-    }
-    fields.granted_scopes = stored.scope.clone();
-    fields.consecutive_failures = 0;
+    memo.expires_at = Some(stored.expires_at);
     let validity = format!(
         "token valid until {}; next refresh at {}",
         rfc3339(stored.expires_at),
         rfc3339(refresh_at)
     );
-    draft.token = Some(scopes::token_state(
-        &spec.scope,
-        stored.scope.as_deref(),
-        validity,
-    ));
-    Ok(Requeue::After(
-        until(refresh_at).max(Duration::from_secs(1)),
-    ))
+    let good = Good {
+        expires_at: stored.expires_at,
+        issued_at: stored.issued_at,
+        new: false,
+        next_refresh: refresh_at,
+        granted_scope: stored.scope.clone(),
+        state: scopes::token_state(&spec.scope, stored.scope.as_deref(), validity),
+        events: Vec::new(),
+    };
+    Step {
+        result: Ok(Outcome::Good(good)),
+        memo,
+    }
 }
 
-fn take_pending(
-    ctx: &Context,
-    memory: &mut ClientMemory,
-    inputs_hash: &str,
-) -> Option<PendingToken> {
-    let pending = memory.pending.take()?;
+fn usable_pending(ctx: &Context, memory: &ClientMemory, inputs_hash: &str) -> Option<PendingToken> {
+    let pending = memory.pending()?;
     let usable = pending.inputs_hash == inputs_hash
         && pending.token.expires_at
             > crate::checked_time::after(
                 SystemTime::now(),
                 ctx.settings.timing.min_refresh_interval,
             );
-    usable.then_some(pending)
+    usable.then(|| pending.clone())
 }
 
 /// Applies the token Secret; returns the resource version it made.

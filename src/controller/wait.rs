@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime};
 use kube::api::ObjectMeta;
 
 use super::conditions;
-use super::draft::Draft;
 use super::{ClientMemory, Settled, Target, secrets};
 use crate::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClientStatus};
 
-/// The outcome worth remembering: a good token, nothing pending, and the
-/// next refresh known.
+/// The outcome worth remembering, from a status just composed with a good
+/// token: Ready, and the next refresh known. It holds until that refresh,
+/// or until the rotation's next look (`revisit`) when that comes first.
 pub(super) fn settled(
     status: &SmartBackendClientStatus,
-    draft: &Draft,
+    revisit: Option<SystemTime>,
     reconciled: &ObjectMeta,
     own_secrets: Vec<(String, Vec<String>)>,
 ) -> Option<Settled> {
@@ -24,7 +24,7 @@ pub(super) fn settled(
         .conditions
         .iter()
         .any(|c| c.type_ == conditions::READY && c.status == "True");
-    if !ready || draft.keep_status || !draft.token.as_ref().is_some_and(|t| t.ok) {
+    if !ready {
         return None;
     }
     Some(Settled {
@@ -32,7 +32,7 @@ pub(super) fn settled(
         requests: Settled::requests(reconciled),
         own_secrets,
         until: secrets::parse_rfc3339(status.next_refresh_time.as_deref()?)?
-            .min(draft.revisit.unwrap_or(crate::checked_time::latest())),
+            .min(revisit.unwrap_or(crate::checked_time::latest())),
     })
 }
 
@@ -47,7 +47,7 @@ pub(super) fn settled_wait(
     now: SystemTime,
     version_of: impl Fn(&str) -> Option<String>,
 ) -> Option<Duration> {
-    let settled = memory.settled.take()?;
+    let settled = memory.take_settled()?;
     let unchanged = settled.generation == meta.generation
         && settled.requests == Settled::requests(meta)
         && settled
@@ -62,7 +62,7 @@ pub(super) fn settled_wait(
     if !unchanged {
         return None;
     }
-    memory.settled = Some(settled);
+    memory.settle(Some(settled));
     Some(wait)
 }
 
@@ -115,7 +115,7 @@ pub(super) fn pending_refresh_request<'a>(
     target: &'a Target<'_>,
     previous: &SmartBackendClientStatus,
 ) -> Option<&'a str> {
-    let handled_here = memory.handled_refresh.as_deref();
+    let handled_here = memory.handled_refresh();
     target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
         Some(*v) != previous.handled_refresh_request.as_deref() && Some(*v) != handled_here
     })

@@ -78,6 +78,8 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
         trial: None,
         revisit,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
+        status: previous.key_rotation.clone(),
+        events: Vec::new(),
     }
 }
 

@@ -117,3 +117,67 @@ fn inputs_hash_changes_with_scopes_and_kid() {
         token_inputs_hash(&spec(), endpoint, "k")
     );
 }
+
+#[test]
+fn a_template_repair_applies_only_the_operators_fields() {
+    let spec = spec();
+    let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let token = AccessToken {
+        access_token: SecretString::new("tok"),
+        token_type: "Bearer".into(),
+        expires_in: Duration::from_secs(300),
+        expires_in_defaulted: false,
+        expires_at: issued + Duration::from_secs(300),
+        scope: None,
+    };
+    let written = build_token_secret(&TokenSecretInput {
+        spec: &spec,
+        namespace: "ns",
+        client_name: "billing",
+        owner: owner(),
+        token: &token,
+        issued_at: issued,
+        inputs_hash: "abc",
+    });
+    // Someone removed the template's label and added labels and
+    // annotations of their own (kubectl, a backup tool, a policy engine).
+    let mut existing = written.clone();
+    let labels = existing.metadata.labels.as_mut().unwrap();
+    labels.remove("team");
+    labels.insert("backup.example/include".into(), "true".into());
+    let annotations = existing.metadata.annotations.as_mut().unwrap();
+    annotations.insert(
+        "kubectl.kubernetes.io/last-applied-configuration".into(),
+        "{}".into(),
+    );
+    existing.metadata.resource_version = Some("42".into());
+    assert!(template_drifted(&existing, &spec));
+
+    let repaired = repaired_token_secret(&existing, &spec, "ns", "billing");
+    assert_eq!(
+        repaired, written,
+        "the repair is what the operator wrote: its own fields, the template restored, nobody else's"
+    );
+    assert!(!template_drifted(&repaired, &spec));
+}
+
+#[test]
+fn setting_the_clients_owner_keeps_everyone_elses() {
+    let other = OwnerReference {
+        uid: "someone-else".into(),
+        controller: None,
+        ..owner()
+    };
+    let mut secret = Secret::default();
+    secret.metadata.owner_references = Some(vec![other.clone(), owner()]);
+    assert_eq!(owners_with(&secret, "uid-1", None), vec![other.clone()]);
+    let renamed = OwnerReference {
+        name: "billing-2".into(),
+        ..owner()
+    };
+    assert_eq!(
+        owners_with(&secret, "uid-1", Some(renamed.clone())),
+        vec![other.clone(), renamed]
+    );
+    assert_eq!(owners_with(&Secret::default(), "uid-1", None), vec![]);
+}

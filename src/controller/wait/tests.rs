@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::*;
+use crate::controller::memory::TokenMemo;
 use crate::crd::REGENERATE_KEY_ANNOTATION;
 
 fn t(secs: u64) -> SystemTime {
@@ -26,12 +27,12 @@ fn meta(generation: i64, annotations: &[(&str, &str)]) -> ObjectMeta {
 /// "10", next refresh at t(600).
 fn settled_memory() -> ClientMemory {
     let mut memory = ClientMemory::default();
-    memory.settled = Some(Settled {
+    memory.settle(Some(Settled {
         generation: Some(3),
         requests: [None, None, None],
         own_secrets: vec![("c-token".into(), vec!["9".into(), "10".into()])],
         until: t(600),
-    });
+    }));
     memory
 }
 
@@ -85,7 +86,7 @@ fn a_settled_client_waits_without_a_request_until_something_it_reads_changes() {
         let wait = settled_wait(&mut memory, &meta, t(now), watch_shows(version));
         assert_eq!(wait, expected, "{what}");
         assert_eq!(
-            memory.settled.is_some(),
+            memory.take_settled().is_some(),
             expected.is_some(),
             "{what}: kept only while it holds"
         );
@@ -153,7 +154,10 @@ type BackoffCase<'a> = (
 fn a_backoff_is_waited_out_unless_the_failure_is_no_longer_current() {
     let memory = ClientMemory::default();
     let mut handled_here = ClientMemory::default();
-    handled_here.handled_refresh = Some("mine".into());
+    handled_here.learn(TokenMemo {
+        handled_request: Some("mine".into()),
+        ..TokenMemo::default()
+    });
     let healthy = SmartBackendClientStatus::default();
     let failing = failing();
     let requested = |v: &'static str| target(&[(REFRESH_REQUESTED_ANNOTATION, v)]);
