@@ -11,9 +11,10 @@ use super::reason::{Failure, Reason};
 mod referenced;
 
 use super::key_ring::Ring;
+use super::memory::{KeyMemo, Recall};
 use super::secrets::{self, PRIVATE_KEY_FILE};
 use super::validate::KeySource;
-use super::{ClientMemory, Context, KnownKeySecret, Target};
+use super::{Context, KnownKeySecret, Target};
 use crate::crd::{
     ADOPT_KEY_ANNOTATION, CLIENT_UID_ANNOTATION, FIELD_MANAGER, GeneratedKeyPolicy,
     REGENERATE_KEY_ANNOTATION,
@@ -33,6 +34,22 @@ pub struct ResolvedKey {
     /// For a key the user provides: their next key, to publish (or why it
     /// cannot be).
     pub next: Option<Result<SigningKey, Failure>>,
+    /// What the client's memory keeps of this step.
+    pub learned: KeyMemo,
+}
+
+impl ResolvedKey {
+    fn new(signing: SigningKey, secret_name: &str, learned: KeyMemo) -> Self {
+        ResolvedKey {
+            signing,
+            secret_name: secret_name.to_string(),
+            generated: false,
+            regeneration_handled: None,
+            ring: None,
+            next: None,
+            learned,
+        }
+    }
 }
 
 pub(super) fn failure(reason: Reason, message: String) -> Failure {
@@ -66,11 +83,13 @@ pub struct KeyRequest<'a> {
     pub kid: Option<&'a str>,
 }
 
+/// The signing key. Reads the client's recall, never writes it: what it
+/// learned comes back in [`ResolvedKey::learned`].
 pub async fn resolve(
     ctx: &Context,
     target: &Target<'_>,
     request: &KeyRequest<'_>,
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
 ) -> Result<ResolvedKey, Failure> {
     match request.source {
         KeySource::Referenced {
@@ -79,10 +98,11 @@ pub async fn resolve(
             next,
         } => {
             let mut resolved =
-                referenced::referenced(ctx, target, request, secret_name, key, memory).await?;
+                referenced::referenced(ctx, target, request, secret_name, key, recall).await?;
             if let Some((next_secret, next_key)) = next {
-                // Bound apart, so that the signing key's binding stays cached.
-                let scratch = &mut ClientMemory::default();
+                // Bound apart (what it learned is dropped), so that the
+                // signing key's binding stays cached.
+                let scratch = Recall::default();
                 let next =
                     referenced::referenced(ctx, target, request, next_secret, next_key, scratch);
                 // A next key that cannot be used is reported, and the current
@@ -97,7 +117,7 @@ pub async fn resolve(
             rsa_bits,
         } => {
             let params = (*policy, *rsa_bits);
-            generated(ctx, target, request, secret_name, params, memory).await
+            generated(ctx, target, request, secret_name, params, recall).await
         }
     }
 }
@@ -106,9 +126,11 @@ pub async fn resolve(
 /// key (for P-384 a scalar multiplication in pure Rust, a third of the
 /// operator's CPU per refresh in the steady-state profile) and parses the
 /// key into aws-lc, so the result is kept per client for as long as the key
-/// bytes, algorithm and kid stay the same. Returns it with that fingerprint.
+/// bytes, algorithm and kid stay the same. Returns it with that fingerprint;
+/// a key bound now is also noted in `memo`, for the memory to keep.
 pub(super) fn bind(
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
+    memo: &mut KeyMemo,
     bytes: &[u8],
     key: PrivateKey,
     algorithm: Option<SigningAlgorithm>,
@@ -116,7 +138,7 @@ pub(super) fn bind(
     whose: &str,
 ) -> Result<(SigningKey, [u8; 32]), Failure> {
     let fingerprint = fingerprint(bytes, algorithm, kid);
-    let cached = memory.bound_key(&fingerprint).cloned();
+    let cached = recall.bound_key(&fingerprint).cloned();
     if let Some(signing) = cached {
         return Ok((signing, fingerprint));
     }
@@ -127,7 +149,7 @@ pub(super) fn bind(
                 format!("{whose}: {e}; set spec.signing.algorithm to match the key, or provide a key of the right type"),
             )
         })?;
-    memory.bind_key(fingerprint, signing.clone());
+    memo.bound = Some((fingerprint, signing.clone()));
     Ok((signing, fingerprint))
 }
 
@@ -173,11 +195,11 @@ async fn generated(
     request: &KeyRequest<'_>,
     secret_name: &str,
     (policy, rsa_bits): (GeneratedKeyPolicy, usize),
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
 ) -> Result<ResolvedKey, Failure> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
-    if let Some(known) = known_key(ctx, memory, target, request, secret_name, owner.is_some()) {
+    if let Some(known) = known_key(ctx, recall, target, request, secret_name, owner.is_some()) {
         return Ok(known);
     }
     if let Some(existing) = api
@@ -185,7 +207,7 @@ async fn generated(
         .await
         .map_err(|e| api_failure("get", target, secret_name, e))?
     {
-        return adopt(&api, target, request, secret_name, existing, owner, memory).await;
+        return adopt(&api, target, request, secret_name, existing, owner, recall).await;
     }
 
     // The key is gone: generate one, unless its public key was published.
@@ -198,8 +220,10 @@ async fn generated(
 
     let algorithm = request.algorithm;
     let (key, pem) = generate(algorithm, rsa_bits).await?;
+    let mut learned = KeyMemo::default();
     let (signing, fingerprint) = bind(
-        memory,
+        recall,
+        &mut learned,
         pem.as_bytes(),
         key,
         Some(algorithm),
@@ -234,14 +258,12 @@ async fn generated(
     {
         Ok(created) => {
             let known = (fingerprint, ring.clone());
-            remember_key(memory, request, secret_name, &created, owned, known);
+            learned.key_secret = known_key_secret(request, secret_name, &created, owned, known);
             Ok(ResolvedKey {
-                signing,
-                secret_name: secret_name.to_string(),
                 generated: true,
                 regeneration_handled,
                 ring: Some(ring),
-                next: None,
+                ..ResolvedKey::new(signing, secret_name, learned)
             })
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -250,7 +272,7 @@ async fn generated(
                 .await
                 .map_err(|e| api_failure("get", target, secret_name, e))?;
             let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
-            adopt(&api, target, request, secret_name, existing, owner, memory).await
+            adopt(&api, target, request, secret_name, existing, owner, recall).await
         }
         Err(e) => Err(api_failure("create", target, secret_name, e)),
     }
@@ -263,7 +285,7 @@ async fn adopt(
     secret_name: &str,
     existing: Secret,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
 ) -> Result<ResolvedKey, Failure> {
     let has_owner = existing
         .metadata
@@ -304,14 +326,25 @@ async fn adopt(
     // A key of another algorithm than the one now wanted keeps signing
     // until a rotation replaces it (see rotate.rs).
     let algorithm = key.algorithm();
-    let (signing, fingerprint) = bind(memory, &pem.0, key, Some(algorithm), request.kid, &whose)?;
+    let mut learned = KeyMemo::default();
+    let bound = bind(
+        recall,
+        &mut learned,
+        &pem.0,
+        key,
+        Some(algorithm),
+        request.kid,
+        &whose,
+    );
+    let (signing, fingerprint) = bound?;
     let ring = Ring::read(&existing, &signing).map_err(|e| {
         failure(
             Reason::KeyInvalid,
             format!("{whose}: {e}; restore the Secret from a backup (or delete it and annotate this resource with {REGENERATE_KEY_ANNOTATION}, then register the new key)"),
         )
     })?;
-    memory.saw_own_secret(secret_name, existing.metadata.resource_version.clone());
+    let read_at = existing.metadata.resource_version.clone();
+    learned.seen.push((secret_name.to_string(), read_at));
     let owned = owner.is_some();
     // Keep the owner reference in step with generatedKeyPolicy; this is the
     // only write to an existing key Secret, and only when the policy changed.
@@ -348,14 +381,10 @@ async fn adopt(
             .map_err(|e| api_failure("patch", target, secret_name, e))?
     };
     let known = (fingerprint, ring.clone());
-    remember_key(memory, request, secret_name, &current, owned, known);
+    learned.key_secret = known_key_secret(request, secret_name, &current, owned, known);
     Ok(ResolvedKey {
-        signing,
-        secret_name: secret_name.to_string(),
-        generated: false,
-        regeneration_handled: None,
         ring: Some(ring),
-        next: None,
+        ..ResolvedKey::new(signing, secret_name, learned)
     })
 }
 
@@ -364,15 +393,15 @@ async fn adopt(
 /// no parse. The key itself is the one `bind` keeps.
 fn known_key(
     ctx: &Context,
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
     target: &Target<'_>,
     request: &KeyRequest<'_>,
     secret_name: &str,
     owned: bool,
 ) -> Option<ResolvedKey> {
     let version = ctx.own_secret_version(target.namespace, secret_name)?;
-    let known = memory.generated_key()?;
-    let (fingerprint, signing) = memory.signing_key()?;
+    let known = recall.key_secret?;
+    let (fingerprint, signing) = recall.bound?;
     let same = known.name == secret_name
         && known.version == version
         && known.kid.as_deref() == request.kid
@@ -380,26 +409,25 @@ fn known_key(
         && known.fingerprint == fingerprint;
     let signing = same.then(|| signing.clone())?;
     let ring = known.ring(&signing);
-    memory.saw_own_secret(secret_name, Some(version));
+    let learned = KeyMemo {
+        seen: vec![(secret_name.to_string(), Some(version))],
+        ..KeyMemo::default()
+    };
     Some(ResolvedKey {
-        signing,
-        secret_name: secret_name.to_string(),
-        generated: false,
-        regeneration_handled: None,
         ring: Some(ring),
-        next: None,
+        ..ResolvedKey::new(signing, secret_name, learned)
     })
 }
 
-pub(super) fn remember_key(
-    memory: &mut ClientMemory,
+/// The generated key's Secret as just read or written, as memory keeps it.
+fn known_key_secret(
     request: &KeyRequest<'_>,
     secret_name: &str,
     secret: &Secret,
     owned: bool,
     (fingerprint, ring): ([u8; 32], Ring),
-) {
-    let known = secret.metadata.resource_version.clone().map(|version| {
+) -> Option<KnownKeySecret> {
+    secret.metadata.resource_version.clone().map(|version| {
         let kid = request.kid.map(str::to_string);
         KnownKeySecret::new(
             secret_name.to_string(),
@@ -409,6 +437,5 @@ pub(super) fn remember_key(
             fingerprint,
             ring,
         )
-    });
-    memory.know_key_secret(known);
+    })
 }

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::crd::SmartBackendClientStatus;
 use crate::smart::AccessToken;
 
-use super::key_ring::Ring;
-
 mod known;
 pub(crate) use known::{KnownKeySecret, KnownTokenSecret, Settled};
 
@@ -91,6 +89,35 @@ struct WrittenStatus {
     status: SmartBackendClientStatus,
 }
 
+/// What a step may read of the client's memory: a view, taken at the
+/// step's start. Steps never hold the memory itself.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Recall<'a> {
+    /// The token Secret as last read or written.
+    pub token_secret: Option<&'a KnownTokenSecret>,
+    /// The generated key's Secret as last read or written.
+    pub key_secret: Option<&'a KnownKeySecret>,
+    /// The key last bound, with the fingerprint of what it was bound from.
+    pub bound: Option<([u8; 32], &'a crate::smart::SigningKey)>,
+    /// A token obtained but not yet written.
+    pub pending: Option<&'a PendingToken>,
+    /// Whether the last token request this process sent failed (`None`:
+    /// none sent since it began to lead; the status tells).
+    pub last_attempt_failed: Option<bool>,
+    /// The refresh-requested-at value this process last acted on.
+    pub handled_refresh: Option<&'a str>,
+}
+
+impl Recall<'_> {
+    /// The signing key bound from the bytes, algorithm and kid with this
+    /// fingerprint, if it is the one kept.
+    pub fn bound_key(&self, fingerprint: &[u8; 32]) -> Option<&crate::smart::SigningKey> {
+        self.bound
+            .filter(|(kept, _)| kept == fingerprint)
+            .map(|(_, key)| key)
+    }
+}
+
 /// What a token step learned that the client's memory keeps. Built by the
 /// step, applied by the reconcile ([`ClientMemory::learn`]).
 #[derive(Default)]
@@ -120,6 +147,20 @@ impl TokenMemo {
             ..self
         }
     }
+}
+
+/// What the key step (and a rotation's write of the key Secret) learned
+/// that the client's memory keeps. Built by the step, applied by the
+/// reconcile ([`ClientMemory::learn_key`]).
+#[derive(Default)]
+pub(crate) struct KeyMemo {
+    /// A key bound now, with the fingerprint of what it was bound from:
+    /// kept, so that the next reconcile need not bind it again.
+    pub bound: Option<([u8; 32], crate::smart::SigningKey)>,
+    /// The generated key's Secret as read or written now.
+    pub key_secret: Option<KnownKeySecret>,
+    /// The operator's own Secrets read now, at these versions.
+    pub seen: Vec<(String, Option<String>)>,
 }
 
 /// The memory's token obtained but not yet written, after a step.
@@ -239,6 +280,19 @@ impl ClientMemory {
         }
     }
 
+    /// Applies what the key step learned.
+    pub fn learn_key(&mut self, memo: KeyMemo) {
+        if let Some((fingerprint, key)) = memo.bound {
+            self.bind_key(fingerprint, key);
+        }
+        if memo.key_secret.is_some() {
+            self.know_key_secret(memo.key_secret);
+        }
+        for (name, version) in memo.seen {
+            self.saw_own_secret(&name, version);
+        }
+    }
+
     /// One more reconcile in a row ended in an error; returns how many.
     pub fn reconcile_failed(&mut self) -> u32 {
         self.failed_reconciles = self.failed_reconciles.saturating_add(1);
@@ -249,43 +303,24 @@ impl ClientMemory {
         self.failed_reconciles = 0;
     }
 
-    pub fn pending(&self) -> Option<&PendingToken> {
-        self.pending.as_ref()
-    }
-
-    /// Whether the last token request this process sent failed; `None`
-    /// when it sent none since it began to lead (the status tells then).
-    pub fn last_attempt_failed(&self) -> Option<bool> {
-        match self.last_attempt {
-            LastAttempt::Unknown => None,
-            LastAttempt::Succeeded => Some(false),
-            LastAttempt::Failed => Some(true),
+    /// What the steps may read.
+    pub fn recall(&self) -> Recall<'_> {
+        Recall {
+            token_secret: self.token_secret.as_ref(),
+            key_secret: self.generated_key.as_ref(),
+            bound: self.signing_key.as_ref().map(|b| (b.fingerprint, &b.key)),
+            pending: self.pending.as_ref(),
+            last_attempt_failed: match self.last_attempt {
+                LastAttempt::Unknown => None,
+                LastAttempt::Succeeded => Some(false),
+                LastAttempt::Failed => Some(true),
+            },
+            handled_refresh: self.handled_refresh.as_deref(),
         }
     }
 
-    /// The refresh-requested-at value this process last acted on.
-    pub fn handled_refresh(&self) -> Option<&str> {
-        self.handled_refresh.as_deref()
-    }
-
-    /// The signing key bound from the bytes, algorithm and kid with this
-    /// fingerprint, if it is the one kept.
-    pub fn bound_key(&self, fingerprint: &[u8; 32]) -> Option<&crate::smart::SigningKey> {
-        self.signing_key
-            .as_ref()
-            .filter(|bound| bound.fingerprint == *fingerprint)
-            .map(|bound| &bound.key)
-    }
-
-    /// The signing key kept, whatever it was bound from, with its fingerprint.
-    pub fn signing_key(&self) -> Option<([u8; 32], &crate::smart::SigningKey)> {
-        self.signing_key
-            .as_ref()
-            .map(|bound| (bound.fingerprint, &bound.key))
-    }
-
     /// Keeps the key bound from the bytes with this fingerprint.
-    pub fn bind_key(&mut self, fingerprint: [u8; 32], key: crate::smart::SigningKey) {
+    fn bind_key(&mut self, fingerprint: [u8; 32], key: crate::smart::SigningKey) {
         self.signing_key = Some(BoundKey { fingerprint, key });
     }
 
@@ -306,10 +341,6 @@ impl ClientMemory {
         self.settled = settled;
     }
 
-    pub fn token_secret(&self) -> Option<&KnownTokenSecret> {
-        self.token_secret.as_ref()
-    }
-
     /// The token Secret as just read or written (or unknown).
     pub fn know_token_secret(&mut self, known: Option<KnownTokenSecret>) {
         if let Some(known) = &known {
@@ -318,37 +349,12 @@ impl ClientMemory {
         self.token_secret = known;
     }
 
-    pub fn generated_key(&self) -> Option<&KnownKeySecret> {
-        self.generated_key.as_ref()
-    }
-
     /// The generated key's Secret as just read or written (or unknown).
-    pub fn know_key_secret(&mut self, known: Option<KnownKeySecret>) {
+    fn know_key_secret(&mut self, known: Option<KnownKeySecret>) {
         if let Some(known) = &known {
             self.saw_own_secret(&known.name, Some(known.version.clone()));
         }
         self.generated_key = known;
-    }
-
-    /// The generated key's Secret was rewritten with `ring` (a rotation's
-    /// step) and is now at `version`.
-    pub fn key_secret_written(&mut self, name: &str, version: Option<String>, ring: &Ring) {
-        if let (Some(known), Some(version)) = (self.generated_key.as_mut(), version.clone()) {
-            known.version = version;
-            known.set_ring(ring.clone());
-        }
-        self.saw_own_secret(name, version);
-    }
-
-    /// The generated key now signs with the key bound from these bytes.
-    pub fn key_promoted(&mut self, fingerprint: [u8; 32], signing: crate::smart::SigningKey) {
-        if let Some(known) = self.generated_key.as_mut() {
-            known.fingerprint = fingerprint;
-            self.signing_key = Some(BoundKey {
-                fingerprint,
-                key: signing,
-            });
-        }
     }
 
     /// The status to compare against: the one this process last wrote while

@@ -376,7 +376,7 @@ async fn observe_token_secret(
 ) -> Result<(Option<KnownTokenSecret>, Option<Secret>), Failure> {
     let name = &spec.token_secret_name;
     let generation = sbc.metadata.generation;
-    if let Some(known) = token::known(ctx, memory, target, name, generation) {
+    if let Some(known) = token::known(ctx, memory.recall(), target, name, generation) {
         memory.saw_own_secret(name, Some(known.version.clone()));
         return Ok((Some(known), None));
     }

@@ -14,10 +14,11 @@ use kube::runtime::events::Event;
 
 use super::key_ring::Ring;
 use super::keys::{self, ResolvedKey, api_failure, failure};
+use super::memory::{KeyMemo, Recall};
 use super::reason::{Failure, Reason};
 use super::rotation::{self, KeyState, Step, Trigger};
 use super::validate::{KeySource, ValidSpec};
-use super::{ClientMemory, Context, Target};
+use super::{Context, KnownKeySecret, Target};
 use crate::checked_time::after_all;
 use crate::crd::{
     FIELD_MANAGER, KeyRotationStatus, ROTATE_KEY_ANNOTATION, SmartBackendClientStatus,
@@ -59,6 +60,8 @@ pub(super) struct Rotation {
     /// `status.keyRotation` after the step.
     pub status: Option<KeyRotationStatus>,
     pub events: Vec<Event>,
+    /// What the client's memory keeps of a write of the key Secret.
+    pub learned: KeyMemo,
 }
 
 /// What the rotation step reads besides the key.
@@ -75,7 +78,7 @@ pub(super) async fn advance(
     target: &Target<'_>,
     key: &ResolvedKey,
     observed: &Observed<'_>,
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
 ) -> Result<Rotation, Failure> {
     let Some(ring) = &key.ring else {
         return Ok(referenced::rotation(key, observed, &waits(ctx)));
@@ -88,6 +91,7 @@ pub(super) async fn advance(
         note: None,
         status: observed.previous.key_rotation.clone(),
         events: Vec::new(),
+        learned: KeyMemo::default(),
     };
     let mut requested = target.annotation(ROTATE_KEY_ANNOTATION);
     if observed.spec.kid.is_some()
@@ -140,7 +144,9 @@ pub(super) async fn advance(
                 .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
             let grown =
                 ring.with_next(next.public_jwk(), pem.into_bytes(), algorithm, observed.now);
-            rotation.ring = store(ctx, target, key, ring, grown, None, memory).await?;
+            let known = recall.key_secret;
+            (rotation.ring, rotation.learned) =
+                store(ctx, target, key, ring, grown, None, known).await?;
             if let Trigger::Requested(value) = &trigger {
                 rotation.status_mut().handled_request = Some(value.clone());
             }
@@ -181,7 +187,9 @@ pub(super) async fn advance(
         }
         Step::DropRetiring { kid } => {
             let shrunk = ring.without(&kid);
-            rotation.ring = store(ctx, target, key, ring, shrunk, None, memory).await?;
+            let known = recall.key_secret;
+            (rotation.ring, rotation.learned) =
+                store(ctx, target, key, ring, shrunk, None, known).await?;
             // A rotation due meanwhile starts at once, not at the next refresh.
             rotation.revisit = match rotation::plan(&rotation.ring.entries, &inputs) {
                 Step::Steady { revisit } => revisit,
@@ -213,6 +221,9 @@ pub(super) struct Promoted {
     pub revisit: Option<SystemTime>,
     pub status: KeyRotationStatus,
     pub event: Event,
+    /// What the client's memory keeps: the key Secret as written, and the
+    /// promoted key, bound.
+    pub learned: KeyMemo,
 }
 
 /// After the server accepted a token request signed with the next key: it
@@ -223,7 +234,7 @@ pub(super) async fn promote(
     key: &ResolvedKey,
     rotation: &Rotation,
     next: &SigningKey,
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
 ) -> Result<Promoted, Failure> {
     let mut status = rotation.status.clone().unwrap_or_default();
     forget_refusals(&mut status);
@@ -241,25 +252,33 @@ pub(super) async fn promote(
             revisit: rotation.revisit,
             status,
             event,
+            learned: KeyMemo::default(),
         });
     };
-    let ring = store(ctx, target, key, ring, promoted, Some(&pem), memory).await?;
+    let known = recall.key_secret;
+    let (ring, mut learned) = store(ctx, target, key, ring, promoted, Some(&pem), known).await?;
     // Come back when the retiring key may go.
     let waits = waits(ctx);
     let retiring = ring.find(KeyState::Retiring).map(|r| r.since);
     let revisit =
         retiring.map(|since| after_all(since, &[waits.assertion_lifetime, waits.jwks_max_age]));
     let fingerprint = keys::fingerprint(&pem, Some(next.algorithm()), None);
-    memory.key_promoted(fingerprint, next.clone());
+    if let Some(known) = learned.key_secret.as_mut() {
+        known.fingerprint = fingerprint;
+        learned.bound = Some((fingerprint, next.clone()));
+    }
     Ok(Promoted {
         ring,
         revisit,
         status,
         event,
+        learned,
     })
 }
 
 /// Writes `changed` into the key Secret, if the Secret still holds `from`.
+/// Returns it with what memory keeps: `known` (the Secret as memory knew
+/// it) at the version written.
 #[allow(clippy::too_many_arguments)]
 async fn store(
     ctx: &Context,
@@ -268,8 +287,8 @@ async fn store(
     from: &Ring,
     changed: Ring,
     active_pem: Option<&[u8]>,
-    memory: &mut ClientMemory,
-) -> Result<Ring, Failure> {
+    known: Option<&KnownKeySecret>,
+) -> Result<(Ring, KeyMemo), Failure> {
     let name = &key.secret_name;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let mut secret = api
@@ -303,6 +322,19 @@ async fn store(
             e => api_failure("update", target, name, e),
         })?;
     ctx.metrics.write("key_secret");
-    memory.key_secret_written(name, written.metadata.resource_version, &changed);
-    Ok(changed)
+    let version = written.metadata.resource_version;
+    let key_secret = known
+        .cloned()
+        .zip(version.clone())
+        .map(|(mut known, version)| {
+            known.version = version;
+            known.set_ring(changed.clone());
+            known
+        });
+    let learned = KeyMemo {
+        key_secret,
+        seen: vec![(name.clone(), version)],
+        ..KeyMemo::default()
+    };
+    Ok((changed, learned))
 }

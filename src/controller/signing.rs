@@ -89,9 +89,10 @@ pub(super) async fn key_and_token(
         kid: spec.kid.as_deref(),
     };
     let at_key = |failure| (Slot::Key, failure);
-    let key = keys::resolve(ctx, target, &key_request, memory)
+    let mut key = keys::resolve(ctx, target, &key_request, memory.recall())
         .await
         .map_err(at_key)?;
+    memory.learn_key(std::mem::take(&mut key.learned));
     if key.generated {
         ctx.metrics.keys_generated.inc();
         ctx.metrics.write("key_secret");
@@ -114,9 +115,10 @@ pub(super) async fn key_and_token(
         server_algorithms,
         now: SystemTime::now(),
     };
-    let mut rotation = rotate::advance(ctx, target, &key, &observed, memory)
+    let mut rotation = rotate::advance(ctx, target, &key, &observed, memory.recall())
         .await
         .map_err(at_key)?;
+    memory.learn_key(std::mem::take(&mut rotation.learned));
     draft.events.append(&mut rotation.events);
     draft.fields.key_rotation = rotation.status.clone();
     let shown = KeyShown {
@@ -138,7 +140,7 @@ pub(super) async fn key_and_token(
     let mut tokens = Tokens::default();
     let mut revisit = rotation.revisit;
     if let Some(next) = &rotation.trial {
-        let trial = token::refresh(ctx, &inputs(target, &found, next), memory).await;
+        let trial = token::refresh(ctx, &inputs(target, &found, next), memory.recall()).await;
         match trial.result {
             // The server's request slots were taken: nothing was tried.
             Ok(token::Outcome::Busy) => {
@@ -147,9 +149,11 @@ pub(super) async fn key_and_token(
             }
             Ok(token::Outcome::Good(good)) => {
                 tokens.learn(ctx, memory, trial.memo, authority);
-                let promoted = rotate::promote(ctx, target, &key, &rotation, next, memory)
-                    .await
-                    .map_err(at_key)?;
+                let mut promoted =
+                    rotate::promote(ctx, target, &key, &rotation, next, memory.recall())
+                        .await
+                        .map_err(at_key)?;
+                memory.learn_key(std::mem::take(&mut promoted.learned));
                 draft.events.push(promoted.event);
                 draft.fields.key_rotation = Some(promoted.status);
                 let note =
@@ -183,7 +187,7 @@ pub(super) async fn key_and_token(
             }
         }
     }
-    let step = token::refresh(ctx, &inputs(target, &found, &key.signing), memory).await;
+    let step = token::refresh(ctx, &inputs(target, &found, &key.signing), memory.recall()).await;
     tokens.learn(ctx, memory, step.memo, authority);
     match step.result {
         Ok(token::Outcome::Busy) if tokens.trial_failed => {

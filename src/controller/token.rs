@@ -12,13 +12,13 @@ use super::conditions::State;
 use super::decide::{self, TokenDue};
 use super::events::Happened;
 use super::exchange;
-use super::memory::{Pending, TokenMemo};
+use super::memory::{Pending, Recall, TokenMemo};
 use super::reason::{Failure, Reason};
 use super::schedule;
 use super::scopes;
 use super::secrets::{self, StoredToken, TokenSecretInput, rfc3339};
 use super::wait;
-use super::{ClientMemory, Context, KnownTokenSecret, PendingToken, Target};
+use super::{Context, KnownTokenSecret, PendingToken, Target};
 use crate::crd::FIELD_MANAGER;
 use crate::smart;
 
@@ -28,12 +28,12 @@ pub(super) use super::exchange::Inputs;
 /// shows that version still and the resource's generation is the same.
 pub(super) fn known(
     ctx: &Context,
-    memory: &ClientMemory,
+    recall: Recall<'_>,
     target: &Target<'_>,
     name: &str,
     generation: Option<i64>,
 ) -> Option<KnownTokenSecret> {
-    let known = memory.token_secret()?.clone();
+    let known = recall.token_secret?.clone();
     let version = ctx.own_secret_version(target.namespace, name)?;
     (known.name == name && known.version == version && known.generation == generation)
         .then_some(known)
@@ -114,7 +114,7 @@ impl Step {
 /// The token step: keep the token in the Secret while it is good, else
 /// obtain one and write it. Reads the client's memory, never writes it:
 /// what it learned comes back in [`Step::memo`].
-pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, memory: &ClientMemory) -> Step {
+pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, recall: Recall<'_>) -> Step {
     let Inputs {
         target,
         spec,
@@ -128,7 +128,7 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, memory: &ClientM
         .known
         .clone()
         .or_else(|| inputs.existing.and_then(secrets::read_token_secret));
-    let requested = wait::pending_refresh_request(memory, target, previous);
+    let requested = wait::pending_refresh_request(recall.handled_refresh, target, previous);
 
     // A token attempt that failed is retried when its backoff ends, even if
     // the stored token is still good (a requested refresh, a scope change,
@@ -138,7 +138,7 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, memory: &ClientM
             .conditions
             .iter()
             .any(|c| c.type_ == super::conditions::TOKEN_READY && c.status == "False");
-    let last_attempt_failed = memory.last_attempt_failed().unwrap_or(from_status);
+    let last_attempt_failed = recall.last_attempt_failed.unwrap_or(from_status);
     let refresh_at = stored.as_ref().map(|stored| {
         let jitter = stable_jitter(target.uid, stored.issued_at);
         let (issued, expires) = (stored.issued_at, stored.expires_at);
@@ -160,13 +160,13 @@ pub(super) async fn refresh(ctx: &Context, inputs: &Inputs<'_>, memory: &ClientM
     tracing::debug!(client = target.name, namespace = target.namespace, why = ?due, "requesting a token");
 
     let mut memo = TokenMemo::default();
-    let (token, issued_at) = match usable_pending(ctx, memory, &inputs_hash) {
+    let (token, issued_at) = match usable_pending(ctx, recall, &inputs_hash) {
         Some(pending) => {
             memo.pending = Pending::Dropped;
             (pending.token, pending.issued_at)
         }
         None => {
-            if memory.pending().is_some() {
+            if recall.pending.is_some() {
                 memo.pending = Pending::Dropped;
             }
             let exchange = exchange::request(ctx, inputs).await;
@@ -329,8 +329,8 @@ async fn keep(
     }
 }
 
-fn usable_pending(ctx: &Context, memory: &ClientMemory, inputs_hash: &str) -> Option<PendingToken> {
-    let pending = memory.pending()?;
+fn usable_pending(ctx: &Context, recall: Recall<'_>, inputs_hash: &str) -> Option<PendingToken> {
+    let pending = recall.pending?;
     let usable = pending.inputs_hash == inputs_hash
         && pending.token.expires_at
             > crate::checked_time::after(

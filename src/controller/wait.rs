@@ -91,7 +91,7 @@ pub(super) fn backoff_remaining(
     {
         return None;
     }
-    if pending_refresh_request(memory, target, previous).is_some() {
+    if pending_refresh_request(memory.recall().handled_refresh, target, previous).is_some() {
         return None;
     }
     let rotations = previous.key_rotation.as_ref();
@@ -111,11 +111,10 @@ pub(super) fn backoff_remaining(
 /// the status and with this process's own memory, since the watch cache can
 /// lag behind our last status write.
 pub(super) fn pending_refresh_request<'a>(
-    memory: &ClientMemory,
+    handled_here: Option<&str>,
     target: &'a Target<'_>,
     previous: &SmartBackendClientStatus,
 ) -> Option<&'a str> {
-    let handled_here = memory.handled_refresh();
     target.annotation(REFRESH_REQUESTED_ANNOTATION).filter(|v| {
         Some(*v) != previous.handled_refresh_request.as_deref() && Some(*v) != handled_here
     })

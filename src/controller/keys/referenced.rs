@@ -4,9 +4,10 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
+use super::super::Context;
 use super::super::Target;
+use super::super::memory::{KeyMemo, Recall};
 use super::super::reason::{Failure, Reason};
-use super::super::{ClientMemory, Context};
 use super::{KeyRequest, ResolvedKey, api_failure, bind, failure};
 use crate::crd::SIGNING_KEY_LABEL;
 use crate::smart::{KeyError, PrivateKey};
@@ -17,7 +18,7 @@ pub(super) async fn referenced(
     request: &KeyRequest<'_>,
     secret_name: &str,
     key_name: &str,
-    memory: &mut ClientMemory,
+    recall: Recall<'_>,
 ) -> Result<ResolvedKey, Failure> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
     let secret = api
@@ -82,13 +83,15 @@ pub(super) async fn referenced(
             ),
         ));
     }
-    let (signing, _) = bind(memory, &bytes.0, key, Some(algorithm), request.kid, &whose)?;
-    Ok(ResolvedKey {
-        signing,
-        secret_name: secret_name.to_string(),
-        generated: false,
-        regeneration_handled: None,
-        ring: None,
-        next: None,
-    })
+    let mut learned = KeyMemo::default();
+    let (signing, _) = bind(
+        recall,
+        &mut learned,
+        &bytes.0,
+        key,
+        Some(algorithm),
+        request.kid,
+        &whose,
+    )?;
+    Ok(ResolvedKey::new(signing, secret_name, learned))
 }

@@ -80,6 +80,7 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
         note: (!notes.is_empty()).then(|| notes.join("; ")),
         status: previous.key_rotation.clone(),
         events: Vec::new(),
+        learned: Default::default(),
     }
 }
 

@@ -22,6 +22,7 @@ fn rotation(status: Option<KeyRotationStatus>) -> Rotation {
         note: None,
         status,
         events: Vec::new(),
+        learned: Default::default(),
     }
 }
 

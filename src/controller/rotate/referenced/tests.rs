@@ -23,6 +23,7 @@ fn resolved(signing: &SigningKey, next: Option<&SigningKey>) -> ResolvedKey {
         regeneration_handled: None,
         ring: None,
         next: next.map(|n| Ok(n.clone())),
+        learned: Default::default(),
     }
 }
 
