@@ -5,6 +5,8 @@
 //! is ours, discover, resolve the key, then refresh the token when its time
 //! has come. Each step records a condition; one status patch ends it.
 
+#[cfg(test)]
+mod api_tests;
 mod ca_bundles;
 mod clock;
 mod conditions;

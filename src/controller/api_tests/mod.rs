@@ -1,0 +1,297 @@
+//! The reconcile against a mocked API server: each scenario pins the exact
+//! requests, in order (verb, path, field manager, force, what the body
+//! carries), and answers them. Milliseconds each; the real control plane
+//! is for the tests in `tests/`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::{Context, Failed, JwksDirectory, Settings, WatchedClient, reconcile};
+use crate::crd::{SmartBackendClient, SmartBackendClientSpec};
+use crate::metrics::Metrics;
+
+mod scenarios;
+
+pub(super) const NS: &str = "team";
+pub(super) const NAME: &str = "billing";
+pub(super) const UID: &str = "0b1e6d1e-0000-4000-8000-000000000001";
+
+/// One request the reconcile made.
+#[derive(Debug, Clone)]
+pub(super) struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+}
+
+impl Call {
+    /// The request's `name=value` query parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then_some(v)
+        })
+    }
+
+    /// Written under the operator's field manager.
+    pub fn by_operator(&self) -> bool {
+        self.param("fieldManager") == Some(crate::crd::FIELD_MANAGER)
+    }
+}
+
+/// What the mocked API server expects next, and how it answers.
+pub(super) struct Expect {
+    pub method: &'static str,
+    pub path: String,
+    pub status: u16,
+    pub answer: Value,
+    /// Answer with `answer` and the request's body laid over it, at a new
+    /// resource version: what the API server does for a create, an apply
+    /// or an update.
+    pub echo: bool,
+}
+
+impl Expect {
+    pub fn new(method: &'static str, path: impl Into<String>, status: u16, answer: Value) -> Self {
+        Expect {
+            method,
+            path: path.into(),
+            status,
+            answer,
+            echo: false,
+        }
+    }
+
+    /// A write that succeeds: the object as written, over `base`.
+    pub fn written(method: &'static str, path: impl Into<String>, base: Value) -> Self {
+        Expect {
+            echo: true,
+            ..Expect::new(method, path, 200, base)
+        }
+    }
+}
+
+/// `over` laid over `base`, objects merged key by key.
+fn overlay(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                overlay(base.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+pub(super) fn secret_path(name: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/secrets/{name}")
+}
+
+pub(super) fn secrets_path() -> String {
+    format!("/api/v1/namespaces/{NS}/secrets")
+}
+
+pub(super) fn status_path() -> String {
+    format!("/apis/smartbackend.dev/v1alpha1/namespaces/{NS}/smartbackendclients/{NAME}/status")
+}
+
+pub(super) fn events_path() -> String {
+    format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
+}
+
+/// The Kubernetes "not found" answer.
+pub(super) fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": format!("{reason} (mocked)")})
+}
+
+/// A client of the mocked server's namespace, with its uid and generation.
+pub(super) fn client(spec: Value) -> SmartBackendClient {
+    let spec: SmartBackendClientSpec = serde_json::from_value(spec).expect("a valid spec");
+    let mut sbc = SmartBackendClient::new(NAME, spec);
+    sbc.metadata.namespace = Some(NS.into());
+    sbc.metadata.uid = Some(UID.into());
+    sbc.metadata.generation = Some(1);
+    sbc
+}
+
+/// What a scenario saw: the reconcile's outcome and every request, with
+/// the ones no expectation was left for.
+pub(super) struct Seen {
+    pub result: Result<kube::runtime::controller::Action, Failed>,
+    pub calls: Vec<Call>,
+    pub unexpected: Vec<Call>,
+}
+
+/// Runs one reconcile of `sbc` against the mocked API server, which
+/// answers `expects` in order; panics on a request out of order.
+pub(super) async fn reconcile_once(
+    sbc: SmartBackendClient,
+    settings: Settings,
+    expects: Vec<Expect>,
+) -> Seen {
+    reconcile_holding(sbc, settings, expects, |_| ()).await
+}
+
+/// As [`reconcile_once`], with `hold(context)` kept for the reconcile's
+/// length (a server's request slot, say).
+pub(super) async fn reconcile_holding<H>(
+    sbc: SmartBackendClient,
+    settings: Settings,
+    expects: Vec<Expect>,
+    hold: impl FnOnce(&Context) -> H,
+) -> Seen {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, NS);
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            settings,
+            Arc::new(Metrics::default()),
+            Arc::new(JwksDirectory::default()),
+        )
+        .expect("context"),
+    );
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let unexpected = Arc::new(Mutex::new(Vec::new()));
+    let mismatch = Arc::new(Mutex::new(None::<String>));
+    let server = {
+        let (calls, unexpected, mismatch) = (calls.clone(), unexpected.clone(), mismatch.clone());
+        tokio::spawn(async move {
+            let mut expects = expects.into_iter();
+            let mut versions = 100;
+            while let Some((request, respond)) = handle.next_request().await {
+                let call = read(request).await;
+                let (code, answer) = match expects.next() {
+                    Some(expect) if expect.method == call.method && expect.path == call.path => {
+                        let mut answer = expect.answer;
+                        if expect.echo {
+                            overlay(&mut answer, &call.body);
+                            versions += 1;
+                            answer["metadata"]["resourceVersion"] = json!(versions.to_string());
+                        }
+                        calls.lock().unwrap().push(call);
+                        (expect.status, answer)
+                    }
+                    Some(expect) => {
+                        let said = format!(
+                            "expected {} {}, got {} {}",
+                            expect.method, expect.path, call.method, call.path
+                        );
+                        mismatch.lock().unwrap().get_or_insert(said);
+                        unexpected.lock().unwrap().push(call);
+                        (500, status(500, "InternalError"))
+                    }
+                    None => {
+                        unexpected.lock().unwrap().push(call);
+                        (500, status(500, "InternalError"))
+                    }
+                };
+                let body = serde_json::to_vec(&answer).unwrap();
+                let response = Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .unwrap();
+                respond.send_response(response);
+            }
+        })
+    };
+    let held = hold(&ctx);
+    let obj = Arc::new(WatchedClient(Ok(sbc)));
+    let result = tokio::time::timeout(Duration::from_secs(20), reconcile::reconcile(obj, ctx))
+        .await
+        .expect("the reconcile ends");
+    drop(held);
+    // The context (and with it the client) is gone: the server ends.
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the mocked server ends")
+        .unwrap();
+    if let Some(said) = mismatch.lock().unwrap().take() {
+        panic!("{said}; requests so far: {:#?}", calls.lock().unwrap());
+    }
+    let calls = std::mem::take(&mut *calls.lock().unwrap());
+    let unexpected = std::mem::take(&mut *unexpected.lock().unwrap());
+    Seen {
+        result,
+        calls,
+        unexpected,
+    }
+}
+
+async fn read(request: Request<Body>) -> Call {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Call {
+        method,
+        path,
+        query,
+        body,
+    }
+}
+
+/// A token endpoint on loopback that grants every request, and how many
+/// it has answered.
+pub(super) async fn token_server() -> (url::Url, Arc<Mutex<u32>>) {
+    token_server_refusing(None).await
+}
+
+/// As [`token_server`], refusing (401 `invalid_client`) assertions signed
+/// with the key `refused`.
+pub(super) async fn token_server_refusing(refused: Option<String>) -> (url::Url, Arc<Mutex<u32>>) {
+    let count = Arc::new(Mutex::new(0));
+    let counted = count.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(
+            move |form: axum::Form<std::collections::HashMap<String, String>>| {
+                let (counted, refused) = (counted.clone(), refused.clone());
+                async move {
+                    *counted.lock().unwrap() += 1;
+                    let assertion = form.get("client_assertion").cloned().unwrap_or_default();
+                    let kid = jsonwebtoken::decode_header(&assertion)
+                        .ok()
+                        .and_then(|h| h.kid);
+                    if refused.is_some() && kid == refused {
+                        let body =
+                            json!({"error": "invalid_client", "error_description": "unknown key"});
+                        return (http::StatusCode::UNAUTHORIZED, axum::Json(body));
+                    }
+                    let body = json!({
+                        "access_token": "mocked-token",
+                        "token_type": "bearer",
+                        "expires_in": 300,
+                        "scope": "system/Patient.rs"
+                    });
+                    (http::StatusCode::OK, axum::Json(body))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        url::Url::parse(&format!("http://{addr}/token")).unwrap(),
+        count,
+    )
+}
+
+/// Settings for loopback servers: plain http allowed.
+pub(super) fn settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.http.allow_http = true;
+    settings.http.destinations = crate::smart::DestinationPolicy {
+        allow_hosts: vec!["127.0.0.1".into()],
+        block_private: false,
+    };
+    settings
+}

@@ -1,0 +1,392 @@
+//! Each scenario: the resource, the server's answers, the exact requests.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const TOKEN: &str = "billing-token";
+const KEY: &str = "billing-signing-key";
+
+fn spec(token_endpoint: &url::Url) -> Value {
+    json!({
+        "fhirBaseUrl": "http://127.0.0.1:9/fhir",
+        "tokenEndpoint": token_endpoint.as_str(),
+        "clientId": "billing-service",
+        "scopes": ["system/Patient.rs"],
+        "signing": {"algorithm": "ES384"}
+    })
+}
+
+/// The resource as the API server holds it, for answers to status writes.
+fn resource(endpoint: &url::Url) -> Value {
+    serde_json::to_value(client(spec(endpoint))).unwrap()
+}
+
+fn requests(seen: &Seen) -> Vec<String> {
+    seen.calls
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_client_generates_its_key_publishes_it_and_asks_for_no_token_yet() {
+    let (endpoint, tokens) = token_server().await;
+    let sbc = client(spec(&endpoint));
+    let seen = reconcile_once(
+        sbc,
+        settings(),
+        vec![
+            Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
+            Expect::new("GET", secret_path(KEY), 404, status(404, "NotFound")),
+            Expect::written("POST", secrets_path(), json!({})),
+            Expect::written("PATCH", status_path(), resource(&endpoint)),
+            Expect::written("POST", events_path(), json!({})),
+        ],
+    )
+    .await;
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    let [get_token, get_key, create, patch, event] = &seen.calls[..] else {
+        panic!("{:#?}", requests(&seen));
+    };
+    assert!(get_token.body.is_null() && get_key.body.is_null());
+    // The key Secret: created (never applied over another's), by the
+    // operator, bound to this client's uid.
+    assert!(create.by_operator(), "{create:?}");
+    assert_eq!(create.body["metadata"]["name"], KEY);
+    assert_eq!(
+        create.body["metadata"]["annotations"]["smartbackend.dev/client-uid"],
+        UID
+    );
+    // The status: applied by the operator, forced (it owns the status),
+    // with the new key published and no token asked for yet.
+    assert!(
+        patch.by_operator() && patch.param("force") == Some("true"),
+        "{patch:?}"
+    );
+    let status = &patch.body["status"];
+    assert_eq!(status["algorithm"], "ES384");
+    let kid = status["kid"].as_str().unwrap();
+    assert_eq!(status["keys"][0]["state"], "Active");
+    assert!(status["publicJwks"].as_str().unwrap().contains(kid));
+    assert!(status["tokenExpiresAt"].is_null());
+    assert_eq!(event.body["reason"], "KeyGenerated");
+    assert_eq!(*tokens.lock().unwrap(), 0, "publish first, use after");
+    assert!(seen.result.is_ok());
+}
+
+/// The key Secret as the operator generates it for this client, and its kid.
+fn key_secret() -> (Value, String) {
+    let (secret, kid, _) = key_secret_rotating(false);
+    (secret, kid)
+}
+
+/// As [`key_secret`]; with `next`, a next key published an hour ago (its
+/// trial is due), whose kid comes third.
+fn key_secret_rotating(next: bool) -> (Value, String, String) {
+    use crate::controller::key_ring::Ring;
+    use crate::smart::{PrivateKey, SigningAlgorithm};
+    let private = PrivateKey::generate(SigningAlgorithm::ES384, 0).unwrap();
+    let pem = private.to_pkcs8_pem().unwrap();
+    let signing = private.into_signing_key(None, None).unwrap();
+    let mut secret =
+        crate::controller::secrets::build_key_secret(crate::controller::secrets::KeySecretInput {
+            name: KEY,
+            namespace: NS,
+            client_name: NAME,
+            client_uid: UID,
+            owner: None,
+            private_pem: &pem,
+            public_jwks: &signing.public_jwks().to_json(),
+            algorithm: SigningAlgorithm::ES384,
+            kid: signing.kid(),
+        });
+    let now = std::time::SystemTime::now();
+    let mut ring = Ring::single(&signing, now - Duration::from_secs(7200));
+    let mut next_kid = String::new();
+    if next {
+        let private = PrivateKey::generate(SigningAlgorithm::ES384, 0).unwrap();
+        let pem = private.to_pkcs8_pem().unwrap().into_bytes();
+        let next = private.into_signing_key(None, None).unwrap();
+        next_kid = next.kid().to_string();
+        let published = now - Duration::from_secs(3600);
+        ring = ring.with_next(next.public_jwk(), pem, SigningAlgorithm::ES384, published);
+    }
+    ring.store(&mut secret, None);
+    secret.metadata.resource_version = Some("7".into());
+    let kid = signing.kid().to_string();
+    (serde_json::to_value(secret).unwrap(), kid, next_kid)
+}
+
+#[tokio::test]
+async fn a_key_created_meanwhile_by_another_replica_is_adopted_and_signs() {
+    let (endpoint, tokens) = token_server().await;
+    let (theirs, kid) = key_secret();
+    let seen = reconcile_once(
+        client(spec(&endpoint)),
+        settings(),
+        vec![
+            Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
+            Expect::new("GET", secret_path(KEY), 404, status(404, "NotFound")),
+            Expect::new("POST", secrets_path(), 409, status(409, "AlreadyExists")),
+            Expect::new("GET", secret_path(KEY), 200, theirs),
+            Expect::written("PATCH", secret_path(TOKEN), json!({})),
+            Expect::written("PATCH", status_path(), resource(&endpoint)),
+            Expect::written("POST", events_path(), json!({})),
+        ],
+    )
+    .await;
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    assert_eq!(seen.calls.len(), 7, "{:#?}", requests(&seen));
+    let apply = &seen.calls[4];
+    assert!(apply.by_operator() && apply.param("force") == Some("true"));
+    assert_eq!(apply.body["metadata"]["name"], TOKEN);
+    let status = &seen.calls[5].body["status"];
+    assert_eq!(
+        status["kid"],
+        kid.as_str(),
+        "their key signs: one key, not two"
+    );
+    assert!(status["tokenExpiresAt"].is_string());
+    assert_eq!(seen.calls[6].body["reason"], "TokenIssued");
+    assert_eq!(*tokens.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_forbidden_read_is_said_on_the_resource_and_nothing_else_is_tried() {
+    let (endpoint, tokens) = token_server().await;
+    let seen = reconcile_once(
+        client(spec(&endpoint)),
+        settings(),
+        vec![
+            Expect::new("GET", secret_path(TOKEN), 403, status(403, "Forbidden")),
+            Expect::written("PATCH", status_path(), resource(&endpoint)),
+            Expect::written("POST", events_path(), json!({})),
+        ],
+    )
+    .await;
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    let ready = &seen.calls[1].body["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "Forbidden");
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("get") && message.contains(NS), "{message}");
+    assert_eq!(seen.calls[2].body["type"], "Warning");
+    assert_eq!(*tokens.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_client_backing_off_is_not_looked_at_at_all() {
+    let (endpoint, tokens) = token_server().await;
+    let mut sbc = client(spec(&endpoint));
+    let retry_at = std::time::SystemTime::now() + Duration::from_secs(120);
+    sbc.status = Some(crate::crd::SmartBackendClientStatus {
+        consecutive_failures: 2,
+        observed_generation: Some(1),
+        next_refresh_time: Some(crate::controller::secrets::rfc3339(retry_at)),
+        ..Default::default()
+    });
+    let seen = reconcile_once(sbc, settings(), vec![]).await;
+    assert!(
+        seen.calls.is_empty() && seen.unexpected.is_empty(),
+        "{:#?}",
+        seen.unexpected
+    );
+    assert_eq!(*tokens.lock().unwrap(), 0);
+    let requeue = seen.result.unwrap();
+    let wait = format!("{requeue:?}");
+    assert!(
+        wait.contains("requeue_after: Some"),
+        "back when the backoff ends: {wait}"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_server_means_no_request_and_no_write() {
+    let (endpoint, tokens) = token_server().await;
+    let (theirs, _) = key_secret();
+    let mut settings = settings();
+    settings.per_server_concurrency = 1;
+    let authority = endpoint.authority().to_string();
+    let seen = reconcile_holding(
+        client(spec(&endpoint)),
+        settings,
+        vec![
+            Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
+            Expect::new("GET", secret_path(KEY), 200, theirs),
+        ],
+        // This namespace's one request slot on the server is taken.
+        |ctx| ctx.servers.admit(&authority, NS, std::time::Instant::now()),
+    )
+    .await;
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    assert_eq!(seen.calls.len(), 2);
+    assert_eq!(*tokens.lock().unwrap(), 0);
+    assert!(seen.result.is_ok());
+}
+
+#[tokio::test]
+async fn a_rotation_that_loses_the_race_for_the_key_secret_writes_no_key_and_no_token() {
+    let (endpoint, tokens) = token_server().await;
+    let (theirs, kid) = key_secret();
+    let mut sbc = client(spec(&endpoint));
+    sbc.metadata.annotations = Some(
+        [(
+            crate::crd::ROTATE_KEY_ANNOTATION.to_string(),
+            "now".to_string(),
+        )]
+        .into(),
+    );
+    let seen = reconcile_once(
+        sbc,
+        settings(),
+        vec![
+            Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
+            Expect::new("GET", secret_path(KEY), 200, theirs.clone()),
+            // The rotation reads the Secret again and writes at that version.
+            Expect::new("GET", secret_path(KEY), 200, theirs),
+            Expect::new("PUT", secret_path(KEY), 409, status(409, "Conflict")),
+            Expect::written("PATCH", status_path(), resource(&endpoint)),
+            Expect::written("POST", events_path(), json!({})),
+        ],
+    )
+    .await;
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    let put = &seen.calls[3];
+    assert!(put.by_operator());
+    assert_eq!(
+        put.body["metadata"]["resourceVersion"], "7",
+        "compare and swap"
+    );
+    let status = &seen.calls[4].body["status"];
+    let key = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "KeyReady")
+        .unwrap();
+    assert_eq!(key["reason"], "KeySecretUnavailable");
+    assert!(key["message"].as_str().unwrap().contains("changed while"));
+    assert!(status["kid"].is_null() || status["kid"] == kid.as_str());
+    assert_eq!(*tokens.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_drifted_template_is_repaired_with_the_operators_fields_only() {
+    use crate::controller::secrets::{TokenSecretInput, build_token_secret, token_inputs_hash};
+    use crate::controller::validate::validate;
+    let (endpoint, tokens) = token_server().await;
+    let (theirs, kid) = key_secret();
+    let mut spec = spec(&endpoint);
+    spec["token"] = json!({"secretTemplate": {"labels": {"team": "billing"}}});
+    let sbc = client(spec);
+    let valid = validate(&sbc, NAME, settings().rules()).unwrap();
+    let issued = crate::controller::secrets::whole_second(std::time::SystemTime::now());
+    let token = crate::smart::AccessToken {
+        access_token: crate::smart::SecretString::new("stored-token"),
+        token_type: "Bearer".into(),
+        expires_in: Duration::from_secs(3600),
+        expires_in_defaulted: false,
+        expires_at: issued + Duration::from_secs(3600),
+        scope: Some("system/Patient.rs".into()),
+    };
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "smartbackend.dev/v1alpha1".into(),
+        kind: "SmartBackendClient".into(),
+        name: NAME.into(),
+        uid: UID.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let mut stored = build_token_secret(&TokenSecretInput {
+        spec: &valid,
+        namespace: NS,
+        client_name: NAME,
+        owner,
+        token: &token,
+        issued_at: issued,
+        inputs_hash: &token_inputs_hash(&valid, endpoint.as_str(), &kid),
+    });
+    // Someone removed the template's label and added one of their own.
+    let labels = stored.metadata.labels.as_mut().unwrap();
+    labels.remove("team");
+    labels.insert("backup.example/include".into(), "true".into());
+    stored.metadata.resource_version = Some("3".into());
+    let seen = reconcile_once(
+        sbc,
+        settings(),
+        vec![
+            Expect::new(
+                "GET",
+                secret_path(TOKEN),
+                200,
+                serde_json::to_value(&stored).unwrap(),
+            ),
+            Expect::new("GET", secret_path(KEY), 200, theirs),
+            Expect::written("PATCH", secret_path(TOKEN), json!({})),
+            Expect::written("PATCH", status_path(), resource(&endpoint)),
+        ],
+    )
+    .await;
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    let repair = &seen.calls[2];
+    assert!(repair.by_operator() && repair.param("force") == Some("true"));
+    let labels = &repair.body["metadata"]["labels"];
+    assert_eq!(labels["team"], "billing", "the template is restored");
+    assert!(
+        labels.get("backup.example/include").is_none(),
+        "another manager's label is not taken over: {labels}"
+    );
+    assert_eq!(
+        repair.body["data"],
+        serde_json::to_value(&stored).unwrap()["data"],
+        "the token is the one stored"
+    );
+    assert_eq!(*tokens.lock().unwrap(), 0, "no token requested");
+    assert_eq!(
+        seen.calls[3].body["status"]["conditions"][0]["status"],
+        "True"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_trial_backs_off_and_the_working_key_refreshes_in_the_same_reconcile() {
+    let (theirs, kid, next_kid) = key_secret_rotating(true);
+    let (endpoint, tokens) = token_server_refusing(Some(next_kid.clone())).await;
+    let mut sbc = client(spec(&endpoint));
+    let refresh = crate::crd::REFRESH_REQUESTED_ANNOTATION.to_string();
+    sbc.metadata.annotations = Some([(refresh, "r1".to_string())].into());
+    let seen = reconcile_once(
+        sbc,
+        settings(),
+        vec![
+            Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
+            Expect::new("GET", secret_path(KEY), 200, theirs),
+            // The trial is refused; the key Secret is not touched, and the
+            // working key's token is written.
+            Expect::written("PATCH", secret_path(TOKEN), json!({})),
+            Expect::written("PATCH", status_path(), resource(&endpoint)),
+            Expect::written("POST", events_path(), json!({})),
+            Expect::written("POST", events_path(), json!({})),
+        ],
+    )
+    .await;
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    assert_eq!(
+        *tokens.lock().unwrap(),
+        2,
+        "the trial, then the working key"
+    );
+    let status = &seen.calls[3].body["status"];
+    assert_eq!(status["kid"], kid.as_str(), "the working key still signs");
+    assert!(status["tokenExpiresAt"].is_string(), "and has a token");
+    assert_eq!(status["keyRotation"]["refusedTrials"], 1);
+    assert!(status["keyRotation"]["nextTrialTime"].is_string());
+    assert_eq!(
+        status["handledRefreshRequest"], "r1",
+        "the refresh request is met by the working key's token"
+    );
+    let reasons: Vec<&Value> = seen.calls[4..].iter().map(|c| &c.body["reason"]).collect();
+    assert_eq!(reasons, [&json!("NextKeyRefused"), &json!("TokenIssued")]);
+    let note = seen.calls[4].body["note"].as_str().unwrap();
+    assert!(note.contains(&next_kid), "{note}");
+}
