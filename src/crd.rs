@@ -222,8 +222,11 @@ pub enum KeyState {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyStatus {
+    /// The key's id, as the JWKS and the assertions' header carry it.
     pub kid: String,
     pub algorithm: SigningAlgorithm,
+    /// Next (published, not signing yet), Active (signing) or Retiring
+    /// (published until nothing it signed is valid).
     pub state: KeyState,
     /// When the key entered its state (RFC 3339).
     pub since: String,
@@ -236,10 +239,10 @@ pub struct KeyRotationStatus {
     /// The last rotate-key annotation value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_request: Option<String>,
-    /// Token requests signed with the next key that the server refused.
+    /// Trials of the next key in a row that brought no token.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refused_trials: u32,
-    /// When the next key is tried again after a refusal (RFC 3339).
+    /// When the next key is tried again after a failed trial (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_trial_time: Option<String>,
 }
@@ -330,27 +333,44 @@ pub struct SmartBackendClientStatus {
     /// message that says what to do when it is False.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The metadata.generation this status was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Where assertions are sent: spec.tokenEndpoint, or the one the
+    /// server's metadata names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
+    /// The algorithm the client's key signs with (RS384 or ES384).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<SigningAlgorithm>,
+    /// The kid of the key that signs assertions now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
+    /// The Secret holding the signing key (generated, or
+    /// spec.signing.keySecretRef).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_name: Option<String>,
+    /// The Secret workloads mount for the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_name: Option<String>,
+    /// The scopes the server granted with the current token, as it said
+    /// them (absent when it did not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granted_scopes: Option<String>,
     /// When the current token expires (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_expires_at: Option<String>,
+    /// When the current token was obtained (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<String>,
+    /// When the current token is planned to be replaced (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_time: Option<String>,
+    /// After a failure: when the operator tries again (RFC 3339). Absent
+    /// while nothing fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_time: Option<String>,
+    /// Failures in a row since the last success.
     #[serde(default)]
     pub consecutive_failures: u32,
     /// The public JWK Set to register with the EHR (inline), also served at
@@ -372,6 +392,8 @@ pub struct SmartBackendClientStatus {
     /// rotation the next one and the retiring one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyStatus>,
+    /// Where a generated key's rotation stands: the request last acted on,
+    /// and the refused trials of the next key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_rotation: Option<KeyRotationStatus>,
 }

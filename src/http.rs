@@ -78,13 +78,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let seconds = (state.earliest_expiry)()
-        .map(|t| match t.duration_since(SystemTime::now()) {
-            Ok(left) => left.as_secs_f64(),
-            Err(past) => -past.duration().as_secs_f64(),
-        })
-        .unwrap_or(0.0);
-    state.metrics.earliest_expiry_seconds.set(seconds);
+    let seconds = (state.earliest_expiry)().map(|t| match t.duration_since(SystemTime::now()) {
+        Ok(left) => left.as_secs_f64(),
+        Err(past) => -past.duration().as_secs_f64(),
+    });
+    state.metrics.set_earliest_expiry(seconds);
     let overdue = (state.overdue)().0.unwrap_or_default();
     state
         .metrics

@@ -32,6 +32,10 @@ pub struct WriteLabels {
     pub kind: &'static str,
 }
 
+/// A metric of one sample, or none.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NoLabels {}
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Counter,
@@ -41,7 +45,9 @@ pub struct Metrics {
     pub token_requests: Family<TokenRequestLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub keys_generated: Counter,
-    pub earliest_expiry_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// No sample while no token is known (a follower, or before the
+    /// first token): 0 would read as "expiring now".
+    earliest_expiry_seconds: Family<NoLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub leader: Gauge<i64, AtomicI64>,
     pub scope_narrowed: Counter,
     pub clock_skew_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -93,7 +99,8 @@ impl Default for Metrics {
             "Signing keys generated",
             keys_generated.clone(),
         );
-        let earliest_expiry_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let earliest_expiry_seconds =
+            Family::<NoLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "earliest_token_expiry_seconds",
             "Seconds until the earliest token this replica wrote expires",
@@ -170,6 +177,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Seconds until the earliest token this replica wrote expires
+    /// (negative once expired), or no sample when it knows of none.
+    pub fn set_earliest_expiry(&self, seconds: Option<f64>) {
+        match seconds {
+            Some(seconds) => {
+                self.earliest_expiry_seconds
+                    .get_or_create(&NoLabels {})
+                    .set(seconds);
+            }
+            None => self.earliest_expiry_seconds.clear(),
+        }
+    }
+
     pub fn observe_reconcile(&self, took: Duration) {
         self.reconciles.inc();
         self.reconcile_duration.observe(took.as_secs_f64());
@@ -196,5 +216,29 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earliest_expiry_has_no_sample_while_no_token_is_known() {
+        let metrics = Metrics::default();
+        let sample = |m: &Metrics| {
+            m.encode()
+                .lines()
+                .find(|l| l.starts_with("smart_backend_earliest_token_expiry_seconds"))
+                .map(str::to_string)
+        };
+        assert_eq!(sample(&metrics), None, "a follower says nothing, not 0");
+        metrics.set_earliest_expiry(Some(-3.0));
+        assert_eq!(
+            sample(&metrics).as_deref(),
+            Some("smart_backend_earliest_token_expiry_seconds -3.0")
+        );
+        metrics.set_earliest_expiry(None);
+        assert_eq!(sample(&metrics), None);
     }
 }

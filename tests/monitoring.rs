@@ -219,6 +219,7 @@ fn exported() -> BTreeSet<String> {
     metrics.failure("registration", "permanent");
     metrics.token_request("failure", "server_error");
     metrics.write("token_secret");
+    metrics.set_earliest_expiry(Some(120.0));
     metrics
         .encode()
         .lines()

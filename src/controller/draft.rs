@@ -87,7 +87,7 @@ impl Draft {
             }
         }
         self.fields.consecutive_failures = failures;
-        self.fields.next_refresh_time = Some(secrets::rfc3339_ceil(after(now, delay)));
+        self.fields.next_retry_time = Some(secrets::rfc3339_ceil(after(now, delay)));
         self.set(slot, State::failed(failure.reason, message));
         Requeue::After(delay.max(Duration::from_secs(1)))
     }

@@ -258,6 +258,7 @@ impl Tokens {
         fields.next_refresh_time = Some(rfc3339(good.next_refresh));
         fields.granted_scopes = good.granted_scope;
         fields.consecutive_failures = 0;
+        fields.next_retry_time = None;
         if let Some(value) = self.handled {
             fields.handled_refresh_request = Some(value);
         }

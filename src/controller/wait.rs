@@ -100,7 +100,10 @@ pub(super) fn backoff_remaining(
     if rotate.is_some() && rotate != handled {
         return None;
     }
-    let retry_at = secrets::parse_rfc3339(previous.next_refresh_time.as_deref()?)?;
+    // A status written before nextRetryTime existed kept the retry in
+    // nextRefreshTime.
+    let retry = previous.next_retry_time.as_ref();
+    let retry_at = secrets::parse_rfc3339(retry.or(previous.next_refresh_time.as_ref())?)?;
     retry_at
         .duration_since(backoff.now)
         .ok()

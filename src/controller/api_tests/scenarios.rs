@@ -182,7 +182,7 @@ async fn a_client_backing_off_is_not_looked_at_at_all() {
     sbc.status = Some(crate::crd::SmartBackendClientStatus {
         consecutive_failures: 2,
         observed_generation: Some(1),
-        next_refresh_time: Some(crate::controller::secrets::rfc3339(retry_at)),
+        next_retry_time: Some(crate::controller::secrets::rfc3339(retry_at)),
         ..Default::default()
     });
     let seen = reconcile_once(sbc, settings(), vec![]).await;

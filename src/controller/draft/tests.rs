@@ -49,7 +49,7 @@ fn a_transient_failure_is_counted_backed_off_and_says_when_it_is_retried() {
     assert_eq!(action, Requeue::After(Duration::from_secs(20)));
     assert_eq!(draft.fields.consecutive_failures, 3);
     assert_eq!(
-        draft.fields.next_refresh_time,
+        draft.fields.next_retry_time,
         Some(secrets::rfc3339(now() + Duration::from_secs(20)))
     );
     let token = draft.token.unwrap();

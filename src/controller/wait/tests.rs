@@ -125,7 +125,7 @@ fn failing() -> SmartBackendClientStatus {
     SmartBackendClientStatus {
         consecutive_failures: 2,
         observed_generation: Some(3),
-        next_refresh_time: Some(secrets::rfc3339(t(300))),
+        next_retry_time: Some(secrets::rfc3339(t(300))),
         handled_refresh_request: Some("old".into()),
         ..SmartBackendClientStatus::default()
     }
