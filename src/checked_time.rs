@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn the_latest_time_can_be_written_as_rfc3339() {
-        let written = crate::controller::secrets::rfc3339(latest());
+        let written = crate::controller::decide::secret_data::rfc3339(latest());
         assert_eq!(written, "9999-12-30T00:00:00Z");
         assert_eq!(
             humantime::format_rfc3339_seconds(latest()).to_string(),

@@ -5,11 +5,12 @@
 //! exchange) with no Kubernetes in it; [`cli`] holds the one-shot commands
 //! that `main.rs` wires to the command line.
 
+pub mod admin;
 pub mod checked_time;
 pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod http;
 pub mod metrics;
+pub mod runtime;
 pub mod sandbox;
 pub mod smart;

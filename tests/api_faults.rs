@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use smart_backend_operator::controller::secrets::{KID_ANNOTATION, PRIVATE_KEY_FILE};
+use smart_backend_operator::controller::decide::secret_data::{KID_ANNOTATION, PRIVATE_KEY_FILE};
 use smart_backend_operator::crd::SmartBackendClient;
 use support::api_proxy::{ApiProxy, Fault, Rule};
 use support::cluster::{TestNamespace, kubeconfig_path, wait_for};

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use smart_backend_operator::controller::secrets::parse_rfc3339;
+use smart_backend_operator::controller::decide::secret_data::parse_rfc3339;
 use support::cluster::{repo_root, wait_for};
 use support::fault_server::{Behaviour, FaultServer};
 use support::operator::Harness;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
-use smart_backend_operator::controller::secrets::parse_rfc3339;
+use smart_backend_operator::controller::decide::secret_data::parse_rfc3339;
 use smart_backend_operator::smart::SigningAlgorithm;
 use support::cluster::{self, wait_deleted, wait_for};
 use support::fault_server::{Behaviour, FaultServer};

@@ -5,7 +5,6 @@
 
 pub mod check;
 pub mod keys;
-mod lead;
 pub mod plugin;
 pub mod run;
 pub mod sandbox;

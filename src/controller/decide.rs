@@ -1,26 +1,43 @@
-//! The decisions a reconcile takes between reading and writing, as pure
-//! functions of what was read: whether to go on at all (backoff, spec,
-//! suspend), whether the token Secret found under the spec's name may be
-//! written, and what to do when the generated key's Secret is missing or
-//! was found, and whether the stored token is kept. The reconcile's other decisions live beside their data:
-//! [`super::wait`] (nothing changed), [`super::schedule`] (refresh time,
-//! backoff, Retry-After), [`super::rotation`] (each rotation step) and
-//! [`super::draft`] (a failure's condition and retry). `decide/tests.rs`
-//! holds their table tests.
+//! The decisions, pure: functions of plain values (what was read, the
+//! time, jitter), with no API client, no Context, no task and no network.
+//! A test (`decide/tests.rs`, `the_pure_modules_do_no_io`) holds the rule.
+//!
+//! This file takes the reconcile's first decisions: whether to go on at all
+//! (backoff, spec, suspend), whether the token Secret found under the
+//! spec's name may be written, what to do when the generated key's Secret
+//! is missing or was found, and whether the stored token is kept. Its
+//! modules hold the rest beside their data: [`wait`] (nothing changed),
+//! [`schedule`] (refresh time, backoff, Retry-After), [`rotation`] (each
+//! rotation step), [`draft`] (a failure's condition and retry, Ready),
+//! [`validate`] (the spec), [`reason`] (every condition reason),
+//! [`key_ring`] and [`secret_data`] (what the operator's Secrets hold).
+
+pub(crate) mod clock;
+pub(crate) mod conditions;
+pub(crate) mod draft;
+pub(crate) mod events;
+pub(crate) mod key_ring;
+pub mod reason;
+pub mod rotation;
+pub mod schedule;
+pub(crate) mod scopes;
+pub mod secret_data;
+pub mod validate;
+pub(crate) mod wait;
 
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::conditions::State;
-use super::reason::{Failure, Reason};
-use super::secrets;
-use super::validate::{self, ValidSpec};
+use crate::controller::decide::conditions::State;
+use crate::controller::decide::reason::{Failure, Reason};
+
+use crate::controller::decide::validate::ValidSpec;
 use crate::crd::{REGENERATE_KEY_ANNOTATION, SmartBackendClient};
 
 /// Whether a reconcile goes on, before it reads anything.
 #[derive(Debug)]
-pub(super) enum Gate {
+pub(in crate::controller) enum Gate {
     /// The last failure's retry time is ahead and nothing new asks for an
     /// earlier one: come back then, leaving the status as it is.
     BackingOff(Duration),
@@ -35,7 +52,7 @@ pub(super) enum Gate {
 
 /// A backoff still running ends the reconcile first (our own status
 /// write must not cut it short); then the spec is checked; then suspend.
-pub(super) fn gate(
+pub(in crate::controller) fn gate(
     sbc: &SmartBackendClient,
     name: &str,
     backoff: Option<Duration>,
@@ -63,7 +80,7 @@ pub(super) fn gate(
 /// Whether the token Secret found under the spec's name (if any) may be
 /// written: only an Opaque Secret this resource's operator wrote. Anything
 /// else is left untouched and reported.
-pub(super) fn token_target(
+pub(in crate::controller) fn token_target(
     existing: Option<&Secret>,
     name: &str,
     uid: &str,
@@ -79,7 +96,7 @@ pub(super) fn token_target(
             ),
         ));
     }
-    if !secrets::is_owned_by(secret, uid) {
+    if !secret_data::is_owned_by(secret, uid) {
         return Err(Failure::new(
             Reason::TargetSecretConflict,
             format!(
@@ -95,7 +112,7 @@ pub(super) fn token_target(
 /// that key: a new one is generated only when the user asks with a
 /// regenerate-key value not yet handled. `Ok` carries the request value
 /// this generation handles (if it answers one).
-pub(super) fn missing_key(
+pub(in crate::controller) fn missing_key(
     secret_name: &str,
     published_kid: Option<&str>,
     requested: Option<&str>,
@@ -116,7 +133,7 @@ pub(super) fn missing_key(
 
 /// What to do with a Secret found under the generated key's name.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Adoption {
+pub(in crate::controller) enum Adoption {
     /// Use it as it is.
     AsIs,
     /// Use it, after setting its owner reference to match
@@ -126,7 +143,7 @@ pub(super) enum Adoption {
 
 /// A Secret under the generated key's name is used only when the operator
 /// made it; its owner reference follows `generatedKeyPolicy`.
-pub(super) fn adoption(
+pub(in crate::controller) fn adoption(
     secret_name: &str,
     managed: bool,
     has_owner: bool,
@@ -152,7 +169,7 @@ pub(super) fn adoption(
 /// a bearer credential for its audience: with an arbitrary audience, a
 /// tenant could have the client's key sign one for another server (the
 /// EHR's token URL) while the request goes to a server of their own.
-pub(super) fn audience(
+pub(in crate::controller) fn audience(
     audience: Option<&str>,
     token_endpoint: &url::Url,
     issuer: Option<&str>,
@@ -180,7 +197,7 @@ pub(super) fn audience(
 
 /// What says which resource a generated key Secret belongs to.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Claim<'a> {
+pub(in crate::controller) struct Claim<'a> {
     /// The uid the Secret was made for (absent on keys made by versions
     /// before it was recorded).
     pub bound_uid: Option<&'a str>,
@@ -199,7 +216,10 @@ pub(super) struct Claim<'a> {
 /// as that client's: whoever creates a resource of the same name must not
 /// get assertions signed with it (pointed at a server of their own, with
 /// the EHR's token URL as audience) unless they say that they mean it.
-pub(super) fn key_claim(secret_name: &str, claim: &Claim<'_>) -> Result<bool, Failure> {
+pub(in crate::controller) fn key_claim(
+    secret_name: &str,
+    claim: &Claim<'_>,
+) -> Result<bool, Failure> {
     use crate::crd::ADOPT_KEY_ANNOTATION;
     match claim.bound_uid {
         Some(bound) if bound == claim.uid => return Ok(false),
@@ -222,7 +242,7 @@ pub(super) fn key_claim(secret_name: &str, claim: &Claim<'_>) -> Result<bool, Fa
 /// Whether the token step keeps the stored token or asks for a new one,
 /// and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum TokenDue {
+pub(in crate::controller) enum TokenDue {
     /// The stored token is good and its refresh time is ahead.
     Keep,
     /// No token is stored yet.
@@ -240,7 +260,7 @@ pub(super) enum TokenDue {
 }
 
 /// `stored` is the stored token's inputs hash and refresh time.
-pub(super) fn token_due(
+pub(in crate::controller) fn token_due(
     stored: Option<(&str, SystemTime)>,
     inputs_hash: &str,
     requested: bool,

@@ -7,47 +7,17 @@
 
 #[cfg(test)]
 mod api_tests;
-mod ca_bundles;
-mod clock;
-mod conditions;
-mod contain;
-mod decide;
-mod discover;
-mod discovery_cache;
-mod draft;
-mod events;
-mod exchange;
-pub mod jwks;
-mod key_ring;
-mod keys;
-mod memory;
-pub mod progress;
-pub mod reason;
-mod reconcile;
-mod requeue;
-mod rotate;
-pub mod rotation;
-pub mod schedule;
-mod scopes;
-mod secret_watches;
-pub mod secrets;
-mod servers;
-mod settings;
-mod signing;
-mod token;
-pub mod validate;
-mod wait;
-mod watch_scope;
-mod watch_tasks;
-mod watched;
-mod workers;
+pub mod decide;
+pub(crate) mod fairness;
+pub mod model;
+pub(crate) mod steps;
+pub mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -56,19 +26,16 @@ use kube::{Client, Resource};
 
 use crate::metrics::Metrics;
 use crate::smart::HttpClient;
-use discovery_cache::DiscoveryCache;
-pub use jwks::{JwksDirectory, Published, watch_for_jwks};
-pub(crate) use memory::{
-    ClientMemory, KnownKeySecret, KnownTokenSecret, Memories, PendingToken, Settled,
-};
-pub(crate) use requeue::Requeue;
-pub use schedule::Timing;
-use secret_watches::SecretWatches;
-pub use secret_watches::{SecretAccess, SecretGrant};
-pub use settings::{Clocks, RotationTiming, Settings};
-pub use watch_scope::check_selector;
-use watch_scope::watches;
-pub use watched::WatchedClient;
+pub use decide::schedule::Timing;
+use model::memory::Memories;
+pub use model::settings::{Clocks, RotationTiming, Settings};
+pub use model::settings::{SecretAccess, SecretGrant};
+use watch::discovery_cache::DiscoveryCache;
+pub use watch::jwks::{JwksDirectory, Published, watch_for_jwks};
+use watch::own_secrets::SecretWatches;
+pub use watch::scope::check_selector;
+use watch::scope::watches;
+pub use watch::watched::WatchedClient;
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -80,16 +47,16 @@ pub struct Context {
     http_with_ca: Mutex<HashMap<String, HttpClient>>,
     discovery: DiscoveryCache,
     reporter: Reporter,
-    servers: servers::Servers,
+    servers: fairness::servers::Servers,
     /// What this process knows about each client (by uid) that the watch
     /// cache may not show yet.
     memory: Memories,
     /// The watches on the Secrets the operator manages, while it leads.
     secret_watches: RwLock<Option<Arc<SecretWatches>>>,
     /// Each client's next planned look, for liveness.
-    progress: progress::Progress,
+    progress: model::progress::Progress,
     /// The reconcile workers' share per namespace.
-    workers: workers::Workers,
+    workers: fairness::workers::Workers,
     /// The watch caches of this term's controllers: which clients exist.
     stores: RwLock<Vec<reflector::Store<WatchedClient>>>,
 }
@@ -108,8 +75,8 @@ impl Context {
         };
         Ok(Self {
             discovery: DiscoveryCache::new(settings.discovery_ttl),
-            workers: workers::Workers::new(usize::from(settings.concurrency)),
-            servers: servers::Servers::new(
+            workers: fairness::workers::Workers::new(usize::from(settings.concurrency)),
+            servers: fairness::servers::Servers::new(
                 settings.per_server_concurrency,
                 usize::from(settings.concurrency),
             ),
@@ -122,7 +89,7 @@ impl Context {
             reporter,
             memory: Memories::default(),
             secret_watches: RwLock::new(None),
-            progress: progress::Progress::default(),
+            progress: model::progress::Progress::default(),
             stores: RwLock::new(Vec::new()),
         })
     }
@@ -232,23 +199,6 @@ impl Context {
     }
 }
 
-/// The object being reconciled, as the steps need it.
-pub struct Target<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub uid: &'a str,
-    pub owner: OwnerReference,
-    pub annotations: BTreeMap<String, String>,
-    pub status_kid: Option<&'a str>,
-    pub handled_key_regeneration: Option<&'a str>,
-}
-
-impl Target<'_> {
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations.get(key).map(String::as_str)
-    }
-}
-
 /// Errors that abort a reconcile (everything else becomes a condition).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -335,7 +285,7 @@ pub async fn run(
         let ctx = ctx.clone();
         controllers.push(async move {
             let run = controller
-                .run(reconcile::reconcile, error_policy, ctx)
+                .run(steps::reconcile::reconcile, error_policy, ctx)
                 .for_each(|_| futures_util::future::ready(()));
             tokio::select! {
                 () = run => {}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kube::api::Api;
 use serde_json::{Value, json};
-use smart_backend_operator::controller::secrets::parse_rfc3339;
+use smart_backend_operator::controller::decide::secret_data::parse_rfc3339;
 use smart_backend_operator::crd::SmartBackendClient;
 
 use super::fault_server::{Behaviour, FaultServer};

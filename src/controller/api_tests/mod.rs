@@ -10,19 +10,23 @@ use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
 
-use super::{Context, Failed, JwksDirectory, Settings, WatchedClient, reconcile};
+use crate::controller::model::settings::Settings;
+use crate::controller::steps::reconcile;
+use crate::controller::watch::jwks::JwksDirectory;
+use crate::controller::watch::watched::WatchedClient;
+use crate::controller::{Context, Failed};
 use crate::crd::{SmartBackendClient, SmartBackendClientSpec};
 use crate::metrics::Metrics;
 
 mod scenarios;
 
-pub(super) const NS: &str = "team";
-pub(super) const NAME: &str = "billing";
-pub(super) const UID: &str = "0b1e6d1e-0000-4000-8000-000000000001";
+pub(in crate::controller) const NS: &str = "team";
+pub(in crate::controller) const NAME: &str = "billing";
+pub(in crate::controller) const UID: &str = "0b1e6d1e-0000-4000-8000-000000000001";
 
 /// One request the reconcile made.
 #[derive(Debug, Clone)]
-pub(super) struct Call {
+pub(in crate::controller) struct Call {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -45,7 +49,7 @@ impl Call {
 }
 
 /// What the mocked API server expects next, and how it answers.
-pub(super) struct Expect {
+pub(in crate::controller) struct Expect {
     pub method: &'static str,
     pub path: String,
     pub status: u16,
@@ -88,29 +92,29 @@ fn overlay(base: &mut Value, over: &Value) {
     }
 }
 
-pub(super) fn secret_path(name: &str) -> String {
+pub(in crate::controller) fn secret_path(name: &str) -> String {
     format!("/api/v1/namespaces/{NS}/secrets/{name}")
 }
 
-pub(super) fn secrets_path() -> String {
+pub(in crate::controller) fn secrets_path() -> String {
     format!("/api/v1/namespaces/{NS}/secrets")
 }
 
-pub(super) fn status_path() -> String {
+pub(in crate::controller) fn status_path() -> String {
     format!("/apis/smartbackend.dev/v1alpha1/namespaces/{NS}/smartbackendclients/{NAME}/status")
 }
 
-pub(super) fn events_path() -> String {
+pub(in crate::controller) fn events_path() -> String {
     format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
 }
 
 /// The Kubernetes "not found" answer.
-pub(super) fn status(code: u16, reason: &str) -> Value {
+pub(in crate::controller) fn status(code: u16, reason: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": format!("{reason} (mocked)")})
 }
 
 /// A client of the mocked server's namespace, with its uid and generation.
-pub(super) fn client(spec: Value) -> SmartBackendClient {
+pub(in crate::controller) fn client(spec: Value) -> SmartBackendClient {
     let spec: SmartBackendClientSpec = serde_json::from_value(spec).expect("a valid spec");
     let mut sbc = SmartBackendClient::new(NAME, spec);
     sbc.metadata.namespace = Some(NS.into());
@@ -121,7 +125,7 @@ pub(super) fn client(spec: Value) -> SmartBackendClient {
 
 /// What a scenario saw: the reconcile's outcome and every request, with
 /// the ones no expectation was left for.
-pub(super) struct Seen {
+pub(in crate::controller) struct Seen {
     pub result: Result<kube::runtime::controller::Action, Failed>,
     pub calls: Vec<Call>,
     pub unexpected: Vec<Call>,
@@ -129,7 +133,7 @@ pub(super) struct Seen {
 
 /// Runs one reconcile of `sbc` against the mocked API server, which
 /// answers `expects` in order; panics on a request out of order.
-pub(super) async fn reconcile_once(
+pub(in crate::controller) async fn reconcile_once(
     sbc: SmartBackendClient,
     settings: Settings,
     expects: Vec<Expect>,
@@ -139,7 +143,7 @@ pub(super) async fn reconcile_once(
 
 /// As [`reconcile_once`], with `hold(context)` kept for the reconcile's
 /// length (a server's request slot, say).
-pub(super) async fn reconcile_holding<H>(
+pub(in crate::controller) async fn reconcile_holding<H>(
     sbc: SmartBackendClient,
     settings: Settings,
     expects: Vec<Expect>,
@@ -240,13 +244,15 @@ async fn read(request: Request<Body>) -> Call {
 
 /// A token endpoint on loopback that grants every request, and how many
 /// it has answered.
-pub(super) async fn token_server() -> (url::Url, Arc<Mutex<u32>>) {
+pub(in crate::controller) async fn token_server() -> (url::Url, Arc<Mutex<u32>>) {
     token_server_refusing(None).await
 }
 
 /// As [`token_server`], refusing (401 `invalid_client`) assertions signed
 /// with the key `refused`.
-pub(super) async fn token_server_refusing(refused: Option<String>) -> (url::Url, Arc<Mutex<u32>>) {
+pub(in crate::controller) async fn token_server_refusing(
+    refused: Option<String>,
+) -> (url::Url, Arc<Mutex<u32>>) {
     let count = Arc::new(Mutex::new(0));
     let counted = count.clone();
     let app = axum::Router::new().route(
@@ -286,7 +292,7 @@ pub(super) async fn token_server_refusing(refused: Option<String>) -> (url::Url,
 }
 
 /// Settings for loopback servers: plain http allowed.
-pub(super) fn settings() -> Settings {
+pub(in crate::controller) fn settings() -> Settings {
     let mut settings = Settings::default();
     settings.http.allow_http = true;
     settings.http.destinations = crate::smart::DestinationPolicy {

@@ -84,13 +84,13 @@ fn key_secret() -> (Value, String) {
 /// As [`key_secret`]; with `next`, a next key published an hour ago (its
 /// trial is due), whose kid comes third.
 fn key_secret_rotating(next: bool) -> (Value, String, String) {
-    use crate::controller::key_ring::Ring;
+    use crate::controller::decide::key_ring::Ring;
     use crate::smart::{PrivateKey, SigningAlgorithm};
     let private = PrivateKey::generate(SigningAlgorithm::ES384, 0).unwrap();
     let pem = private.to_pkcs8_pem().unwrap();
     let signing = private.into_signing_key(None, None).unwrap();
-    let mut secret =
-        crate::controller::secrets::build_key_secret(crate::controller::secrets::KeySecretInput {
+    let mut secret = crate::controller::decide::secret_data::build_key_secret(
+        crate::controller::decide::secret_data::KeySecretInput {
             name: KEY,
             namespace: NS,
             client_name: NAME,
@@ -100,7 +100,8 @@ fn key_secret_rotating(next: bool) -> (Value, String, String) {
             public_jwks: &signing.public_jwks().to_json(),
             algorithm: SigningAlgorithm::ES384,
             kid: signing.kid(),
-        });
+        },
+    );
     let now = std::time::SystemTime::now();
     let mut ring = Ring::single(&signing, now - Duration::from_secs(7200));
     let mut next_kid = String::new();
@@ -182,7 +183,7 @@ async fn a_client_backing_off_is_not_looked_at_at_all() {
     sbc.status = Some(crate::crd::SmartBackendClientStatus {
         consecutive_failures: 2,
         observed_generation: Some(1),
-        next_retry_time: Some(crate::controller::secrets::rfc3339(retry_at)),
+        next_retry_time: Some(crate::controller::decide::secret_data::rfc3339(retry_at)),
         ..Default::default()
     });
     let seen = reconcile_once(sbc, settings(), vec![]).await;
@@ -272,15 +273,17 @@ async fn a_rotation_that_loses_the_race_for_the_key_secret_writes_no_key_and_no_
 
 #[tokio::test]
 async fn a_drifted_template_is_repaired_with_the_operators_fields_only() {
-    use crate::controller::secrets::{TokenSecretInput, build_token_secret, token_inputs_hash};
-    use crate::controller::validate::validate;
+    use crate::controller::decide::secret_data::{
+        TokenSecretInput, build_token_secret, token_inputs_hash,
+    };
+    use crate::controller::decide::validate::validate;
     let (endpoint, tokens) = token_server().await;
     let (theirs, kid) = key_secret();
     let mut spec = spec(&endpoint);
     spec["token"] = json!({"secretTemplate": {"labels": {"team": "billing"}}});
     let sbc = client(spec);
     let valid = validate(&sbc, NAME, settings().rules()).unwrap();
-    let issued = crate::controller::secrets::whole_second(std::time::SystemTime::now());
+    let issued = crate::controller::decide::secret_data::whole_second(std::time::SystemTime::now());
     let token = crate::smart::AccessToken {
         access_token: crate::smart::SecretString::new("stored-token"),
         token_type: "Bearer".into(),

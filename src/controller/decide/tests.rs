@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::*;
-use crate::controller::validate::Rules;
-use crate::controller::validate::tests::sbc;
+use crate::controller::decide::validate::Rules;
+use crate::controller::decide::validate::tests::sbc;
 use crate::crd::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// What a gate decided, in words a table can hold.
@@ -417,4 +417,64 @@ fn an_audience_other_than_the_token_endpoint_or_issuer_is_refused_unless_allowed
         other.message
     );
     assert!(audience(Some("https://other.example/token"), &endpoint, None, true).is_ok());
+}
+
+/// The rule of `decide/`: decisions are functions of plain values. No file
+/// in it may reach the API server, the network, a task, the clock, chance,
+/// the Context, or the parts of the controller that act.
+#[test]
+fn the_pure_modules_do_no_io() {
+    const FORBIDDEN: [&str; 17] = [
+        "kube::Client",
+        "kube::api::Api",
+        "Api<",
+        "Api::",
+        "Context",
+        "tokio",
+        "reqwest",
+        "HttpClient",
+        "async fn",
+        ".await",
+        "std::fs",
+        "std::net",
+        "SystemTime::now()",
+        "Instant::now()",
+        "rand::",
+        "controller::steps",
+        "controller::watch",
+    ];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller");
+    let mut files = vec![root.join("decide.rs")];
+    let mut dirs = vec![root.join("decide")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 13, "{files:?}");
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        // A file's own inline tests may use what they like.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for (n, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for word in FORBIDDEN {
+                assert!(
+                    !line.contains(word) && !line.contains("controller::fairness"),
+                    "{}:{}: `{word}` in a pure module: {line}",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
 }

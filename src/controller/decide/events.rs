@@ -1,0 +1,122 @@
+//! The events the operator publishes about a client, each named once. A
+//! Ready condition that turns False is published under its [`Reason`]
+//! (see `draft.rs`); everything else that happens is one of these.
+
+use kube::runtime::events::{Event, EventType};
+
+use crate::controller::decide::reason::Reason;
+
+/// Something that happened to a client that a person may want to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Happened {
+    KeyGenerated,
+    TokenIssued,
+    ScopeNarrowed,
+    ClockSkew,
+    TokenEndpointChanged,
+    KeyRotationStarted,
+    KeyRotated,
+    KeyRetired,
+    KeyRotationNotPossible,
+    NextKeyRefused,
+    NextKeyTrialFailed,
+}
+
+impl Happened {
+    #[cfg(test)]
+    pub const ALL: [Happened; 11] = [
+        Happened::KeyGenerated,
+        Happened::TokenIssued,
+        Happened::ScopeNarrowed,
+        Happened::ClockSkew,
+        Happened::TokenEndpointChanged,
+        Happened::KeyRotationStarted,
+        Happened::KeyRotated,
+        Happened::KeyRetired,
+        Happened::KeyRotationNotPossible,
+        Happened::NextKeyRefused,
+        Happened::NextKeyTrialFailed,
+    ];
+
+    /// The event's reason, as `kubectl get events` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Happened::KeyGenerated => "KeyGenerated",
+            Happened::TokenIssued => "TokenIssued",
+            Happened::ScopeNarrowed => Reason::ScopeNarrowed.as_str(),
+            Happened::ClockSkew => "ClockSkew",
+            Happened::TokenEndpointChanged => "TokenEndpointChanged",
+            Happened::KeyRotationStarted => "KeyRotationStarted",
+            Happened::KeyRotated => "KeyRotated",
+            Happened::KeyRetired => "KeyRetired",
+            Happened::KeyRotationNotPossible => "KeyRotationNotPossible",
+            Happened::NextKeyRefused => "NextKeyRefused",
+            Happened::NextKeyTrialFailed => "NextKeyTrialFailed",
+        }
+    }
+
+    /// Whether a person should look (Warning) or it is news (Normal).
+    pub fn warns(self) -> bool {
+        matches!(
+            self,
+            Happened::ScopeNarrowed
+                | Happened::ClockSkew
+                | Happened::TokenEndpointChanged
+                | Happened::KeyRotationNotPossible
+                | Happened::NextKeyRefused
+                | Happened::NextKeyTrialFailed
+        )
+    }
+
+    /// What the operator was doing.
+    fn action(self) -> &'static str {
+        match self {
+            Happened::KeyGenerated => "GenerateKey",
+            Happened::TokenIssued | Happened::ScopeNarrowed | Happened::ClockSkew => "RequestToken",
+            Happened::TokenEndpointChanged => "Discover",
+            Happened::KeyRotationStarted
+            | Happened::KeyRotated
+            | Happened::KeyRetired
+            | Happened::KeyRotationNotPossible
+            | Happened::NextKeyRefused
+            | Happened::NextKeyTrialFailed => "RotateKey",
+        }
+    }
+
+    /// The event, with `note` saying what happened and what to do.
+    pub fn event(self, note: impl Into<String>) -> Event {
+        Event {
+            type_: if self.warns() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: self.as_str().into(),
+            note: Some(note.into()),
+            action: self.action().into(),
+            secondary: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_reason_is_distinct_and_documented() {
+        let readme = include_str!("../../../README.md");
+        let mut seen = std::collections::HashSet::new();
+        for happened in Happened::ALL {
+            let reason = happened.as_str();
+            assert!(seen.insert(reason), "{reason} twice");
+            assert!(
+                readme.contains(&format!("`{reason}`")),
+                "the README's events table names `{reason}`"
+            );
+            let event = happened.event("n");
+            assert_eq!(event.reason, reason);
+            assert_eq!(event.type_ == EventType::Warning, happened.warns());
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The key and token steps of a reconcile: find the signing key, take the
+//! rotation's step, publish the JWKS, then keep the token fresh (with the
+//! next key when this request is a rotation's trial).
+
+use std::time::{Duration, SystemTime};
+
+use crate::controller::decide::events::Happened;
+use crate::controller::model::requeue::Requeue;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::Event;
+
+use crate::controller::Context;
+use crate::controller::decide::conditions::State;
+use crate::controller::decide::draft::{Draft, Slot};
+use crate::controller::decide::key_ring::Ring;
+use crate::controller::decide::reason::{Failure, Reason};
+use crate::controller::decide::secret_data::{StoredToken, rfc3339};
+use crate::controller::decide::validate::ValidSpec;
+use crate::controller::model::memory::ClientMemory;
+use crate::controller::model::memory::TokenMemo;
+use crate::controller::model::target::Target;
+use crate::controller::steps::discover::Discovered;
+use crate::controller::steps::exchange;
+use crate::controller::steps::keys::{self, KeyRequest};
+use crate::controller::steps::rotate;
+use crate::controller::steps::token;
+use crate::crd::{SmartBackendClient, SmartBackendClientStatus};
+use crate::smart::{HttpClient, SigningKey};
+
+/// Between generating a key and the first token request that uses it.
+const KEY_PUBLICATION_DELAY: Duration = Duration::from_secs(1);
+
+/// What the token step needs that the earlier steps found.
+pub(in crate::controller) struct Found<'a> {
+    pub sbc: &'a SmartBackendClient,
+    pub spec: &'a ValidSpec,
+    pub previous: &'a SmartBackendClientStatus,
+    pub http: &'a HttpClient,
+    pub discovered: &'a Discovered,
+    pub existing_token: Option<&'a Secret>,
+    pub known_token: Option<StoredToken>,
+}
+
+/// How the steps ended when none failed.
+pub(in crate::controller) enum Ended {
+    /// The draft holds what was found: the status is composed from it.
+    Evaluated {
+        requeue: Requeue,
+        /// When the rotation wants to look again, if before the refresh.
+        revisit: Option<SystemTime>,
+    },
+    /// Nothing was evaluated (a backoff runs, or the server's request
+    /// slots were taken): the status stays as it was.
+    Deferred(Requeue),
+}
+
+impl Ended {
+    pub fn evaluated(requeue: Requeue) -> Self {
+        Ended::Evaluated {
+            requeue,
+            revisit: None,
+        }
+    }
+}
+
+/// The key step, the rotation's step and the token step, composed: each
+/// returns what it found and did, and this is the one place that records
+/// it in the draft (conditions, status fields, events) and in the client's
+/// memory.
+pub(in crate::controller) async fn key_and_token(
+    ctx: &Context,
+    target: &Target<'_>,
+    found: Found<'_>,
+    draft: &mut Draft,
+    memory: &mut ClientMemory,
+) -> Result<Ended, (Slot, Failure)> {
+    let Found {
+        sbc,
+        spec,
+        previous,
+        discovered,
+        ..
+    } = found;
+    let server_algorithms = discovered.config.as_ref().and_then(|c| {
+        c.token_endpoint_auth_signing_alg_values_supported
+            .as_deref()
+    });
+    let key_request = KeyRequest {
+        source: &spec.key,
+        algorithm: discovered.algorithm,
+        explicit_algorithm: spec.algorithm,
+        server_algorithms,
+        kid: spec.kid.as_deref(),
+    };
+    let at_key = |failure| (Slot::Key, failure);
+    let mut key = keys::resolve(ctx, target, &key_request, memory.recall())
+        .await
+        .map_err(at_key)?;
+    memory.learn_key(std::mem::take(&mut key.learned));
+    if key.generated {
+        ctx.metrics.keys_generated.inc();
+        ctx.metrics.write("key_secret");
+        draft.events.push(Happened::KeyGenerated.event(format!(
+            "generated a {} key (kid {}) in Secret {}; register its public JWKS (status.publicJwks or the operator's /jwks/{}/{}) with the EHR",
+            key.signing.algorithm(),
+            key.signing.kid(),
+            key.secret_name,
+            target.namespace,
+            target.name
+        )));
+    }
+    if key.regeneration_handled.is_some() {
+        draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
+    }
+    let observed = rotate::Observed {
+        spec,
+        previous,
+        preferred: discovered.algorithm,
+        server_algorithms,
+        now: SystemTime::now(),
+    };
+    let mut rotation = rotate::advance(ctx, target, &key, &observed, memory.recall())
+        .await
+        .map_err(at_key)?;
+    memory.learn_key(std::mem::take(&mut rotation.learned));
+    draft.events.append(&mut rotation.events);
+    draft.fields.key_rotation = rotation.status.clone();
+    let shown = KeyShown {
+        signing: &key.signing,
+        secret_name: &key.secret_name,
+        ring: &rotation.ring,
+        note: rotation.note.clone(),
+    };
+    record_key(ctx, target, sbc, shown.clone(), draft);
+    draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
+    if key.generated {
+        // Publish first, use after: the status (and so every replica's JWKS
+        // endpoint) carries the new key before any server is asked to
+        // verify a signature made with it.
+        return Ok(Ended::evaluated(Requeue::After(KEY_PUBLICATION_DELAY)));
+    }
+
+    let authority = found.discovered.token_endpoint.authority();
+    let mut tokens = Tokens::default();
+    let mut revisit = rotation.revisit;
+    if let Some(next) = &rotation.trial {
+        let trial = token::refresh(ctx, &inputs(target, &found, next), memory.recall()).await;
+        match trial.result {
+            // The server's request slots were taken: nothing was tried.
+            Ok(token::Outcome::Busy) => {
+                tokens.learn(ctx, memory, trial.memo, authority);
+                return Ok(Ended::Deferred(
+                    crate::controller::fairness::servers::come_back_shortly(),
+                ));
+            }
+            Ok(token::Outcome::Good(good)) => {
+                tokens.learn(ctx, memory, trial.memo, authority);
+                let mut promoted =
+                    rotate::promote(ctx, target, &key, &rotation, next, memory.recall())
+                        .await
+                        .map_err(at_key)?;
+                memory.learn_key(std::mem::take(&mut promoted.learned));
+                draft.events.push(promoted.event);
+                draft.fields.key_rotation = Some(promoted.status);
+                let note =
+                    rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &promoted.ring);
+                let shown = KeyShown {
+                    signing: next,
+                    secret_name: &key.secret_name,
+                    ring: &promoted.ring,
+                    note,
+                };
+                record_key(ctx, target, sbc, shown, draft);
+                let next_refresh = good.next_refresh;
+                tokens.record(draft, good);
+                return Ok(evaluated(next_refresh, promoted.revisit));
+            }
+            // Not accepted, for whatever reason (a refusal, a 500, a body
+            // that is not JSON): the trial backs off and the working key
+            // refreshes now, as if no trial had been made.
+            Err(failure) => {
+                tokens.learn(ctx, memory, trial.memo.of_failed_trial(), authority);
+                let refused =
+                    rotate::not_accepted(&rotation, previous, next, &failure, SystemTime::now());
+                draft.events.push(refused.event);
+                draft.fields.key_rotation = Some(refused.status);
+                revisit = Some(refused.again);
+                let note =
+                    rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &rotation.ring);
+                let shown = KeyShown { note, ..shown };
+                record_key(ctx, target, sbc, shown, draft);
+                tokens.trial_failed = true;
+            }
+        }
+    }
+    let step = token::refresh(ctx, &inputs(target, &found, &key.signing), memory.recall()).await;
+    tokens.learn(ctx, memory, step.memo, authority);
+    match step.result {
+        Ok(token::Outcome::Busy) if tokens.trial_failed => {
+            // The working key found the server busy: its condition stays,
+            // but the trial's backoff is written, or the next look tries
+            // again at once.
+            Ok(Ended::Evaluated {
+                requeue: crate::controller::fairness::servers::come_back_shortly(),
+                revisit,
+            })
+        }
+        Ok(token::Outcome::Busy) => Ok(Ended::Deferred(
+            crate::controller::fairness::servers::come_back_shortly(),
+        )),
+        Ok(token::Outcome::Good(good)) => {
+            let next_refresh = good.next_refresh;
+            tokens.record(draft, good);
+            Ok(evaluated(next_refresh, revisit))
+        }
+        Err(mut failure) => {
+            if let Some(value) = tokens.handled {
+                draft.fields.handled_refresh_request = Some(value);
+            }
+            if let Some(note) = &tokens.clock_note {
+                failure.message = format!("{note}; {}", failure.message);
+            }
+            Err((Slot::Token, failure))
+        }
+    }
+}
+
+/// What the token steps of one reconcile said, gathered for the draft.
+#[derive(Default)]
+struct Tokens {
+    /// The note TokenReady carries while the server's clock disagrees.
+    clock_note: Option<String>,
+    /// The refresh request acted on.
+    handled: Option<String>,
+    trial_failed: bool,
+    events: Vec<Event>,
+}
+
+impl Tokens {
+    /// Puts what a token step learned into the client's memory, and notes
+    /// what the server's clock says.
+    fn learn(&mut self, ctx: &Context, memory: &mut ClientMemory, memo: TokenMemo, server: &str) {
+        if memo.handled_request.is_some() {
+            self.handled = memo.handled_request.clone();
+        }
+        let observed = memo.clock_skew;
+        let was = memory.learn(memo);
+        let now = observed.or(was);
+        let threshold = ctx.settings.clocks.skew_warning;
+        let (note, event) = exchange::clock_report(was, now, threshold, server);
+        self.clock_note = note;
+        self.events.extend(event);
+    }
+
+    /// A good token: TokenReady, the token's status fields, its events.
+    fn record(self, draft: &mut Draft, good: token::Good) {
+        let mut state = good.state;
+        if let Some(note) = &self.clock_note {
+            state.message = format!("{note}; {}", state.message);
+        }
+        let fields = &mut draft.fields;
+        fields.token_expires_at = Some(rfc3339(good.expires_at));
+        if good.new || fields.last_refresh_time.is_none() {
+            fields.last_refresh_time = Some(rfc3339(good.issued_at));
+        }
+        fields.next_refresh_time = Some(rfc3339(good.next_refresh));
+        fields.granted_scopes = good.granted_scope;
+        fields.consecutive_failures = 0;
+        fields.next_retry_time = None;
+        if let Some(value) = self.handled {
+            fields.handled_refresh_request = Some(value);
+        }
+        draft.events.extend(self.events);
+        draft.events.extend(good.events);
+        draft.token = Some(state);
+    }
+}
+
+/// The requeue after a good token: its next refresh, or the rotation's next
+/// look when that comes first.
+fn evaluated(next_refresh: SystemTime, revisit: Option<SystemTime>) -> Ended {
+    let look = revisit.map_or(next_refresh, |r| r.min(next_refresh));
+    let wait = look.duration_since(SystemTime::now()).unwrap_or_default();
+    Ended::Evaluated {
+        requeue: Requeue::After(wait.max(Duration::from_secs(1))),
+        revisit,
+    }
+}
+
+fn inputs<'a>(
+    target: &'a Target<'a>,
+    found: &'a Found<'a>,
+    key: &'a SigningKey,
+) -> token::Inputs<'a> {
+    token::Inputs {
+        target,
+        spec: found.spec,
+        http: found.http,
+        token_endpoint: &found.discovered.token_endpoint,
+        key,
+        existing: found.existing_token,
+        known: found.known_token.clone(),
+        generation: found.sbc.metadata.generation,
+        previous: found.previous,
+        jwks_set: found.sbc.spec.signing.jwks_set.as_deref(),
+    }
+}
+
+/// What the Key condition and the key fields show.
+#[derive(Clone)]
+struct KeyShown<'a> {
+    signing: &'a SigningKey,
+    secret_name: &'a str,
+    ring: &'a Ring,
+    note: Option<String>,
+}
+
+/// The Key condition, the key fields of the status and the published JWKS.
+fn record_key(
+    ctx: &Context,
+    target: &Target<'_>,
+    sbc: &SmartBackendClient,
+    shown: KeyShown<'_>,
+    draft: &mut Draft,
+) {
+    let KeyShown {
+        signing,
+        secret_name,
+        ring,
+        note,
+    } = shown;
+    let jwks = ring.published().to_json();
+    let jwks_set = sbc.spec.signing.jwks_set.clone();
+    ctx.jwks.publish(
+        target.namespace,
+        target.name,
+        crate::controller::watch::jwks::Published {
+            jwks: jwks.clone(),
+            set: jwks_set.clone(),
+        },
+    );
+    let mut message = format!(
+        "{} key, kid {}, in Secret {secret_name}",
+        signing.algorithm(),
+        signing.kid(),
+    );
+    if let Some(note) = note {
+        message = format!("{message}; {note}");
+    }
+    draft.set(Slot::Key, State::ok(Reason::KeyReady, message));
+    draft.fields.algorithm = Some(signing.algorithm());
+    draft.fields.kid = Some(signing.kid().to_string());
+    draft.fields.key_secret_name = Some(secret_name.to_string());
+    draft.fields.public_jwks = Some(jwks);
+    draft.fields.keys = ring.status();
+    draft.fields.jwks_uri = ctx.settings.jwks_public_url.as_ref().map(|base| {
+        crate::controller::watch::jwks::public_uri(
+            base,
+            target.namespace,
+            target.name,
+            jwks_set.as_deref(),
+        )
+    });
+}

@@ -1,0 +1,443 @@
+//! Finding the signing key: a referenced Secret read on demand, or the
+//! operator's generated `<name>-signing-key`, created when absent and never
+//! replaced silently once its public key has been published.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::controller::decide::reason::{Failure, Reason};
+use crate::controller::decide::{self, Adoption};
+mod referenced;
+
+use crate::controller::Context;
+use crate::controller::decide::key_ring::Ring;
+use crate::controller::decide::secret_data::{self, PRIVATE_KEY_FILE};
+use crate::controller::decide::validate::KeySource;
+use crate::controller::model::memory::KnownKeySecret;
+use crate::controller::model::memory::{KeyMemo, Recall};
+use crate::controller::model::target::Target;
+use crate::crd::{
+    ADOPT_KEY_ANNOTATION, CLIENT_UID_ANNOTATION, FIELD_MANAGER, GeneratedKeyPolicy,
+    REGENERATE_KEY_ANNOTATION,
+};
+use crate::smart::{PrivateKey, SigningAlgorithm, SigningKey};
+
+/// The key, ready to sign, and where it came from.
+pub struct ResolvedKey {
+    pub signing: SigningKey,
+    pub secret_name: String,
+    /// A new key was generated in this reconcile.
+    pub generated: bool,
+    /// The regenerate-key annotation value this reconcile acted on.
+    pub regeneration_handled: Option<String>,
+    /// For a key the operator generated: every key its Secret holds.
+    pub ring: Option<Ring>,
+    /// For a key the user provides: their next key, to publish (or why it
+    /// cannot be).
+    pub next: Option<Result<SigningKey, Failure>>,
+    /// What the client's memory keeps of this step.
+    pub learned: KeyMemo,
+}
+
+impl ResolvedKey {
+    fn new(signing: SigningKey, secret_name: &str, learned: KeyMemo) -> Self {
+        ResolvedKey {
+            signing,
+            secret_name: secret_name.to_string(),
+            generated: false,
+            regeneration_handled: None,
+            ring: None,
+            next: None,
+            learned,
+        }
+    }
+}
+
+pub(in crate::controller) fn failure(reason: Reason, message: String) -> Failure {
+    Failure::new(reason, message)
+}
+
+pub(in crate::controller) fn api_failure(
+    verb: &str,
+    target: &Target<'_>,
+    secret: &str,
+    error: kube::Error,
+) -> Failure {
+    Failure::api(
+        Reason::KeySecretUnavailable,
+        verb,
+        target.namespace,
+        secret,
+        &error,
+    )
+}
+
+/// What the reconciler knows when it needs the key.
+pub struct KeyRequest<'a> {
+    pub source: &'a KeySource,
+    /// The algorithm chosen for a generated key (explicit or from metadata).
+    pub algorithm: SigningAlgorithm,
+    /// Set when the user named one: a referenced key must match it.
+    pub explicit_algorithm: Option<SigningAlgorithm>,
+    /// The server's list, when it published one.
+    pub server_algorithms: Option<&'a [String]>,
+    pub kid: Option<&'a str>,
+}
+
+/// The signing key. Reads the client's recall, never writes it: what it
+/// learned comes back in [`ResolvedKey::learned`].
+pub async fn resolve(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    recall: Recall<'_>,
+) -> Result<ResolvedKey, Failure> {
+    match request.source {
+        KeySource::Referenced {
+            secret_name,
+            key,
+            next,
+        } => {
+            let mut resolved =
+                referenced::referenced(ctx, target, request, secret_name, key, recall).await?;
+            if let Some((next_secret, next_key)) = next {
+                // Bound apart (what it learned is dropped), so that the
+                // signing key's binding stays cached.
+                let scratch = Recall::default();
+                let next =
+                    referenced::referenced(ctx, target, request, next_secret, next_key, scratch);
+                // A next key that cannot be used is reported, and the current
+                // key goes on signing.
+                resolved.next = Some(next.await.map(|n| n.signing));
+            }
+            Ok(resolved)
+        }
+        KeySource::Generated {
+            secret_name,
+            policy,
+            rsa_bits,
+        } => {
+            let params = (*policy, *rsa_bits);
+            generated(ctx, target, request, secret_name, params, recall).await
+        }
+    }
+}
+
+/// Binds a parsed key to its algorithm and kid. Binding derives the public
+/// key (for P-384 a scalar multiplication in pure Rust, a third of the
+/// operator's CPU per refresh in the steady-state profile) and parses the
+/// key into aws-lc, so the result is kept per client for as long as the key
+/// bytes, algorithm and kid stay the same. Returns it with that fingerprint;
+/// a key bound now is also noted in `memo`, for the memory to keep.
+pub(in crate::controller) fn bind(
+    recall: Recall<'_>,
+    memo: &mut KeyMemo,
+    bytes: &[u8],
+    key: PrivateKey,
+    algorithm: Option<SigningAlgorithm>,
+    kid: Option<&str>,
+    whose: &str,
+) -> Result<(SigningKey, [u8; 32]), Failure> {
+    let fingerprint = fingerprint(bytes, algorithm, kid);
+    let cached = recall.bound_key(&fingerprint).cloned();
+    if let Some(signing) = cached {
+        return Ok((signing, fingerprint));
+    }
+    let signing = key
+        .into_signing_key(algorithm, kid.map(str::to_string))
+        .map_err(|e| {
+            failure(Reason::KeyInvalid,
+                format!("{whose}: {e}; set spec.signing.algorithm to match the key, or provide a key of the right type"),
+            )
+        })?;
+    memo.bound = Some((fingerprint, signing.clone()));
+    Ok((signing, fingerprint))
+}
+
+/// What identifies a bound key: its bytes, algorithm and kid.
+pub(in crate::controller) fn fingerprint(
+    bytes: &[u8],
+    algorithm: Option<SigningAlgorithm>,
+    kid: Option<&str>,
+) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(bytes);
+    hash.update([0]);
+    hash.update(algorithm.map(|a| a.as_str()).unwrap_or("-"));
+    hash.update([0]);
+    hash.update(kid.unwrap_or("-"));
+    <[u8; 32]>::from(hash.finalize())
+}
+
+/// A new private key and its PKCS#8 PEM, made off the async threads.
+pub(in crate::controller) async fn generate(
+    algorithm: SigningAlgorithm,
+    rsa_bits: usize,
+) -> Result<(PrivateKey, String), Failure> {
+    let key = tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm, rsa_bits))
+        .await
+        .map_err(|e| {
+            failure(
+                Reason::KeyGenerationFailed,
+                format!("key generation did not finish: {e}"),
+            )
+        })?
+        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| failure(Reason::KeyGenerationFailed, e.to_string()))?;
+    Ok((key, pem))
+}
+
+async fn generated(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    (policy, rsa_bits): (GeneratedKeyPolicy, usize),
+    recall: Recall<'_>,
+) -> Result<ResolvedKey, Failure> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), target.namespace);
+    let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
+    if let Some(known) = known_key(ctx, recall, target, request, secret_name, owner.is_some()) {
+        return Ok(known);
+    }
+    if let Some(existing) = api
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| api_failure("get", target, secret_name, e))?
+    {
+        return adopt(&api, target, request, secret_name, existing, owner, recall).await;
+    }
+
+    // The key is gone: generate one, unless its public key was published.
+    let regeneration_handled = decide::missing_key(
+        secret_name,
+        target.status_kid,
+        target.annotation(REGENERATE_KEY_ANNOTATION),
+        target.handled_key_regeneration,
+    )?;
+
+    let algorithm = request.algorithm;
+    let (key, pem) = generate(algorithm, rsa_bits).await?;
+    let mut learned = KeyMemo::default();
+    let (signing, fingerprint) = bind(
+        recall,
+        &mut learned,
+        pem.as_bytes(),
+        key,
+        Some(algorithm),
+        request.kid,
+        "the generated key",
+    )?;
+    let owned = owner.is_some();
+    let ring = Ring::single(&signing, std::time::SystemTime::now());
+    let mut secret = secret_data::build_key_secret(secret_data::KeySecretInput {
+        name: secret_name,
+        namespace: target.namespace,
+        client_name: target.name,
+        client_uid: target.uid,
+        owner,
+        private_pem: &pem,
+        public_jwks: &signing.public_jwks().to_json(),
+        algorithm,
+        kid: signing.kid(),
+    });
+    ring.store(&mut secret, None);
+    // A plain create of a fixed name: of two racing reconciles (or
+    // replicas) exactly one succeeds, and the other adopts its key.
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(created) => {
+            let known = (fingerprint, ring.clone());
+            learned.key_secret = known_key_secret(request, secret_name, &created, owned, known);
+            Ok(ResolvedKey {
+                generated: true,
+                regeneration_handled,
+                ring: Some(ring),
+                ..ResolvedKey::new(signing, secret_name, learned)
+            })
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = api
+                .get(secret_name)
+                .await
+                .map_err(|e| api_failure("get", target, secret_name, e))?;
+            let owner = (policy == GeneratedKeyPolicy::Delete).then(|| target.owner.clone());
+            adopt(&api, target, request, secret_name, existing, owner, recall).await
+        }
+        Err(e) => Err(api_failure("create", target, secret_name, e)),
+    }
+}
+
+async fn adopt(
+    api: &Api<Secret>,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    existing: Secret,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    recall: Recall<'_>,
+) -> Result<ResolvedKey, Failure> {
+    let has_owner = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == target.owner.uid);
+    let managed = secret_data::is_managed(&existing);
+    let adoption = decide::adoption(secret_name, managed, has_owner, owner.is_some())?;
+    let bound_uid = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLIENT_UID_ANNOTATION))
+        .map(String::as_str);
+    let stamp = decide::key_claim(
+        secret_name,
+        &decide::Claim {
+            bound_uid,
+            uid: target.uid,
+            signed_before: target.status_kid.is_some(),
+            adopt: target.annotation(ADOPT_KEY_ANNOTATION),
+        },
+    )?;
+    let pem = existing
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PRIVATE_KEY_FILE))
+        .ok_or_else(|| {
+            failure(
+                Reason::KeyInvalid,
+                format!("Secret {secret_name} has no {PRIVATE_KEY_FILE}"),
+            )
+        })?;
+    let whose = format!("the generated key in Secret {secret_name}");
+    let key = PrivateKey::parse(&pem.0)
+        .map_err(|e| failure(Reason::KeyInvalid, format!("{whose} cannot be used: {e}")))?;
+    // A key of another algorithm than the one now wanted keeps signing
+    // until a rotation replaces it (see rotate.rs).
+    let algorithm = key.algorithm();
+    let mut learned = KeyMemo::default();
+    let bound = bind(
+        recall,
+        &mut learned,
+        &pem.0,
+        key,
+        Some(algorithm),
+        request.kid,
+        &whose,
+    );
+    let (signing, fingerprint) = bound?;
+    let ring = Ring::read(&existing, &signing).map_err(|e| {
+        failure(
+            Reason::KeyInvalid,
+            format!("{whose}: {e}; restore the Secret from a backup (or delete it and annotate this resource with {REGENERATE_KEY_ANNOTATION}, then register the new key)"),
+        )
+    })?;
+    let read_at = existing.metadata.resource_version.clone();
+    learned.seen.push((secret_name.to_string(), read_at));
+    let owned = owner.is_some();
+    // Keep the owner reference in step with generatedKeyPolicy; this is the
+    // only write to an existing key Secret, and only when the policy changed.
+    // The uid is stamped on a key adopted (by request, or made by an
+    // earlier version for this resource), in the same write.
+    let mut metadata = serde_json::Map::new();
+    if let Adoption::SetOwner(_) = adoption {
+        // Others' owner references stay: a merge patch replaces the list.
+        let owners = secret_data::owners_with(&existing, &target.owner.uid, owner);
+        metadata.insert("ownerReferences".into(), json!(owners));
+    }
+    if stamp {
+        metadata.insert(
+            "annotations".into(),
+            json!({ CLIENT_UID_ANNOTATION: target.uid }),
+        );
+    }
+    let current = if metadata.is_empty() {
+        existing
+    } else {
+        // At the version read: a Secret changed since is read again, not
+        // overwritten.
+        metadata.insert(
+            "resourceVersion".into(),
+            json!(existing.metadata.resource_version),
+        );
+        let patch = json!({ "metadata": metadata });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch(secret_name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_failure("patch", target, secret_name, e))?
+    };
+    let known = (fingerprint, ring.clone());
+    learned.key_secret = known_key_secret(request, secret_name, &current, owned, known);
+    Ok(ResolvedKey {
+        ring: Some(ring),
+        ..ResolvedKey::new(signing, secret_name, learned)
+    })
+}
+
+/// The generated key as this process last saw it, when the watch shows its
+/// Secret unchanged since and nothing asks for a different key: no read,
+/// no parse. The key itself is the one `bind` keeps.
+fn known_key(
+    ctx: &Context,
+    recall: Recall<'_>,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    owned: bool,
+) -> Option<ResolvedKey> {
+    let version = ctx.own_secret_version(target.namespace, secret_name)?;
+    let known = recall.key_secret?;
+    let (fingerprint, signing) = recall.bound?;
+    let same = known.name == secret_name
+        && known.version == version
+        && known.kid.as_deref() == request.kid
+        && known.owned == owned
+        && known.fingerprint == fingerprint;
+    let signing = same.then(|| signing.clone())?;
+    let ring = known.ring(&signing);
+    let learned = KeyMemo {
+        seen: vec![(secret_name.to_string(), Some(version))],
+        ..KeyMemo::default()
+    };
+    Some(ResolvedKey {
+        ring: Some(ring),
+        ..ResolvedKey::new(signing, secret_name, learned)
+    })
+}
+
+/// The generated key's Secret as just read or written, as memory keeps it.
+fn known_key_secret(
+    request: &KeyRequest<'_>,
+    secret_name: &str,
+    secret: &Secret,
+    owned: bool,
+    (fingerprint, ring): ([u8; 32], Ring),
+) -> Option<KnownKeySecret> {
+    secret.metadata.resource_version.clone().map(|version| {
+        let kid = request.kid.map(str::to_string);
+        KnownKeySecret::new(
+            secret_name.to_string(),
+            version,
+            kid,
+            owned,
+            fingerprint,
+            ring,
+        )
+    })
+}

@@ -1,0 +1,134 @@
+//! Leadership: the Lease that decides which replica writes, and the loop
+//! that runs the controllers only while this replica holds it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::controller::{self, Context};
+use crate::metrics::Metrics;
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub duration: Duration,
+}
+
+pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Takes part in the election. Returns the "leading" channel and the task
+/// that keeps the Lease: once every receiver of the channel is dropped, the
+/// task releases the Lease (if held) and ends, so a replica that stops
+/// gracefully hands over at once instead of after the lease duration.
+pub(crate) async fn lease(
+    client: kube::Client,
+    election: &LeaderElection,
+) -> anyhow::Result<(watch::Receiver<bool>, JoinHandle<()>)> {
+    let seconds = election.duration.as_secs().max(2);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(seconds)
+        .with_grace((seconds / 3).max(1))
+        .build()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "leader election on Lease {}/{} failed: {e}",
+                election.namespace,
+                election.lease_name
+            )
+        })?;
+    let (leading, task) = manager.watch().await;
+    // If the lease task dies, this replica can no longer know whether it
+    // leads: say so loudly; `lead` sees the channel close and stops.
+    let keeper = tokio::spawn(async move {
+        match task.await {
+            Ok(Err(error)) => tracing::error!(%error, "the leader-election task failed"),
+            Ok(Ok(_)) => tracing::info!("leader lease released"),
+            Err(_) => {}
+        }
+    });
+    Ok((leading, keeper))
+}
+
+/// How long a stopping replica waits for its Lease to be released.
+pub(crate) const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the controllers while `leading` is true; stops them the moment it
+/// turns false. Returns when `stopped` turns true, or with an error if the
+/// lease channel closes.
+pub(crate) async fn lead(
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    mut leading: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            changed = leading.wait_for(|l| *l) => {
+                if changed.is_err() {
+                    anyhow::bail!("leader election stopped; exiting so that the replica restarts");
+                }
+            }
+            () = wait_true(stopped.clone()) => return Ok(()),
+        }
+        tracing::info!("leading: starting the controllers");
+        // Nothing learned in an earlier term is trusted: another leader
+        // may have written since.
+        ctx.forget_leader_state();
+        metrics.leader.set(1);
+        let mut controllers =
+            tokio::spawn(controller::run(ctx.clone(), wait_true(stopped.clone())));
+        let outcome = tokio::select! {
+            lost = leading.wait_for(|l| !*l) => if lost.is_err() { Some(Err(())) } else { None },
+            () = wait_true(stopped.clone()) => Some(Ok(())),
+            ended = &mut controllers => {
+                // The controllers stop on the same signal as this loop:
+                // whichever the select sees first, a stop is a clean exit.
+                if *stopped.borrow() {
+                    metrics.leader.set(0);
+                    return Ok(());
+                }
+                // Nothing reconciles any more while this replica holds the
+                // Lease: every tenant would wait. Give the Lease up (by
+                // returning, which drops the channel) and exit non-zero, so
+                // that a standby leads and the kubelet restarts this one.
+                metrics.leader.set(0);
+                let why = match ended {
+                    Err(join) if join.is_panic() => "a controller panicked".to_string(),
+                    Err(join) => format!("the controllers' task ended: {join}"),
+                    Ok(()) => "the controllers returned".to_string(),
+                };
+                anyhow::bail!("{why} while this replica led; exiting so that another replica leads");
+            }
+        };
+        metrics.leader.set(0);
+        match outcome {
+            // Lost the lease: stop writing at once.
+            None => {
+                controllers.abort();
+                // The JWKS this replica published as leader may be replaced
+                // by the new leader; from now on it serves what the status
+                // says, like any other replica.
+                ctx.forget_leader_state();
+                tracing::warn!("lost the leader lease: controllers stopped");
+            }
+            Some(Ok(())) => {
+                let _ = controllers.await;
+                return Ok(());
+            }
+            Some(Err(())) => {
+                controllers.abort();
+                anyhow::bail!("leader election stopped; exiting so that the replica restarts");
+            }
+        }
+    }
+}
