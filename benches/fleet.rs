@@ -29,7 +29,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
-use smart_backend_operator::controller::decide::schedule::{Timing, refresh_lead};
+use smart_backend_operator::controller::Timing;
+use smart_backend_operator::controller::decide::schedule::refresh_lead;
 use smart_backend_operator::controller::decide::secret_data::{
     EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, parse_rfc3339,
 };

@@ -26,9 +26,8 @@ use kube::{Client, Resource};
 
 use crate::metrics::Metrics;
 use crate::smart::HttpClient;
-pub use decide::schedule::Timing;
 use model::memory::Memories;
-pub use model::settings::{Clocks, RotationTiming, Settings};
+pub use model::settings::{Clocks, RotationTiming, Settings, Timing};
 pub use model::settings::{SecretAccess, SecretGrant};
 use watch::discovery_cache::DiscoveryCache;
 pub use watch::jwks::{JwksDirectory, Published, watch_for_jwks};

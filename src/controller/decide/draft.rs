@@ -12,8 +12,9 @@ use kube::runtime::events::{Event, EventType};
 use crate::checked_time::after;
 use crate::controller::decide::conditions::{self, State};
 use crate::controller::decide::reason::{Class, Failure, Reason};
-use crate::controller::decide::schedule::{self, Timing};
+use crate::controller::decide::schedule;
 use crate::controller::decide::secret_data;
+use crate::controller::model::settings::Timing;
 use crate::crd::SmartBackendClientStatus;
 
 /// Which condition a step reports on.

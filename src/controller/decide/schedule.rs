@@ -4,43 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use crate::controller::decide::reason::Class;
+use crate::controller::model::settings::Timing;
 
 /// A mounted Secret reaches a pod up to kubelet's sync period plus its
 /// cache delay after it is written: about two minutes in the worst case.
 pub const PROPAGATION_LEAD: Duration = Duration::from_secs(150);
-
-/// Scheduling knobs, from the operator's flags.
-#[derive(Clone, Debug)]
-pub struct Timing {
-    /// Never refresh more often than this, whatever the token lifetime.
-    pub min_refresh_interval: Duration,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    /// Longest wait honoured from a server's Retry-After.
-    pub retry_after_max: Duration,
-    /// Safety retry for permanent errors (bad registration, bad spec).
-    pub permanent_retry: Duration,
-    /// The first retry of a client the server does not know yet; it
-    /// doubles up to `registration_retry_max`. Registering is a person's
-    /// work at the EHR: asking every few seconds only fills its logs
-    /// (`kubectl smart refresh` asks at once when it is done).
-    pub registration_retry: Duration,
-    pub registration_retry_max: Duration,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Self {
-            min_refresh_interval: Duration::from_secs(30),
-            backoff_base: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(300),
-            retry_after_max: Duration::from_secs(3600),
-            permanent_retry: Duration::from_secs(1800),
-            registration_retry: Duration::from_secs(120),
-            registration_retry_max: Duration::from_secs(1800),
-        }
-    }
-}
 
 /// How long before expiry to refresh: `refresh_before` if set, otherwise
 /// half the lifetime but at least [`PROPAGATION_LEAD`] where the lifetime

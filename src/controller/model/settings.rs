@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use crate::controller::decide::schedule::Timing;
 use crate::smart::HttpPolicy;
 
 /// Operator-wide settings, from the `run` flags.
@@ -42,7 +41,7 @@ impl Settings {
     /// What validation admits beyond the schema.
     pub fn rules(&self) -> crate::controller::decide::validate::Rules {
         let waits = self.rotation;
-        let lifetime = crate::controller::steps::exchange::assertion_lifetime(&self.clocks);
+        let lifetime = self.clocks.assertion_lifetime();
         crate::controller::decide::validate::Rules {
             allow_http: self.http.allow_http,
             rotation_floor: waits
@@ -85,12 +84,64 @@ pub struct Clocks {
     pub skew_warning: Duration,
 }
 
+impl Clocks {
+    /// How long an assertion is valid after it is signed, within what
+    /// SMART allows (`exp - iat` at most 300 s, `iat` backdated).
+    pub fn assertion_lifetime(&self) -> Duration {
+        self.assertion_lifetime.clamp(
+            Duration::from_secs(1),
+            crate::smart::assertion::MAX_LIFETIME - self.backdate(),
+        )
+    }
+
+    /// How far `iat` is backdated: the flag, at most a minute.
+    pub fn backdate(&self) -> Duration {
+        self.assertion_backdate.min(MAX_BACKDATE)
+    }
+}
+
+/// The most `iat` is backdated, whatever the flag says.
+const MAX_BACKDATE: Duration = Duration::from_secs(60);
+
 impl Default for Clocks {
     fn default() -> Self {
         Self {
             assertion_backdate: crate::smart::assertion::DEFAULT_BACKDATE,
             assertion_lifetime: crate::smart::assertion::DEFAULT_LIFETIME,
             skew_warning: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Scheduling knobs, from the operator's flags.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// Never refresh more often than this, whatever the token lifetime.
+    pub min_refresh_interval: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Longest wait honoured from a server's Retry-After.
+    pub retry_after_max: Duration,
+    /// Safety retry for permanent errors (bad registration, bad spec).
+    pub permanent_retry: Duration,
+    /// The first retry of a client the server does not know yet; it
+    /// doubles up to `registration_retry_max`. Registering is a person's
+    /// work at the EHR: asking every few seconds only fills its logs
+    /// (`kubectl smart refresh` asks at once when it is done).
+    pub registration_retry: Duration,
+    pub registration_retry_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            min_refresh_interval: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            retry_after_max: Duration::from_secs(3600),
+            permanent_retry: Duration::from_secs(1800),
+            registration_retry: Duration::from_secs(120),
+            registration_retry_max: Duration::from_secs(1800),
         }
     }
 }

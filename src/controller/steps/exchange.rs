@@ -17,8 +17,7 @@ use crate::controller::fairness::servers::Admission;
 use crate::controller::model::target::Target;
 use crate::crd::SmartBackendClientStatus;
 use crate::smart::{
-    self, AccessToken, AssertionParams, HttpClient, HttpError, SigningKey, TokenError,
-    TokenRequest, assertion,
+    self, AccessToken, AssertionParams, HttpClient, HttpError, SigningKey, TokenError, TokenRequest,
 };
 
 pub(in crate::controller) struct Inputs<'a> {
@@ -95,9 +94,8 @@ pub(in crate::controller) async fn request(ctx: &Context, inputs: &Inputs<'_>) -
         .unwrap_or_else(|| inputs.token_endpoint.to_string());
     let mut params = AssertionParams::new(&inputs.spec.client_id, &audience);
     params.jku = inputs.spec.jku.as_deref();
-    let backdate = ctx.settings.clocks.assertion_backdate;
-    params.backdate = backdate.min(MAX_BACKDATE);
-    params.lifetime = assertion_lifetime(&ctx.settings.clocks);
+    params.backdate = ctx.settings.clocks.backdate();
+    params.lifetime = ctx.settings.clocks.assertion_lifetime();
     let issued_at = secret_data::whole_second(SystemTime::now());
     let assertion = match smart::assertion::sign(inputs.key, &params) {
         Ok(assertion) => assertion,
@@ -155,20 +153,6 @@ pub(in crate::controller) async fn request(ctx: &Context, inputs: &Inputs<'_>) -
     };
     Exchange { result, sent }
 }
-
-/// How long an assertion is valid after it is signed, within what SMART
-/// allows (`exp - iat` at most 300 s, `iat` backdated).
-pub(in crate::controller) fn assertion_lifetime(
-    clocks: &crate::controller::model::settings::Clocks,
-) -> Duration {
-    let backdate = clocks.assertion_backdate.min(MAX_BACKDATE);
-    clocks
-        .assertion_lifetime
-        .clamp(Duration::from_secs(1), assertion::MAX_LIFETIME - backdate)
-}
-
-/// The most `iat` is backdated, whatever the flag says.
-const MAX_BACKDATE: Duration = Duration::from_secs(60);
 
 /// What the server's clock means for TokenReady and the events, from the
 /// skew its last answer showed (`now`) and the one before (`was`): past the

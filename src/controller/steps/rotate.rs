@@ -46,9 +46,7 @@ pub(in crate::controller) fn waits(ctx: &Context) -> Waits {
     Waits {
         jwks_max_age: ctx.settings.rotation.jwks_max_age,
         margin: ctx.settings.rotation.margin,
-        assertion_lifetime: crate::controller::steps::exchange::assertion_lifetime(
-            &ctx.settings.clocks,
-        ),
+        assertion_lifetime: ctx.settings.clocks.assertion_lifetime(),
     }
 }
 
