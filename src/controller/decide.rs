@@ -284,4 +284,6 @@ pub(in crate::controller) fn token_due(
 }
 
 #[cfg(test)]
+mod purity_tests;
+#[cfg(test)]
 mod tests;

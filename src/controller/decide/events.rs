@@ -4,6 +4,8 @@
 
 use kube::runtime::events::{Event, EventType};
 
+use crate::crd::SmartBackendClientStatus;
+
 use crate::controller::decide::reason::Reason;
 
 /// Something that happened to a client that a person may want to know.
@@ -99,6 +101,23 @@ impl Happened {
     }
 }
 
+/// A Warning when the token endpoint's host differs from the one the last
+/// token came from: assertions (and the client's identity) now go
+/// elsewhere, which a person should know about.
+pub fn endpoint_moved(previous: &SmartBackendClientStatus, now: &url::Url) -> Option<Event> {
+    let before = url::Url::parse(previous.token_endpoint.as_deref()?).ok()?;
+    if before.host_str() == now.host_str()
+        && before.port_or_known_default() == now.port_or_known_default()
+    {
+        return None;
+    }
+    Some(Happened::TokenEndpointChanged.event(format!(
+        "the token endpoint moved from {} to {} (the server's metadata or the resource changed); assertions are now sent there",
+        before.authority(),
+        now.authority()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +137,20 @@ mod tests {
             assert_eq!(event.reason, reason);
             assert_eq!(event.type_ == EventType::Warning, happened.warns());
         }
+    }
+
+    #[test]
+    fn a_token_endpoint_on_another_host_is_an_event_and_a_new_path_is_not() {
+        let previous = SmartBackendClientStatus {
+            token_endpoint: Some("https://ehr.example/oauth/token".into()),
+            ..Default::default()
+        };
+        let same_host = url::Url::parse("https://ehr.example/v2/token").unwrap();
+        assert!(endpoint_moved(&previous, &same_host).is_none());
+        let moved = url::Url::parse("https://login.elsewhere.example/token").unwrap();
+        let event = endpoint_moved(&previous, &moved).unwrap();
+        assert_eq!(event.reason, "TokenEndpointChanged");
+        assert!(event.note.unwrap().contains("login.elsewhere.example"));
+        assert!(endpoint_moved(&SmartBackendClientStatus::default(), &moved).is_none());
     }
 }

@@ -3,8 +3,17 @@
 //! fewer scopes than requested; both are said plainly instead of being
 //! papered over with the request.
 
-use crate::controller::decide::conditions::State;
+use std::time::SystemTime;
+
+use kube::runtime::events::Event;
+
+use crate::controller::decide::conditions::{State, TOKEN_READY};
+use crate::controller::decide::events::Happened;
 use crate::controller::decide::reason::Reason;
+use crate::controller::decide::secret_data::rfc3339;
+use crate::controller::decide::validate::ValidSpec;
+use crate::crd::SmartBackendClientStatus;
+use crate::smart::AccessToken;
 
 /// The requested scopes the granted list lacks, in request order.
 pub fn missing<'a>(requested: &'a str, granted: &str) -> Vec<&'a str> {
@@ -41,6 +50,46 @@ pub fn token_state(requested: &str, granted: Option<&str>, validity: String) -> 
             }
         }
     }
+}
+
+/// What TokenReady and the events say of a token obtained now, to be
+/// refreshed at `next`: the first token is news, a narrowed grant is a
+/// Warning once (not again while it stays narrowed).
+pub fn obtained(
+    spec: &ValidSpec,
+    previous: &SmartBackendClientStatus,
+    token: &AccessToken,
+    next: SystemTime,
+) -> (State, Vec<Event>) {
+    let mut events = Vec::new();
+    if previous.token_expires_at.is_none() {
+        events.push(Happened::TokenIssued.event(format!(
+            "first access token written to Secret {}",
+            spec.token_secret_name
+        )));
+    }
+    let mut message = format!(
+        "token valid until {}; next refresh at {}",
+        rfc3339(token.expires_at),
+        rfc3339(next)
+    );
+    if token.expires_in_defaulted {
+        message.push_str(&format!(
+            "; the server gave no expires_in, so {}s is assumed",
+            crate::smart::token::DEFAULT_EXPIRES_IN.as_secs()
+        ));
+    }
+    let state = token_state(&spec.scope, token.scope.as_deref(), message);
+    if state.reason == Reason::ScopeNarrowed {
+        let was_narrowed = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == TOKEN_READY && c.reason == Reason::ScopeNarrowed.as_str());
+        if !was_narrowed {
+            events.push(Happened::ScopeNarrowed.event(state.message.clone()));
+        }
+    }
+    (state, events)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::controller::model::memory::TokenMemo;
 use crate::controller::model::target::Target;
 use crate::controller::steps::discover::Discovered;
 use crate::controller::steps::exchange;
-use crate::controller::steps::keys::{self, KeyRequest};
+use crate::controller::steps::keys::{self, KeyRequest, ResolvedKey};
 use crate::controller::steps::rotate;
 use crate::controller::steps::token;
 use crate::crd::{SmartBackendClient, SmartBackendClientStatus};
@@ -74,65 +74,9 @@ pub(in crate::controller) async fn key_and_token(
     draft: &mut Draft,
     memory: &mut ClientMemory,
 ) -> Result<Ended, (Slot, Failure)> {
-    let Found {
-        sbc,
-        spec,
-        previous,
-        discovered,
-        ..
-    } = found;
-    let server_algorithms = discovered.config.as_ref().and_then(|c| {
-        c.token_endpoint_auth_signing_alg_values_supported
-            .as_deref()
-    });
-    let key_request = KeyRequest {
-        source: &spec.key,
-        algorithm: discovered.algorithm,
-        explicit_algorithm: spec.algorithm,
-        server_algorithms,
-        kid: spec.kid.as_deref(),
-    };
+    let (sbc, previous) = (found.sbc, found.previous);
     let at_key = |failure| (Slot::Key, failure);
-    let mut key = keys::resolve(ctx, target, &key_request, memory.recall())
-        .await
-        .map_err(at_key)?;
-    memory.learn_key(std::mem::take(&mut key.learned));
-    if key.generated {
-        ctx.metrics.keys_generated.inc();
-        ctx.metrics.write("key_secret");
-        draft.events.push(Happened::KeyGenerated.event(format!(
-            "generated a {} key (kid {}) in Secret {}; register its public JWKS (status.publicJwks or the operator's /jwks/{}/{}) with the EHR",
-            key.signing.algorithm(),
-            key.signing.kid(),
-            key.secret_name,
-            target.namespace,
-            target.name
-        )));
-    }
-    if key.regeneration_handled.is_some() {
-        draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
-    }
-    let observed = rotate::Observed {
-        spec,
-        previous,
-        preferred: discovered.algorithm,
-        server_algorithms,
-        now: SystemTime::now(),
-    };
-    let mut rotation = rotate::advance(ctx, target, &key, &observed, memory.recall())
-        .await
-        .map_err(at_key)?;
-    memory.learn_key(std::mem::take(&mut rotation.learned));
-    draft.events.append(&mut rotation.events);
-    draft.fields.key_rotation = rotation.status.clone();
-    let shown = KeyShown {
-        signing: &key.signing,
-        secret_name: &key.secret_name,
-        ring: &rotation.ring,
-        note: rotation.note.clone(),
-    };
-    record_key(ctx, target, sbc, shown.clone(), draft);
-    draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
+    let (key, rotation) = key_step(ctx, target, &found, draft, memory).await?;
     if key.generated {
         // Publish first, use after: the status (and so every replica's JWKS
         // endpoint) carries the new key before any server is asked to
@@ -187,7 +131,12 @@ pub(in crate::controller) async fn key_and_token(
                 revisit = Some(refused.again);
                 let note =
                     rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &rotation.ring);
-                let shown = KeyShown { note, ..shown };
+                let shown = KeyShown {
+                    signing: &key.signing,
+                    secret_name: &key.secret_name,
+                    ring: &rotation.ring,
+                    note,
+                };
                 record_key(ctx, target, sbc, shown, draft);
                 tokens.trial_failed = true;
             }
@@ -223,6 +172,77 @@ pub(in crate::controller) async fn key_and_token(
             Err((Slot::Token, failure))
         }
     }
+}
+
+/// The key and the rotation's step: resolved, stepped, and recorded (the
+/// Key condition, the key fields, the published JWKS, their events).
+async fn key_step(
+    ctx: &Context,
+    target: &Target<'_>,
+    found: &Found<'_>,
+    draft: &mut Draft,
+    memory: &mut ClientMemory,
+) -> Result<(ResolvedKey, rotate::Rotation), (Slot, Failure)> {
+    let Found {
+        sbc,
+        spec,
+        previous,
+        discovered,
+        ..
+    } = *found;
+    let server_algorithms = discovered.config.as_ref().and_then(|c| {
+        c.token_endpoint_auth_signing_alg_values_supported
+            .as_deref()
+    });
+    let key_request = KeyRequest {
+        source: &spec.key,
+        algorithm: discovered.algorithm,
+        explicit_algorithm: spec.algorithm,
+        server_algorithms,
+        kid: spec.kid.as_deref(),
+    };
+    let at_key = |failure| (Slot::Key, failure);
+    let mut key = keys::resolve(ctx, target, &key_request, memory.recall())
+        .await
+        .map_err(at_key)?;
+    memory.learn_key(std::mem::take(&mut key.learned));
+    if key.generated {
+        ctx.metrics.keys_generated.inc();
+        ctx.metrics.write("key_secret");
+        draft.events.push(Happened::KeyGenerated.event(format!(
+            "generated a {} key (kid {}) in Secret {}; register its public JWKS (status.publicJwks or the operator's /jwks/{}/{}) with the EHR",
+            key.signing.algorithm(),
+            key.signing.kid(),
+            key.secret_name,
+            target.namespace,
+            target.name
+        )));
+    }
+    if key.regeneration_handled.is_some() {
+        draft.fields.handled_key_regeneration = key.regeneration_handled.clone();
+    }
+    let observed = rotate::Observed {
+        spec,
+        previous,
+        preferred: discovered.algorithm,
+        server_algorithms,
+        now: SystemTime::now(),
+    };
+    let mut rotation = rotate::advance(ctx, target, &key, &observed, memory.recall())
+        .await
+        .map_err(at_key)?;
+    memory.learn_key(std::mem::take(&mut rotation.learned));
+    draft.events.append(&mut rotation.events);
+    draft.fields.key_rotation = rotation.status.clone();
+    let shown = KeyShown {
+        signing: &key.signing,
+        secret_name: &key.secret_name,
+        ring: &rotation.ring,
+        note: rotation.note.clone(),
+    };
+    record_key(ctx, target, sbc, shown, draft);
+    draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
+    Ok((key, rotation))
 }
 
 /// What the token steps of one reconcile said, gathered for the draft.

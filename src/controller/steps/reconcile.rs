@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::checked_time::after;
-use crate::controller::decide::events::Happened;
+use crate::controller::decide::events;
 use crate::controller::model::requeue::Requeue;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -203,7 +201,7 @@ async fn reconcile_with(
         name,
         namespace,
         uid,
-        owner: owner_reference(name, uid),
+        owner: crate::controller::model::target::owner_reference(name, uid),
         annotations: sbc.annotations().clone(),
         status_kid: previous.kid.as_deref(),
         handled_key_regeneration: previous.handled_key_regeneration.as_deref(),
@@ -249,17 +247,6 @@ async fn reconcile_with(
     }
     ctx.metrics.observe_reconcile(started.elapsed());
     Ok(action)
-}
-
-fn owner_reference(name: &str, uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: SmartBackendClient::api_version(&()).into_owned(),
-        kind: SmartBackendClient::kind(&()).into_owned(),
-        name: name.to_string(),
-        uid: uid.to_string(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
 }
 
 async fn patch_status(
@@ -354,7 +341,7 @@ async fn steps(
         ctx.settings.allow_custom_audience,
     )
     .map_err(at(Slot::Overall))?;
-    if let Some(event) = endpoint_moved(previous, &discovered.token_endpoint) {
+    if let Some(event) = events::endpoint_moved(previous, &discovered.token_endpoint) {
         draft.events.push(event);
     }
 
@@ -402,54 +389,4 @@ async fn observe_token_secret(
         memory.saw_own_secret(name, secret.metadata.resource_version.clone());
     }
     Ok((None, existing))
-}
-
-/// A Warning when the token endpoint's host differs from the one the last
-/// token came from: assertions (and the client's identity) now go
-/// elsewhere, which a person should know about.
-fn endpoint_moved(previous: &SmartBackendClientStatus, now: &url::Url) -> Option<Event> {
-    let before = url::Url::parse(previous.token_endpoint.as_deref()?).ok()?;
-    if before.host_str() == now.host_str()
-        && before.port_or_known_default() == now.port_or_known_default()
-    {
-        return None;
-    }
-    Some(Happened::TokenEndpointChanged.event(format!(
-        "the token endpoint moved from {} to {} (the server's metadata or the resource changed); assertions are now sent there",
-        before.authority(),
-        now.authority()
-    )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_endpoint_on_another_host_is_an_event_and_a_new_path_is_not() {
-        let previous = SmartBackendClientStatus {
-            token_endpoint: Some("https://ehr.example/oauth/token".into()),
-            ..Default::default()
-        };
-        let same_host = url::Url::parse("https://ehr.example/v2/token").unwrap();
-        assert!(endpoint_moved(&previous, &same_host).is_none());
-        let moved = url::Url::parse("https://login.elsewhere.example/token").unwrap();
-        let event = endpoint_moved(&previous, &moved).unwrap();
-        assert_eq!(event.reason, "TokenEndpointChanged");
-        assert!(event.note.unwrap().contains("login.elsewhere.example"));
-        assert!(endpoint_moved(&SmartBackendClientStatus::default(), &moved).is_none());
-    }
-
-    #[test]
-    fn the_jwks_uri_is_the_clients_or_its_shared_sets() {
-        let base = url::Url::parse("https://jwks.example.org/ops/").unwrap();
-        assert_eq!(
-            crate::controller::watch::jwks::public_uri(&base, "a", "c", None),
-            "https://jwks.example.org/ops/jwks/a/c"
-        );
-        assert_eq!(
-            crate::controller::watch::jwks::public_uri(&base, "a", "c", Some("app")),
-            "https://jwks.example.org/ops/jwks/a/sets/app"
-        );
-    }
 }

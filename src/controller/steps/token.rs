@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 
 use crate::controller::Context;
 use crate::controller::decide::conditions::State;
-use crate::controller::decide::events::Happened;
 use crate::controller::decide::reason::{Failure, Reason};
 use crate::controller::decide::schedule;
 use crate::controller::decide::scopes;
@@ -22,7 +21,6 @@ use crate::controller::model::memory::{Pending, Recall, TokenMemo};
 use crate::controller::model::target::Target;
 use crate::controller::steps::exchange;
 use crate::crd::FIELD_MANAGER;
-use crate::smart;
 
 pub(in crate::controller) use crate::controller::steps::exchange::Inputs;
 
@@ -236,34 +234,9 @@ pub(in crate::controller) async fn refresh(
         timing,
         stable_jitter(target.uid, issued_at),
     );
-    let mut events = Vec::new();
-    if previous.token_expires_at.is_none() {
-        events.push(Happened::TokenIssued.event(format!(
-            "first access token written to Secret {}",
-            spec.token_secret_name
-        )));
-    }
-    let mut message = format!(
-        "token valid until {}; next refresh at {}",
-        rfc3339(token.expires_at),
-        rfc3339(next)
-    );
-    if token.expires_in_defaulted {
-        message.push_str(&format!(
-            "; the server gave no expires_in, so {}s is assumed",
-            smart::token::DEFAULT_EXPIRES_IN.as_secs()
-        ));
-    }
-    let state = scopes::token_state(&spec.scope, token.scope.as_deref(), message);
+    let (state, events) = scopes::obtained(spec, previous, &token, next);
     if state.reason == Reason::ScopeNarrowed {
         ctx.metrics.scope_narrowed.inc();
-        let was_narrowed = previous.conditions.iter().any(|c| {
-            c.type_ == crate::controller::decide::conditions::TOKEN_READY
-                && c.reason == "ScopeNarrowed"
-        });
-        if !was_narrowed {
-            events.push(Happened::ScopeNarrowed.event(state.message.clone()));
-        }
     }
     memo.handled_request = requested.map(str::to_string);
     memo.expires_at = Some(token.expires_at);

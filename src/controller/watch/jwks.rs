@@ -238,4 +238,17 @@ mod tests {
         assert_eq!(directory.get_set("a", "nothing"), None);
         assert!(directory.get("a", "alone").is_some());
     }
+
+    #[test]
+    fn the_jwks_uri_is_the_clients_or_its_shared_sets() {
+        let base = url::Url::parse("https://jwks.example.org/ops/").unwrap();
+        assert_eq!(
+            super::public_uri(&base, "a", "c", None),
+            "https://jwks.example.org/ops/jwks/a/c"
+        );
+        assert_eq!(
+            super::public_uri(&base, "a", "c", Some("app")),
+            "https://jwks.example.org/ops/jwks/a/sets/app"
+        );
+    }
 }
