@@ -163,8 +163,27 @@ pub(in crate::controller) async fn refresh(
     }
     tracing::debug!(client = target.name, namespace = target.namespace, why = ?due, "requesting a token");
 
+    obtain(ctx, inputs, recall, &inputs_hash, requested).await
+}
+
+/// A token is due: the one obtained earlier and not written (if still
+/// usable), or a new one from the server; then written to the Secret.
+async fn obtain(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    recall: Recall<'_>,
+    inputs_hash: &str,
+    requested: Option<&str>,
+) -> Step {
+    let Inputs {
+        target,
+        spec,
+        previous,
+        ..
+    } = inputs;
+    let timing = &ctx.settings.timing;
     let mut memo = TokenMemo::default();
-    let (token, issued_at) = match usable_pending(ctx, recall, &inputs_hash) {
+    let (token, issued_at) = match usable_pending(ctx, recall, inputs_hash) {
         Some(pending) => {
             memo.pending = Pending::Dropped;
             (pending.token, pending.issued_at)
@@ -202,7 +221,7 @@ pub(in crate::controller) async fn refresh(
         owner: target.owner.clone(),
         token: &token,
         issued_at,
-        inputs_hash: &inputs_hash,
+        inputs_hash,
     });
     match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
         Ok(version) => {
@@ -213,7 +232,7 @@ pub(in crate::controller) async fn refresh(
             memo.pending = Pending::Keep(PendingToken {
                 token: token.clone(),
                 issued_at,
-                inputs_hash: inputs_hash.clone(),
+                inputs_hash: inputs_hash.to_string(),
             });
             let mut failure = Failure::api(
                 Reason::TokenSecretWriteFailed,
