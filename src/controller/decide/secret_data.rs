@@ -123,6 +123,21 @@ fn base_meta(name: &str, namespace: &str, client: &str) -> ObjectMeta {
     }
 }
 
+/// The token Secret's name, the operator's labels and annotations, and the
+/// template's (the operator's own labels win over the template's).
+fn token_meta(spec: &ValidSpec, namespace: &str, client: &str) -> ObjectMeta {
+    let mut meta = base_meta(&spec.token_secret_name, namespace, client);
+    let labels = meta.labels.get_or_insert_default();
+    for (k, v) in &spec.template.labels {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let annotations = meta.annotations.get_or_insert_default();
+    for (k, v) in &spec.template.annotations {
+        annotations.insert(k.clone(), v.clone());
+    }
+    meta
+}
+
 /// The token Secret for a freshly issued token.
 pub struct TokenSecretInput<'a> {
     pub spec: &'a ValidSpec,
@@ -136,15 +151,8 @@ pub struct TokenSecretInput<'a> {
 
 pub fn build_token_secret(input: &TokenSecretInput<'_>) -> Secret {
     let spec = input.spec;
-    let mut meta = base_meta(&spec.token_secret_name, input.namespace, input.client_name);
-    let labels = meta.labels.get_or_insert_default();
-    for (k, v) in &spec.template.labels {
-        labels.entry(k.clone()).or_insert_with(|| v.clone());
-    }
+    let mut meta = token_meta(spec, input.namespace, input.client_name);
     let annotations = meta.annotations.get_or_insert_default();
-    for (k, v) in &spec.template.annotations {
-        annotations.insert(k.clone(), v.clone());
-    }
     let expires_at = rfc3339(input.token.expires_at);
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), expires_at.clone());
     annotations.insert(ISSUED_AT_ANNOTATION.into(), rfc3339(input.issued_at));
@@ -227,15 +235,8 @@ pub fn repaired_token_secret(
     namespace: &str,
     client_name: &str,
 ) -> Secret {
-    let mut meta = base_meta(&spec.token_secret_name, namespace, client_name);
-    let labels = meta.labels.get_or_insert_default();
-    for (k, v) in &spec.template.labels {
-        labels.entry(k.clone()).or_insert_with(|| v.clone());
-    }
+    let mut meta = token_meta(spec, namespace, client_name);
     let annotations = meta.annotations.get_or_insert_default();
-    for (k, v) in &spec.template.annotations {
-        annotations.insert(k.clone(), v.clone());
-    }
     let had = existing.metadata.annotations.as_ref();
     for key in [
         EXPIRES_AT_ANNOTATION,

@@ -30,18 +30,23 @@ fn owner() -> OwnerReference {
     }
 }
 
-#[test]
-fn token_secret_has_every_documented_key_and_round_trips() {
-    let spec = spec();
-    let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let token = AccessToken {
+/// A five-minute token issued at `issued`.
+fn token(issued: SystemTime, scope: Option<&str>) -> AccessToken {
+    AccessToken {
         access_token: SecretString::new("tok"),
         token_type: "Bearer".into(),
         expires_in: Duration::from_secs(300),
         expires_in_defaulted: false,
         expires_at: issued + Duration::from_secs(300),
-        scope: Some("system/Patient.rs".into()),
-    };
+        scope: scope.map(str::to_string),
+    }
+}
+
+#[test]
+fn token_secret_has_every_documented_key_and_round_trips() {
+    let spec = spec();
+    let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let token = token(issued, Some("system/Patient.rs"));
     let secret = build_token_secret(&TokenSecretInput {
         spec: &spec,
         namespace: "ns",
@@ -122,14 +127,7 @@ fn inputs_hash_changes_with_scopes_and_kid() {
 fn a_template_repair_applies_only_the_operators_fields() {
     let spec = spec();
     let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let token = AccessToken {
-        access_token: SecretString::new("tok"),
-        token_type: "Bearer".into(),
-        expires_in: Duration::from_secs(300),
-        expires_in_defaulted: false,
-        expires_at: issued + Duration::from_secs(300),
-        scope: None,
-    };
+    let token = token(issued, None);
     let written = build_token_secret(&TokenSecretInput {
         spec: &spec,
         namespace: "ns",
