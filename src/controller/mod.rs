@@ -1,9 +1,12 @@
 //! The controller: watches SmartBackendClients (and the Secrets the operator
 //! owns) and keeps each client's token Secret fresh.
 //!
-//! `reconcile` runs named steps: validate the spec, check the token Secret
-//! is ours, discover, resolve the key, then refresh the token when its time
-//! has come. Each step records a condition; one status patch ends it.
+//! In five parts: [`watch`] (what is watched and cached), [`decide`] (every
+//! decision, pure), [`steps`] (the acting half: one reconcile as named
+//! steps that return outcome values), [`model`] (what is held between
+//! reconciles) and [`fairness`] (sharing workers and servers between
+//! tenants). This file wires them: the [`Context`] every reconcile shares,
+//! and [`run`], the controllers with their watches.
 
 #[cfg(test)]
 mod api_tests;

@@ -1,6 +1,6 @@
 //! The events the operator publishes about a client, each named once. A
 //! Ready condition that turns False is published under its [`Reason`]
-//! (see `draft.rs`); everything else that happens is one of these.
+//! (see `draft::Draft::finish`); everything else that happens is one of these.
 
 use kube::runtime::events::{Event, EventType};
 

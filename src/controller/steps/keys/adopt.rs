@@ -64,7 +64,7 @@ pub(super) async fn adopt(
     let key = PrivateKey::parse(&pem.0)
         .map_err(|e| failure(Reason::KeyInvalid, format!("{whose} cannot be used: {e}")))?;
     // A key of another algorithm than the one now wanted keeps signing
-    // until a rotation replaces it (see rotate.rs).
+    // until a rotation replaces it (see `steps/rotate.rs`).
     let algorithm = key.algorithm();
     let mut learned = KeyMemo::default();
     let bound = bind(
