@@ -124,11 +124,29 @@ pub(in crate::controller) fn client(spec: Value) -> SmartBackendClient {
 }
 
 /// What a scenario saw: the reconcile's outcome and every request, with
-/// the ones no expectation was left for.
+/// the ones no expectation was left for, and how many expected requests
+/// never came.
 pub(in crate::controller) struct Seen {
     pub result: Result<kube::runtime::controller::Action, Failed>,
     pub calls: Vec<Call>,
     pub unexpected: Vec<Call>,
+    pub never_came: usize,
+}
+
+impl Seen {
+    /// Every expected request came, in order, and no other.
+    pub fn exactly(&self) {
+        assert!(
+            self.unexpected.is_empty(),
+            "unexpected: {:#?}",
+            self.unexpected
+        );
+        assert_eq!(
+            self.never_came, 0,
+            "expected requests that never came; saw {:#?}",
+            self.calls
+        );
+    }
 }
 
 /// Runs one reconcile of `sbc` against the mocked API server, which
@@ -149,82 +167,130 @@ pub(in crate::controller) async fn reconcile_holding<H>(
     expects: Vec<Expect>,
     hold: impl FnOnce(&Context) -> H,
 ) -> Seen {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, NS);
-    let ctx = Arc::new(
-        Context::new(
-            client,
-            settings,
-            Arc::new(Metrics::default()),
-            Arc::new(JwksDirectory::default()),
-        )
-        .expect("context"),
-    );
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let unexpected = Arc::new(Mutex::new(Vec::new()));
-    let mismatch = Arc::new(Mutex::new(None::<String>));
-    let server = {
-        let (calls, unexpected, mismatch) = (calls.clone(), unexpected.clone(), mismatch.clone());
-        tokio::spawn(async move {
-            let mut expects = expects.into_iter();
-            let mut versions = 100;
-            while let Some((request, respond)) = handle.next_request().await {
-                let call = read(request).await;
-                let (code, answer) = match expects.next() {
-                    Some(expect) if expect.method == call.method && expect.path == call.path => {
-                        let mut answer = expect.answer;
-                        if expect.echo {
-                            overlay(&mut answer, &call.body);
-                            versions += 1;
-                            answer["metadata"]["resourceVersion"] = json!(versions.to_string());
-                        }
-                        calls.lock().unwrap().push(call);
-                        (expect.status, answer)
-                    }
-                    Some(expect) => {
-                        let said = format!(
-                            "expected {} {}, got {} {}",
-                            expect.method, expect.path, call.method, call.path
-                        );
-                        mismatch.lock().unwrap().get_or_insert(said);
-                        unexpected.lock().unwrap().push(call);
-                        (500, status(500, "InternalError"))
-                    }
-                    None => {
-                        unexpected.lock().unwrap().push(call);
-                        (500, status(500, "InternalError"))
-                    }
-                };
-                let body = serde_json::to_vec(&answer).unwrap();
-                let response = Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(Body::from(body))
-                    .unwrap();
-                respond.send_response(response);
-            }
-        })
-    };
-    let held = hold(&ctx);
-    let obj = Arc::new(WatchedClient(Ok(sbc)));
-    let result = tokio::time::timeout(Duration::from_secs(20), reconcile::reconcile(obj, ctx))
-        .await
-        .expect("the reconcile ends");
+    let api = MockApi::new(settings);
+    let held = hold(&api.ctx);
+    let seen = api.reconcile(sbc, expects).await;
     drop(held);
-    // The context (and with it the client) is gone: the server ends.
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("the mocked server ends")
-        .unwrap();
-    if let Some(said) = mismatch.lock().unwrap().take() {
-        panic!("{said}; requests so far: {:#?}", calls.lock().unwrap());
+    api.finish().await;
+    seen
+}
+
+/// The script the mocked API server follows, and what it saw.
+#[derive(Default)]
+struct Script {
+    expects: std::collections::VecDeque<Expect>,
+    calls: Vec<Call>,
+    unexpected: Vec<Call>,
+    mismatch: Option<String>,
+    versions: u64,
+}
+
+/// An operator context on a mocked API server, for one reconcile or
+/// several in a row (what the first one remembered, the next one uses).
+pub(in crate::controller) struct MockApi {
+    pub ctx: Arc<Context>,
+    script: Arc<Mutex<Script>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl MockApi {
+    pub fn new(settings: Settings) -> Self {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, NS);
+        let ctx = Arc::new(
+            Context::new(
+                client,
+                settings,
+                Arc::new(Metrics::default()),
+                Arc::new(JwksDirectory::default()),
+            )
+            .expect("context"),
+        );
+        let script = Arc::new(Mutex::new(Script {
+            versions: 100,
+            ..Script::default()
+        }));
+        let server = {
+            let script = script.clone();
+            tokio::spawn(async move {
+                while let Some((request, respond)) = handle.next_request().await {
+                    let call = read(request).await;
+                    let (code, answer) = script.lock().unwrap().answer(call);
+                    let body = serde_json::to_vec(&answer).unwrap();
+                    let response = Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap();
+                    respond.send_response(response);
+                }
+            })
+        };
+        MockApi {
+            ctx,
+            script,
+            server,
+        }
     }
-    let calls = std::mem::take(&mut *calls.lock().unwrap());
-    let unexpected = std::mem::take(&mut *unexpected.lock().unwrap());
-    Seen {
-        result,
-        calls,
-        unexpected,
+
+    /// One reconcile of `sbc`, the server answering `expects` in order.
+    pub async fn reconcile(&self, sbc: SmartBackendClient, expects: Vec<Expect>) -> Seen {
+        self.script.lock().unwrap().expects = expects.into();
+        let obj = Arc::new(WatchedClient(Ok(sbc)));
+        let reconciled = reconcile::reconcile(obj, self.ctx.clone());
+        let result = tokio::time::timeout(Duration::from_secs(20), reconciled)
+            .await
+            .expect("the reconcile ends");
+        let mut script = self.script.lock().unwrap();
+        if let Some(said) = script.mismatch.take() {
+            panic!("{said}; requests so far: {:#?}", script.calls);
+        }
+        Seen {
+            result,
+            calls: std::mem::take(&mut script.calls),
+            unexpected: std::mem::take(&mut script.unexpected),
+            never_came: std::mem::take(&mut script.expects).len(),
+        }
+    }
+
+    /// The context (and with it the client) goes: the server ends.
+    pub async fn finish(self) {
+        drop(self.ctx);
+        tokio::time::timeout(Duration::from_secs(5), self.server)
+            .await
+            .expect("the mocked server ends")
+            .unwrap();
+    }
+}
+
+impl Script {
+    /// The answer to `call`: the next expectation's when it matches.
+    fn answer(&mut self, call: Call) -> (u16, Value) {
+        match self.expects.pop_front() {
+            Some(expect) if expect.method == call.method && expect.path == call.path => {
+                let mut answer = expect.answer;
+                if expect.echo {
+                    overlay(&mut answer, &call.body);
+                    self.versions += 1;
+                    answer["metadata"]["resourceVersion"] = json!(self.versions.to_string());
+                }
+                self.calls.push(call);
+                (expect.status, answer)
+            }
+            Some(expect) => {
+                let said = format!(
+                    "expected {} {}, got {} {}",
+                    expect.method, expect.path, call.method, call.path
+                );
+                self.mismatch.get_or_insert(said);
+                self.unexpected.push(call);
+                (500, status(500, "InternalError"))
+            }
+            None => {
+                self.unexpected.push(call);
+                (500, status(500, "InternalError"))
+            }
+        }
     }
 }
 

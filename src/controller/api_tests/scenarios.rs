@@ -45,7 +45,7 @@ async fn a_new_client_generates_its_key_publishes_it_and_asks_for_no_token_yet()
         ],
     )
     .await;
-    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    seen.exactly();
     let [get_token, get_key, create, patch, event] = &seen.calls[..] else {
         panic!("{:#?}", requests(&seen));
     };
@@ -137,7 +137,7 @@ async fn a_key_created_meanwhile_by_another_replica_is_adopted_and_signs() {
         ],
     )
     .await;
-    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    seen.exactly();
     assert_eq!(seen.calls.len(), 7, "{:#?}", requests(&seen));
     let apply = &seen.calls[4];
     assert!(apply.by_operator() && apply.param("force") == Some("true"));
@@ -166,7 +166,7 @@ async fn a_forbidden_read_is_said_on_the_resource_and_nothing_else_is_tried() {
         ],
     )
     .await;
-    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    seen.exactly();
     let ready = &seen.calls[1].body["status"]["conditions"][0];
     assert_eq!(ready["reason"], "Forbidden");
     let message = ready["message"].as_str().unwrap();
@@ -187,11 +187,8 @@ async fn a_client_backing_off_is_not_looked_at_at_all() {
         ..Default::default()
     });
     let seen = reconcile_once(sbc, settings(), vec![]).await;
-    assert!(
-        seen.calls.is_empty() && seen.unexpected.is_empty(),
-        "{:#?}",
-        seen.unexpected
-    );
+    seen.exactly();
+    assert!(seen.calls.is_empty());
     assert_eq!(*tokens.lock().unwrap(), 0);
     let requeue = seen.result.unwrap();
     let wait = format!("{requeue:?}");
@@ -219,7 +216,7 @@ async fn a_busy_server_means_no_request_and_no_write() {
         |ctx| ctx.servers.admit(&authority, NS, std::time::Instant::now()),
     )
     .await;
-    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    seen.exactly();
     assert_eq!(seen.calls.len(), 2);
     assert_eq!(*tokens.lock().unwrap(), 0);
     assert!(seen.result.is_ok());
@@ -251,7 +248,7 @@ async fn a_rotation_that_loses_the_race_for_the_key_secret_writes_no_key_and_no_
         ],
     )
     .await;
-    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    seen.exactly();
     let put = &seen.calls[3];
     assert!(put.by_operator());
     assert_eq!(
@@ -330,7 +327,7 @@ async fn a_drifted_template_is_repaired_with_the_operators_fields_only() {
         ],
     )
     .await;
-    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    seen.exactly();
     let repair = &seen.calls[2];
     assert!(repair.by_operator() && repair.param("force") == Some("true"));
     let labels = &repair.body["metadata"]["labels"];
@@ -373,7 +370,7 @@ async fn a_refused_trial_backs_off_and_the_working_key_refreshes_in_the_same_rec
         ],
     )
     .await;
-    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    seen.exactly();
     assert_eq!(
         *tokens.lock().unwrap(),
         2,
@@ -392,4 +389,69 @@ async fn a_refused_trial_backs_off_and_the_working_key_refreshes_in_the_same_rec
     assert_eq!(reasons, [&json!("NextKeyRefused"), &json!("TokenIssued")]);
     let note = seen.calls[4].body["note"].as_str().unwrap();
     assert!(note.contains(&next_kid), "{note}");
+}
+
+#[tokio::test]
+async fn a_settled_client_whose_secrets_the_watches_show_unchanged_costs_no_request() {
+    let (endpoint, tokens) = token_server().await;
+    let (theirs, _) = key_secret();
+    let sbc = client(spec(&endpoint));
+    let api = MockApi::new(settings());
+    // The first reconcile obtains and writes the token (the Secret comes
+    // back at version 101, the status at 102).
+    let first = api
+        .reconcile(
+            sbc.clone(),
+            vec![
+                Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
+                Expect::new("GET", secret_path(KEY), 200, theirs),
+                Expect::written("PATCH", secret_path(TOKEN), json!({})),
+                Expect::written("PATCH", status_path(), resource(&endpoint)),
+                Expect::written("POST", events_path(), json!({})),
+            ],
+        )
+        .await;
+    first.exactly();
+    let written = first.calls[2].body.clone();
+    let status = first.calls[3].body["status"].clone();
+    // The watches now show the operator's own writes, and the resource
+    // carries the status it wrote: what the next look sees.
+    for (name, version) in [(TOKEN, "101"), (KEY, "7")] {
+        let key = (NS.to_string(), name.to_string());
+        api.ctx
+            .watched_versions
+            .lock()
+            .unwrap()
+            .insert(key, version.to_string());
+    }
+    let mut settled = sbc.clone();
+    settled.status = Some(serde_json::from_value(status).unwrap());
+    let second = api.reconcile(settled.clone(), vec![]).await;
+    second.exactly();
+    assert!(second.calls.is_empty(), "settled: not one request");
+    let requeue = format!("{:?}", second.result.unwrap());
+    assert!(
+        requeue.contains("requeue_after: Some"),
+        "back at the refresh: {requeue}"
+    );
+    assert_eq!(*tokens.lock().unwrap(), 1);
+    // Someone else writes the token Secret: the watch shows another
+    // version, so the outcome no longer holds and the Secret is read again.
+    api.ctx
+        .watched_versions
+        .lock()
+        .unwrap()
+        .insert((NS.to_string(), TOKEN.to_string()), "555".to_string());
+    let mut changed: Value = written;
+    changed["metadata"]["resourceVersion"] = json!("555");
+    let third = api
+        .reconcile(
+            settled,
+            vec![Expect::new("GET", secret_path(TOKEN), 200, changed)],
+        )
+        .await;
+    // Read again, found good (the same token): nothing else to do.
+    third.exactly();
+    assert_eq!(*tokens.lock().unwrap(), 1);
+    api.finish().await;
 }
