@@ -22,6 +22,16 @@ fn resource(endpoint: &url::Url) -> Value {
     serde_json::to_value(client(spec(endpoint))).unwrap()
 }
 
+/// The first token written: the token Secret applied, the status applied,
+/// `TokenIssued` published.
+fn first_token_written(endpoint: &url::Url) -> [Expect; 3] {
+    [
+        Expect::written("PATCH", secret_path(TOKEN), json!({})),
+        Expect::written("PATCH", status_path(), resource(endpoint)),
+        Expect::written("POST", events_path(), json!({})),
+    ]
+}
+
 fn requests(seen: &Seen) -> Vec<String> {
     seen.calls
         .iter()
@@ -131,10 +141,10 @@ async fn a_key_created_meanwhile_by_another_replica_is_adopted_and_signs() {
             Expect::new("GET", secret_path(KEY), 404, status(404, "NotFound")),
             Expect::new("POST", secrets_path(), 409, status(409, "AlreadyExists")),
             Expect::new("GET", secret_path(KEY), 200, theirs),
-            Expect::written("PATCH", secret_path(TOKEN), json!({})),
-            Expect::written("PATCH", status_path(), resource(&endpoint)),
-            Expect::written("POST", events_path(), json!({})),
-        ],
+        ]
+        .into_iter()
+        .chain(first_token_written(&endpoint))
+        .collect(),
     )
     .await;
     seen.exactly();
@@ -405,10 +415,10 @@ async fn a_settled_client_whose_secrets_the_watches_show_unchanged_costs_no_requ
             vec![
                 Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
                 Expect::new("GET", secret_path(KEY), 200, theirs),
-                Expect::written("PATCH", secret_path(TOKEN), json!({})),
-                Expect::written("PATCH", status_path(), resource(&endpoint)),
-                Expect::written("POST", events_path(), json!({})),
-            ],
+            ]
+            .into_iter()
+            .chain(first_token_written(&endpoint))
+            .collect(),
         )
         .await;
     first.exactly();
