@@ -52,6 +52,12 @@ pub fn refresh_at(
     ))
 }
 
+/// `base` doubled for each failure after the first, at most `cap`.
+fn doubled(base: Duration, failures: u32, cap: Duration) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1u32 << exponent).min(cap)
+}
+
 /// Exponential backoff for the n-th consecutive transient failure (n ≥ 1),
 /// capped, with ±20 % jitter from `jitter` in [0, 1). A server's
 /// Retry-After is honoured (up to `retry_after_max`): never retry sooner.
@@ -61,11 +67,7 @@ pub fn backoff(
     timing: &Timing,
     jitter: f64,
 ) -> Duration {
-    let exponent = failures.saturating_sub(1).min(20);
-    let raw = timing
-        .backoff_base
-        .saturating_mul(1u32 << exponent)
-        .min(timing.backoff_max);
+    let raw = doubled(timing.backoff_base, failures, timing.backoff_max);
     let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
     let delay = raw.mul_f64(factor).min(timing.backoff_max);
     match retry_after {
@@ -83,10 +85,7 @@ pub const ERROR_RETRY: Duration = Duration::from_secs(2);
 /// ±20 % jitter, at most the backoff ceiling. A status the API server keeps
 /// refusing is not patched every 2 s forever.
 pub fn after_error(failures: u32, timing: &Timing, jitter: f64) -> Duration {
-    let exponent = failures.saturating_sub(1).min(20);
-    let raw = ERROR_RETRY
-        .saturating_mul(1u32 << exponent)
-        .min(timing.backoff_max);
+    let raw = doubled(ERROR_RETRY, failures, timing.backoff_max);
     raw.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
         .min(timing.backoff_max)
 }
@@ -116,11 +115,11 @@ pub fn after_failure(
 /// default), at most 30, with ±10 % jitter; so at most three requests in
 /// its first ten minutes.
 pub fn awaiting_registration(failures: u32, timing: &Timing, jitter: f64) -> Duration {
-    let exponent = failures.saturating_sub(1).min(20);
-    let raw = timing
-        .registration_retry
-        .saturating_mul(1u32 << exponent)
-        .min(timing.registration_retry_max);
+    let raw = doubled(
+        timing.registration_retry,
+        failures,
+        timing.registration_retry_max,
+    );
     raw.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0))
         .min(timing.registration_retry_max)
         .max(timing.min_refresh_interval)
