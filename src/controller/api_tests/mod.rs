@@ -18,6 +18,7 @@ use crate::controller::{Context, Failed};
 use crate::crd::{SmartBackendClient, SmartBackendClientSpec};
 use crate::metrics::Metrics;
 
+mod fixtures;
 mod scenarios;
 
 pub(in crate::controller) const NS: &str = "team";

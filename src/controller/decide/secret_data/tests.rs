@@ -42,20 +42,25 @@ fn token(issued: SystemTime, scope: Option<&str>) -> AccessToken {
     }
 }
 
+/// The token Secret as the operator writes it for `token`.
+fn written(spec: &ValidSpec, token: &AccessToken, issued: SystemTime) -> Secret {
+    build_token_secret(&TokenSecretInput {
+        spec,
+        namespace: "ns",
+        client_name: "billing",
+        owner: owner(),
+        token,
+        issued_at: issued,
+        inputs_hash: "abc",
+    })
+}
+
 #[test]
 fn token_secret_has_every_documented_key_and_round_trips() {
     let spec = spec();
     let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let token = token(issued, Some("system/Patient.rs"));
-    let secret = build_token_secret(&TokenSecretInput {
-        spec: &spec,
-        namespace: "ns",
-        client_name: "billing",
-        owner: owner(),
-        token: &token,
-        issued_at: issued,
-        inputs_hash: "abc",
-    });
+    let secret = written(&spec, &token, issued);
     let data = secret.data.as_ref().unwrap();
     let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
     keys.sort();
@@ -128,15 +133,7 @@ fn a_template_repair_applies_only_the_operators_fields() {
     let spec = spec();
     let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let token = token(issued, None);
-    let written = build_token_secret(&TokenSecretInput {
-        spec: &spec,
-        namespace: "ns",
-        client_name: "billing",
-        owner: owner(),
-        token: &token,
-        issued_at: issued,
-        inputs_hash: "abc",
-    });
+    let written = written(&spec, &token, issued);
     // Someone removed the template's label and added labels and
     // annotations of their own (kubectl, a backup tool, a policy engine).
     let mut existing = written.clone();
