@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::smart::SigningAlgorithm;
 
 mod status;
-pub use status::{KeyRotationStatus, KeyState, KeyStatus, SmartBackendClientStatus};
+pub use status::{KeyRotationStatus, KeyState, KeyStatus, ServedKey, SmartBackendClientStatus};
 
 pub const GROUP: &str = "smartbackend.dev";
 pub const FIELD_MANAGER: &str = "smart-backend-operator";

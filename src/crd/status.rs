@@ -15,7 +15,9 @@ pub enum KeyState {
     /// Signing.
     Active,
     /// Published, no longer signing: assertions it signed may still be
-    /// checked. Its private key is gone.
+    /// checked. A generated key's private key is kept until it is dropped,
+    /// so that the operator can fall back to it if the server refuses the
+    /// key that replaced it.
     Retiring,
 }
 
@@ -46,6 +48,20 @@ pub struct KeyRotationStatus {
     /// When the next key is tried again after a failed trial (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_trial_time: Option<String>,
+    /// The next key, and when a status carrying it (which every replica
+    /// serves the JWKS from) was first written: its wait before a trial
+    /// counts from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key_served: Option<ServedKey>,
+}
+
+/// A key, and since when every replica serves it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedKey {
+    pub kid: String,
+    /// RFC 3339.
+    pub since: String,
 }
 
 fn is_zero(n: &u32) -> bool {

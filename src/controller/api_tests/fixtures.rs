@@ -85,3 +85,66 @@ pub(super) fn key_secret_rotating(next: bool) -> (Value, String, String) {
     let kid = signing.kid().to_string();
     (serde_json::to_value(secret).unwrap(), kid, next_kid)
 }
+
+/// The key Secret a promotion left: the new key signs, the old one
+/// retires with its private key kept. Returns it with the kids of the new
+/// key and of the retiring one.
+pub(super) fn key_secret_promoted() -> (Value, String, String) {
+    use crate::controller::decide::key_ring::Ring;
+    use crate::smart::{PrivateKey, SigningAlgorithm};
+    let generate = || {
+        let private = PrivateKey::generate(SigningAlgorithm::ES384, 0).unwrap();
+        let pem = private.to_pkcs8_pem().unwrap();
+        (private.into_signing_key(None, None).unwrap(), pem)
+    };
+    let ((old, old_pem), (new, new_pem)) = (generate(), generate());
+    let mut secret = crate::controller::decide::secret_data::build_key_secret(
+        crate::controller::decide::secret_data::KeySecretInput {
+            name: KEY,
+            namespace: NS,
+            client_name: NAME,
+            client_uid: UID,
+            owner: None,
+            private_pem: &old_pem,
+            public_jwks: &old.public_jwks().to_json(),
+            algorithm: SigningAlgorithm::ES384,
+            kid: old.kid(),
+        },
+    );
+    let now = std::time::SystemTime::now();
+    let (promoted, pem) = Ring::single(&old, now - Duration::from_secs(7200))
+        .with_next(
+            new.public_jwk(),
+            new_pem.into_bytes(),
+            SigningAlgorithm::ES384,
+            now - Duration::from_secs(3600),
+        )
+        .promoted(now - Duration::from_secs(60), old_pem.into_bytes())
+        .unwrap();
+    promoted.store(&mut secret, Some(&pem));
+    secret.metadata.resource_version = Some("7".into());
+    let kids = (new.kid().to_string(), old.kid().to_string());
+    (serde_json::to_value(secret).unwrap(), kids.0, kids.1)
+}
+
+/// The status a replica wrote earlier, listing these keys (so that every
+/// replica serves them).
+pub(super) fn listing(
+    keys: &[(&str, crate::crd::KeyState)],
+) -> crate::crd::SmartBackendClientStatus {
+    let since = crate::controller::decide::secret_data::rfc3339(
+        std::time::SystemTime::now() - Duration::from_secs(3600),
+    );
+    crate::crd::SmartBackendClientStatus {
+        keys: keys
+            .iter()
+            .map(|(kid, state)| crate::crd::KeyStatus {
+                kid: kid.to_string(),
+                algorithm: crate::smart::SigningAlgorithm::ES384,
+                state: *state,
+                since: since.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -19,6 +19,7 @@ use crate::crd::{SmartBackendClient, SmartBackendClientSpec};
 use crate::metrics::Metrics;
 
 mod fixtures;
+mod rotation_scenarios;
 mod scenarios;
 
 pub(in crate::controller) const NS: &str = "team";

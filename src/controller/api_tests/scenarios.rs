@@ -155,52 +155,6 @@ async fn a_busy_server_means_no_request_and_no_write() {
 }
 
 #[tokio::test]
-async fn a_rotation_that_loses_the_race_for_the_key_secret_writes_no_key_and_no_token() {
-    let (endpoint, tokens) = token_server().await;
-    let (theirs, kid) = key_secret();
-    let mut sbc = client(spec(&endpoint));
-    sbc.metadata.annotations = Some(
-        [(
-            crate::crd::ROTATE_KEY_ANNOTATION.to_string(),
-            "now".to_string(),
-        )]
-        .into(),
-    );
-    let seen = reconcile_once(
-        sbc,
-        settings(),
-        vec![
-            Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
-            Expect::new("GET", secret_path(KEY), 200, theirs.clone()),
-            // The rotation reads the Secret again and writes at that version.
-            Expect::new("GET", secret_path(KEY), 200, theirs),
-            Expect::new("PUT", secret_path(KEY), 409, status(409, "Conflict")),
-            Expect::written("PATCH", status_path(), resource(&endpoint)),
-            Expect::written("POST", events_path(), json!({})),
-        ],
-    )
-    .await;
-    seen.exactly();
-    let put = &seen.calls[3];
-    assert!(put.by_operator());
-    assert_eq!(
-        put.body["metadata"]["resourceVersion"], "7",
-        "compare and swap"
-    );
-    let status = &seen.calls[4].body["status"];
-    let key = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "KeyReady")
-        .unwrap();
-    assert_eq!(key["reason"], "KeySecretUnavailable");
-    assert!(key["message"].as_str().unwrap().contains("changed while"));
-    assert!(status["kid"].is_null() || status["kid"] == kid.as_str());
-    assert_eq!(*tokens.lock().unwrap(), 0);
-}
-
-#[tokio::test]
 async fn a_drifted_template_is_repaired_with_the_operators_fields_only() {
     use crate::controller::decide::secret_data::{
         TokenSecretInput, build_token_secret, token_inputs_hash,
@@ -278,49 +232,6 @@ async fn a_drifted_template_is_repaired_with_the_operators_fields_only() {
         seen.calls[3].body["status"]["conditions"][0]["status"],
         "True"
     );
-}
-
-#[tokio::test]
-async fn a_refused_trial_backs_off_and_the_working_key_refreshes_in_the_same_reconcile() {
-    let (theirs, kid, next_kid) = key_secret_rotating(true);
-    let (endpoint, tokens) = token_server_refusing(Some(next_kid.clone())).await;
-    let mut sbc = client(spec(&endpoint));
-    let refresh = crate::crd::REFRESH_REQUESTED_ANNOTATION.to_string();
-    sbc.metadata.annotations = Some([(refresh, "r1".to_string())].into());
-    let seen = reconcile_once(
-        sbc,
-        settings(),
-        vec![
-            Expect::new("GET", secret_path(TOKEN), 404, status(404, "NotFound")),
-            Expect::new("GET", secret_path(KEY), 200, theirs),
-            // The trial is refused; the key Secret is not touched, and the
-            // working key's token is written.
-            Expect::written("PATCH", secret_path(TOKEN), json!({})),
-            Expect::written("PATCH", status_path(), resource(&endpoint)),
-            Expect::written("POST", events_path(), json!({})),
-            Expect::written("POST", events_path(), json!({})),
-        ],
-    )
-    .await;
-    seen.exactly();
-    assert_eq!(
-        *tokens.lock().unwrap(),
-        2,
-        "the trial, then the working key"
-    );
-    let status = &seen.calls[3].body["status"];
-    assert_eq!(status["kid"], kid.as_str(), "the working key still signs");
-    assert!(status["tokenExpiresAt"].is_string(), "and has a token");
-    assert_eq!(status["keyRotation"]["refusedTrials"], 1);
-    assert!(status["keyRotation"]["nextTrialTime"].is_string());
-    assert_eq!(
-        status["handledRefreshRequest"], "r1",
-        "the refresh request is met by the working key's token"
-    );
-    let reasons: Vec<&Value> = seen.calls[4..].iter().map(|c| &c.body["reason"]).collect();
-    assert_eq!(reasons, [&json!("NextKeyRefused"), &json!("TokenIssued")]);
-    let note = seen.calls[4].body["note"].as_str().unwrap();
-    assert!(note.contains(&next_kid), "{note}");
 }
 
 #[tokio::test]

@@ -22,11 +22,12 @@ pub(crate) enum Happened {
     KeyRotationNotPossible,
     NextKeyRefused,
     NextKeyTrialFailed,
+    KeyFellBack,
 }
 
 impl Happened {
     #[cfg(test)]
-    pub const ALL: [Happened; 11] = [
+    pub const ALL: [Happened; 12] = [
         Happened::KeyGenerated,
         Happened::TokenIssued,
         Happened::ScopeNarrowed,
@@ -38,6 +39,7 @@ impl Happened {
         Happened::KeyRotationNotPossible,
         Happened::NextKeyRefused,
         Happened::NextKeyTrialFailed,
+        Happened::KeyFellBack,
     ];
 
     /// The event's reason, as `kubectl get events` shows it.
@@ -54,6 +56,7 @@ impl Happened {
             Happened::KeyRotationNotPossible => "KeyRotationNotPossible",
             Happened::NextKeyRefused => "NextKeyRefused",
             Happened::NextKeyTrialFailed => "NextKeyTrialFailed",
+            Happened::KeyFellBack => "KeyFellBack",
         }
     }
 
@@ -67,6 +70,7 @@ impl Happened {
                 | Happened::KeyRotationNotPossible
                 | Happened::NextKeyRefused
                 | Happened::NextKeyTrialFailed
+                | Happened::KeyFellBack
         )
     }
 
@@ -81,7 +85,8 @@ impl Happened {
             | Happened::KeyRetired
             | Happened::KeyRotationNotPossible
             | Happened::NextKeyRefused
-            | Happened::NextKeyTrialFailed => "RotateKey",
+            | Happened::NextKeyTrialFailed
+            | Happened::KeyFellBack => "RotateKey",
         }
     }
 

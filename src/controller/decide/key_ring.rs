@@ -4,12 +4,16 @@
 //! - `private-key.pem`: the `Active` key, the one that signs (the same file
 //!   as before rotation existed, so older Secrets read as one active key);
 //! - `next-private-key.pem`: the `Next` key during a rotation;
+//! - `retiring-private-key.pem`: the `Retiring` key after a promotion, so
+//!   that a refusal of the new key can fall back to it until it is dropped;
 //! - `public-jwks.json`: the public key of every listed key, as published;
 //! - the annotation `smartbackend.dev/keys`: the list (kid, algorithm,
 //!   state and since when), which is what a rotation resumes from.
 //!
-//! A retiring key keeps its public key only: its private key is dropped
-//! when it stops signing.
+//! A retiring key keeps its private key until it is dropped: a server that
+//! accepted the new key once and then refuses it (one of its nodes still
+//! holds the old JWKS, or its registration was rolled back) is answered by
+//! the old key, which signs again.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -29,6 +33,7 @@ use crate::smart::{SigningAlgorithm, SigningKey};
 
 pub const KEYS_ANNOTATION: &str = "smartbackend.dev/keys";
 pub const NEXT_PRIVATE_KEY_FILE: &str = "next-private-key.pem";
+pub const RETIRING_PRIVATE_KEY_FILE: &str = "retiring-private-key.pem";
 
 /// The most keys a client publishes: one in each state.
 const MAX_KEYS: usize = 3;
@@ -49,6 +54,9 @@ pub struct Ring {
     pub public: JwkSet,
     /// The next key's PEM, while there is one.
     pub next_pem: Option<Vec<u8>>,
+    /// The retiring key's PEM, when it was kept at its promotion (a key
+    /// retired before keys were kept has none).
+    pub retiring_pem: Option<Vec<u8>>,
 }
 
 impl Ring {
@@ -64,6 +72,7 @@ impl Ring {
             }],
             public: active.public_jwks(),
             next_pem: None,
+            retiring_pem: None,
         }
     }
 
@@ -96,10 +105,16 @@ impl Ring {
             .and_then(|b| serde_json::from_slice(&b.0).ok())
             .unwrap_or_default();
         let next_pem = data.get(NEXT_PRIVATE_KEY_FILE).map(|b| b.0.clone());
+        let retiring = entries.iter().any(|e| e.state == KeyState::Retiring);
+        let retiring_pem = data
+            .get(RETIRING_PRIVATE_KEY_FILE)
+            .filter(|_| retiring)
+            .map(|b| b.0.clone());
         let mut ring = Self {
             entries,
             public: published,
             next_pem,
+            retiring_pem,
         };
         ring.bind_active(active)?;
         Ok(ring.in_order())
@@ -183,6 +198,7 @@ impl Ring {
             entries,
             public,
             next_pem: Some(pem),
+            retiring_pem: self.retiring_pem.clone(),
         }
         .in_order()
     }
@@ -207,14 +223,36 @@ impl Ring {
         ring.in_order()
     }
 
-    /// The ring after the next key was accepted: it signs, the old one
-    /// retires. Returns the new active PEM with it.
-    pub fn promoted(&self, now: SystemTime) -> Option<(Self, Vec<u8>)> {
+    /// The ring after the next key was accepted: it signs, and the old one
+    /// (whose PEM is `active_pem`) retires, its private key kept until it
+    /// is dropped. Returns the new active PEM with it.
+    pub fn promoted(&self, now: SystemTime, active_pem: Vec<u8>) -> Option<(Self, Vec<u8>)> {
         let pem = self.next_pem.clone()?;
         let ring = Self {
             entries: crate::controller::decide::rotation::promote(&self.entries, whole_second(now)),
             public: self.public.clone(),
             next_pem: None,
+            retiring_pem: Some(active_pem),
+        };
+        Some((ring.in_order(), pem))
+    }
+
+    /// The ring after the server refused the key promoted last (whose PEM
+    /// is `active_pem`): the retiring key signs again, and the refused key
+    /// is the next key once more, tried again after a backoff. A next key
+    /// published meanwhile, which never signed, gives way. Returns the PEM
+    /// that signs again with it; `None` when the retiring key's private key
+    /// was not kept.
+    pub fn fallen_back(&self, now: SystemTime, active_pem: Vec<u8>) -> Option<(Self, Vec<u8>)> {
+        let pem = self.retiring_pem.clone()?;
+        let ring = Self {
+            entries: crate::controller::decide::rotation::fall_back(
+                &self.entries,
+                whole_second(now),
+            ),
+            public: self.public.clone(),
+            next_pem: Some(active_pem),
+            retiring_pem: None,
         };
         Some((ring.in_order(), pem))
     }
@@ -223,18 +261,17 @@ impl Ring {
     pub fn without(&self, kid: &str) -> Self {
         let mut public = self.public.clone();
         public.keys.retain(|k| k.kid != kid);
-        let dropped_next = self
-            .entries
-            .iter()
-            .any(|e| e.kid == kid && e.state == KeyState::Next);
+        let dropped = |state| {
+            self.entries
+                .iter()
+                .any(|e| e.kid == kid && e.state == state)
+        };
+        let kept = |state, pem: &Option<Vec<u8>>| if dropped(state) { None } else { pem.clone() };
         Self {
             entries: crate::controller::decide::rotation::drop_key(&self.entries, kid),
             public,
-            next_pem: if dropped_next {
-                None
-            } else {
-                self.next_pem.clone()
-            },
+            next_pem: kept(KeyState::Next, &self.next_pem),
+            retiring_pem: kept(KeyState::Retiring, &self.retiring_pem),
         }
         .in_order()
     }
@@ -280,10 +317,15 @@ impl Ring {
         if let Some(pem) = active_pem {
             data.insert(PRIVATE_KEY_FILE.into(), ByteString(pem.to_vec()));
         }
-        match &self.next_pem {
-            Some(pem) => data.insert(NEXT_PRIVATE_KEY_FILE.into(), ByteString(pem.clone())),
-            None => data.remove(NEXT_PRIVATE_KEY_FILE),
-        };
+        for (file, pem) in [
+            (NEXT_PRIVATE_KEY_FILE, &self.next_pem),
+            (RETIRING_PRIVATE_KEY_FILE, &self.retiring_pem),
+        ] {
+            match pem {
+                Some(pem) => data.insert(file.into(), ByteString(pem.clone())),
+                None => data.remove(file),
+            };
+        }
         let jwks = self.published().to_json();
         data.insert(PUBLIC_JWKS_FILE.into(), ByteString(jwks.into_bytes()));
     }

@@ -18,6 +18,7 @@ use crate::checked_time::{after, after_all};
 use crate::smart::SigningAlgorithm;
 
 pub use crate::crd::KeyState;
+use crate::crd::SmartBackendClientStatus;
 
 /// One key of a client, as stored beside the key material and shown in
 /// `status.keys`.
@@ -60,6 +61,8 @@ pub struct Inputs<'a> {
     pub required: Option<SigningAlgorithm>,
     /// After the server refused the next key: not tried again before this.
     pub trial_not_before: Option<SystemTime>,
+    /// Since when every replica serves the next key ([`served_since`]).
+    pub next_served: Option<SystemTime>,
     /// How long EHRs may cache the JWKS (`--jwks-max-age`) and the margin
     /// on top (`--rotation-margin`).
     pub jwks_max_age: Duration,
@@ -139,7 +142,8 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
         }
     }
     if let Some(next) = next {
-        let published = after_all(next.since, &[inputs.jwks_max_age, inputs.margin]);
+        let served = inputs.next_served.map_or(next.since, |s| s.max(next.since));
+        let published = after_all(served, &[inputs.jwks_max_age, inputs.margin]);
         if inputs.now < published {
             return Step::AwaitPublication {
                 kid: next.kid.clone(),
@@ -180,6 +184,50 @@ pub fn plan(keys: &[KeyEntry], inputs: &Inputs<'_>) -> Step {
     Step::Steady { revisit }
 }
 
+/// Since when every replica serves the next key: the replicas serve the
+/// JWKS from the status, so it counts from the first status that listed
+/// the key (`recorded`, when it names this key), not from the write of the
+/// key Secret, which a failed status write can leave unpublished for long.
+/// A key no status has listed yet is not served: its wait counts from
+/// `now`. A status written before this was recorded counts from the key's
+/// own time.
+pub fn served_since(
+    next: &KeyEntry,
+    listed: bool,
+    recorded: Option<(&str, SystemTime)>,
+    now: SystemTime,
+) -> SystemTime {
+    if !listed {
+        return now.max(next.since);
+    }
+    match recorded {
+        Some((kid, since)) if kid == next.kid => since.max(next.since),
+        _ => next.since,
+    }
+}
+
+/// The next key, and since when every replica serves it ([`served_since`]),
+/// read from the last status.
+pub fn next_served(
+    keys: &[KeyEntry],
+    previous: &SmartBackendClientStatus,
+    now: SystemTime,
+) -> Option<(String, SystemTime)> {
+    let next = find(keys, KeyState::Next)?;
+    let listed = previous.keys.iter().any(|k| k.kid == next.kid);
+    let recorded = previous
+        .key_rotation
+        .as_ref()
+        .and_then(|r| r.next_key_served.as_ref())
+        .and_then(|s| {
+            let since = crate::controller::decide::secret_data::parse_rfc3339(&s.since)?;
+            Some((s.kid.as_str(), since))
+        });
+    let now = crate::controller::decide::secret_data::ceil_second(now);
+    let since = served_since(next, listed, recorded, now);
+    Some((next.kid.clone(), since))
+}
+
 /// When a retiring key may go: its last assertion has expired and every
 /// cache that held it has had time to drop it.
 fn retiring_gone(retiring: &KeyEntry, inputs: &Inputs<'_>) -> SystemTime {
@@ -209,6 +257,26 @@ pub fn promote(keys: &[KeyEntry], now: SystemTime) -> Vec<KeyEntry> {
             KeyEntry {
                 state,
                 since: if state == k.state { k.since } else { now },
+                ..k.clone()
+            }
+        })
+        .collect()
+}
+
+/// The list after the server refused the key promoted last: the retiring
+/// key signs again and the refused one is `Next` again (a `Next` published
+/// meanwhile, which never signed, is dropped).
+pub fn fall_back(keys: &[KeyEntry], now: SystemTime) -> Vec<KeyEntry> {
+    keys.iter()
+        .filter(|k| k.state != KeyState::Next)
+        .map(|k| {
+            let state = match k.state {
+                KeyState::Retiring => KeyState::Active,
+                _ => KeyState::Next,
+            };
+            KeyEntry {
+                state,
+                since: now,
                 ..k.clone()
             }
         })

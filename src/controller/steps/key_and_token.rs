@@ -7,25 +7,23 @@ use std::time::{Duration, SystemTime};
 use crate::controller::decide::events::Happened;
 use crate::controller::model::requeue::Requeue;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::events::Event;
 
 use crate::controller::Context;
-use crate::controller::decide::conditions::State;
 use crate::controller::decide::draft::{Draft, Slot};
-use crate::controller::decide::key_ring::Ring;
-use crate::controller::decide::reason::{Failure, Reason};
-use crate::controller::decide::secret_data::{StoredToken, rfc3339};
+use crate::controller::decide::reason::Failure;
+use crate::controller::decide::secret_data::StoredToken;
 use crate::controller::decide::validate::ValidSpec;
 use crate::controller::model::memory::ClientMemory;
-use crate::controller::model::memory::TokenMemo;
 use crate::controller::model::target::Target;
 use crate::controller::steps::discover::Discovered;
-use crate::controller::steps::exchange;
 use crate::controller::steps::keys::{self, KeyRequest, ResolvedKey};
 use crate::controller::steps::rotate;
 use crate::controller::steps::token;
 use crate::crd::{SmartBackendClient, SmartBackendClientStatus};
 use crate::smart::{HttpClient, SigningKey};
+
+mod record;
+use record::{KeyShown, Tokens, record_key};
 
 /// Between generating a key and the first token request that uses it.
 const KEY_PUBLICATION_DELAY: Duration = Duration::from_secs(1);
@@ -142,7 +140,49 @@ pub(in crate::controller) async fn key_and_token(
             }
         }
     }
-    let step = token::refresh(ctx, &inputs(target, &found, &key.signing), memory.recall()).await;
+    let mut step =
+        token::refresh(ctx, &inputs(target, &found, &key.signing), memory.recall()).await;
+    if let Err(refused) = &step.result
+        && rotation.trial.is_none()
+        && let Some(back) = rotate::fallback_key(&rotation.ring, refused)
+    {
+        // The server refused the key it accepted at the promotion: ask
+        // again with the retiring key, and if that brings a token, it
+        // signs again.
+        let refused = refused.clone();
+        tokens.learn(ctx, memory, step.memo.of_failed_trial(), authority);
+        step = token::refresh(ctx, &inputs(target, &found, &back), memory.recall()).await;
+        if let Ok(token::Outcome::Good(_)) = &step.result {
+            tokens.learn(ctx, memory, std::mem::take(&mut step.memo), authority);
+            let mut fell = rotate::fall_back(
+                ctx,
+                target,
+                &key,
+                &rotation,
+                previous,
+                &back,
+                &refused,
+                memory.recall(),
+            )
+            .await
+            .map_err(at_key)?;
+            memory.learn_key(std::mem::take(&mut fell.learned));
+            draft.events.push(fell.event);
+            draft.fields.key_rotation = Some(fell.status);
+            revisit = Some(fell.again);
+            let note = rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &fell.ring);
+            let shown = KeyShown {
+                signing: &back,
+                secret_name: &key.secret_name,
+                ring: &fell.ring,
+                note,
+            };
+            record_key(ctx, target, sbc, shown, draft);
+        } else if step.result.is_err() {
+            // Both keys refused: the signing key's refusal is the news.
+            step.result = Err(refused);
+        }
+    }
     tokens.learn(ctx, memory, step.memo, authority);
     match step.result {
         Ok(token::Outcome::Busy) if tokens.trial_failed => {
@@ -245,57 +285,6 @@ async fn key_step(
     Ok((key, rotation))
 }
 
-/// What the token steps of one reconcile said, gathered for the draft.
-#[derive(Default)]
-struct Tokens {
-    /// The note TokenReady carries while the server's clock disagrees.
-    clock_note: Option<String>,
-    /// The refresh request acted on.
-    handled: Option<String>,
-    trial_failed: bool,
-    events: Vec<Event>,
-}
-
-impl Tokens {
-    /// Puts what a token step learned into the client's memory, and notes
-    /// what the server's clock says.
-    fn learn(&mut self, ctx: &Context, memory: &mut ClientMemory, memo: TokenMemo, server: &str) {
-        if memo.handled_request.is_some() {
-            self.handled = memo.handled_request.clone();
-        }
-        let observed = memo.clock_skew;
-        let was = memory.learn(memo);
-        let now = observed.or(was);
-        let threshold = ctx.settings.clocks.skew_warning;
-        let (note, event) = exchange::clock_report(was, now, threshold, server);
-        self.clock_note = note;
-        self.events.extend(event);
-    }
-
-    /// A good token: TokenReady, the token's status fields, its events.
-    fn record(self, draft: &mut Draft, good: token::Good) {
-        let mut state = good.state;
-        if let Some(note) = &self.clock_note {
-            state.message = format!("{note}; {}", state.message);
-        }
-        let fields = &mut draft.fields;
-        fields.token_expires_at = Some(rfc3339(good.expires_at));
-        if good.new || fields.last_refresh_time.is_none() {
-            fields.last_refresh_time = Some(rfc3339(good.issued_at));
-        }
-        fields.next_refresh_time = Some(rfc3339(good.next_refresh));
-        fields.granted_scopes = good.granted_scope;
-        fields.consecutive_failures = 0;
-        fields.next_retry_time = None;
-        if let Some(value) = self.handled {
-            fields.handled_refresh_request = Some(value);
-        }
-        draft.events.extend(self.events);
-        draft.events.extend(good.events);
-        draft.token = Some(state);
-    }
-}
-
 /// The requeue after a good token: its next refresh, or the rotation's next
 /// look when that comes first.
 fn evaluated(next_refresh: SystemTime, revisit: Option<SystemTime>) -> Ended {
@@ -324,61 +313,4 @@ fn inputs<'a>(
         previous: found.previous,
         jwks_set: found.sbc.spec.signing.jwks_set.as_deref(),
     }
-}
-
-/// What the Key condition and the key fields show.
-#[derive(Clone)]
-struct KeyShown<'a> {
-    signing: &'a SigningKey,
-    secret_name: &'a str,
-    ring: &'a Ring,
-    note: Option<String>,
-}
-
-/// The Key condition, the key fields of the status and the published JWKS.
-fn record_key(
-    ctx: &Context,
-    target: &Target<'_>,
-    sbc: &SmartBackendClient,
-    shown: KeyShown<'_>,
-    draft: &mut Draft,
-) {
-    let KeyShown {
-        signing,
-        secret_name,
-        ring,
-        note,
-    } = shown;
-    let jwks = ring.published().to_json();
-    let jwks_set = sbc.spec.signing.jwks_set.clone();
-    ctx.jwks.publish(
-        target.namespace,
-        target.name,
-        crate::controller::watch::jwks::Published {
-            jwks: jwks.clone(),
-            set: jwks_set.clone(),
-        },
-    );
-    let mut message = format!(
-        "{} key, kid {}, in Secret {secret_name}",
-        signing.algorithm(),
-        signing.kid(),
-    );
-    if let Some(note) = note {
-        message = format!("{message}; {note}");
-    }
-    draft.set(Slot::Key, State::ok(Reason::KeyReady, message));
-    draft.fields.algorithm = Some(signing.algorithm());
-    draft.fields.kid = Some(signing.kid().to_string());
-    draft.fields.key_secret_name = Some(secret_name.to_string());
-    draft.fields.public_jwks = Some(jwks);
-    draft.fields.keys = ring.status();
-    draft.fields.jwks_uri = ctx.settings.jwks_public_url.as_ref().map(|base| {
-        crate::controller::watch::jwks::public_uri(
-            base,
-            target.namespace,
-            target.name,
-            jwks_set.as_deref(),
-        )
-    });
 }

@@ -23,15 +23,18 @@ use crate::controller::model::memory::{KeyMemo, Recall};
 use crate::controller::model::target::Target;
 use crate::controller::steps::keys::{self, ResolvedKey, api_failure, failure};
 use crate::crd::{
-    FIELD_MANAGER, KeyRotationStatus, ROTATE_KEY_ANNOTATION, SmartBackendClientStatus,
+    FIELD_MANAGER, KeyRotationStatus, ROTATE_KEY_ANNOTATION, ServedKey, SmartBackendClientStatus,
 };
 use crate::smart::{PrivateKey, SigningAlgorithm, SigningKey};
 
 mod referenced;
 mod said;
+mod switch;
 use crate::controller::decide::events::Happened;
 pub(in crate::controller) use said::{current_note, not_accepted};
 use said::{forget_refusals, why};
+pub(in crate::controller) use switch::fallback_key;
+pub(in crate::controller) use switch::{fall_back, promote};
 #[cfg(test)]
 mod tests;
 
@@ -106,6 +109,8 @@ pub(in crate::controller) async fn advance(
         requested = None;
     }
     let timing = waits(ctx);
+    let served =
+        |ring: &Ring| rotation::next_served(&ring.entries, observed.previous, observed.now);
     let inputs = rotation::Inputs {
         now: observed.now,
         every: observed.spec.rotate_every,
@@ -118,6 +123,7 @@ pub(in crate::controller) async fn advance(
             .next_trial_time
             .as_deref()
             .and_then(crate::controller::decide::secret_data::parse_rfc3339),
+        next_served: served(ring).map(|(_, since)| since),
         jwks_max_age: timing.jwks_max_age,
         margin: timing.margin,
         assertion_lifetime: timing.assertion_lifetime,
@@ -161,8 +167,9 @@ pub(in crate::controller) async fn advance(
                     key.signing.kid()
                 ),
             ));
-            // From the stored (rounded-up) time, so the wait never comes short.
-            let published = rotation.ring.find(KeyState::Next).map(|n| n.since);
+            // From when it is served (not before the stored, rounded-up
+            // time), so the wait never comes short.
+            let published = served(&rotation.ring).map(|(_, since)| since);
             rotation.revisit =
                 published.map(|since| after_all(since, &[timing.jwks_max_age, timing.margin]));
         }
@@ -205,6 +212,17 @@ pub(in crate::controller) async fn advance(
             ));
         }
     }
+    match served(&rotation.ring) {
+        Some((kid, since)) => {
+            let since = crate::controller::decide::secret_data::rfc3339(since);
+            rotation.status_mut().next_key_served = Some(ServedKey { kid, since });
+        }
+        None => {
+            if let Some(status) = rotation.status.as_mut() {
+                status.next_key_served = None;
+            }
+        }
+    }
     rotation.note = current_note(ctx, rotation.status.as_ref(), &rotation.ring);
     Ok(rotation)
 }
@@ -213,69 +231,6 @@ impl Rotation {
     fn status_mut(&mut self) -> &mut KeyRotationStatus {
         self.status.get_or_insert_default()
     }
-}
-
-/// The rotation after the server accepted the next key: it signs, the old
-/// key retires.
-pub(in crate::controller) struct Promoted {
-    pub ring: Ring,
-    /// When the retiring key may go.
-    pub revisit: Option<SystemTime>,
-    pub status: KeyRotationStatus,
-    pub event: Event,
-    /// What the client's memory keeps: the key Secret as written, and the
-    /// promoted key, bound.
-    pub learned: KeyMemo,
-}
-
-/// After the server accepted a token request signed with the next key: it
-/// signs from now on, and the old key retires.
-pub(in crate::controller) async fn promote(
-    ctx: &Context,
-    target: &Target<'_>,
-    key: &ResolvedKey,
-    rotation: &Rotation,
-    next: &SigningKey,
-    recall: Recall<'_>,
-) -> Result<Promoted, Failure> {
-    let mut status = rotation.status.clone().unwrap_or_default();
-    forget_refusals(&mut status);
-    let event = Happened::KeyRotated.event(
-        format!(
-            "the server accepted the new key (kid {}), which signs from now on; the old key (kid {}) stays published until nothing it signed is valid",
-            next.kid(),
-            key.signing.kid()
-        ),
-    );
-    let ring = &rotation.ring;
-    let Some((promoted, pem)) = ring.promoted(SystemTime::now()) else {
-        return Ok(Promoted {
-            ring: ring.clone(),
-            revisit: rotation.revisit,
-            status,
-            event,
-            learned: KeyMemo::default(),
-        });
-    };
-    let known = recall.key_secret;
-    let (ring, mut learned) = store(ctx, target, key, ring, promoted, Some(&pem), known).await?;
-    // Come back when the retiring key may go.
-    let waits = waits(ctx);
-    let retiring = ring.find(KeyState::Retiring).map(|r| r.since);
-    let revisit =
-        retiring.map(|since| after_all(since, &[waits.assertion_lifetime, waits.jwks_max_age]));
-    let fingerprint = keys::fingerprint(&pem, Some(next.algorithm()), None);
-    if let Some(known) = learned.key_secret.as_mut() {
-        known.fingerprint = fingerprint;
-        learned.bound = Some((fingerprint, next.clone()));
-    }
-    Ok(Promoted {
-        ring,
-        revisit,
-        status,
-        event,
-        learned,
-    })
 }
 
 /// Writes `changed` into the key Secret, if the Secret still holds `from`.

@@ -73,13 +73,15 @@ fn each_rotation_step_survives_a_write_and_a_read() {
             .contains_key(NEXT_PRIVATE_KEY_FILE)
     );
 
-    // Accepted: the next key signs, the old one retires without its private key.
-    let (promoted, pem) = read.promoted(t(400)).unwrap();
+    // Accepted: the next key signs, the old one retires, its private key
+    // kept for a fall-back.
+    let (promoted, pem) = read.promoted(t(400), active_pem.clone()).unwrap();
     assert_eq!(pem, next_pem);
     let secret = stored(&promoted, &pem);
     let data = secret.data.as_ref().unwrap();
     assert!(!data.contains_key(NEXT_PRIVATE_KEY_FILE));
     assert_eq!(data[PRIVATE_KEY_FILE].0, next_pem);
+    assert_eq!(data[RETIRING_PRIVATE_KEY_FILE].0, active_pem);
     let read = Ring::read(&secret, &next).unwrap();
     assert_eq!(read, promoted, "what was written reads back equal");
     assert_eq!(read.find(KeyState::Active).unwrap().kid, next.kid());
@@ -89,12 +91,73 @@ fn each_rotation_step_survives_a_write_and_a_read() {
     let annotations = secret.metadata.annotations.as_ref().unwrap();
     assert_eq!(annotations[KID_ANNOTATION], next.kid());
 
-    // Retired: only the active key is left.
+    // Retired: only the active key is left, the retired private key gone.
     let done = read.without(active.kid());
-    let read = Ring::read(&stored(&done, &pem), &next).unwrap();
+    let secret = stored(&done, &pem);
+    assert!(
+        !secret
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key(RETIRING_PRIVATE_KEY_FILE)
+    );
+    let read = Ring::read(&secret, &next).unwrap();
     assert_eq!(read, done);
     assert_eq!(kids(&read.published()), [next.kid()]);
     assert_eq!(read.entries.len(), 1);
+}
+
+#[test]
+fn a_refused_new_key_falls_back_to_the_retiring_key_which_signs_again() {
+    let (old, old_pem) = key();
+    let (new, new_pem) = key();
+    let rotating = Ring::single(&old, t(0)).with_next(
+        new.public_jwk(),
+        new_pem.clone(),
+        SigningAlgorithm::ES384,
+        t(10),
+    );
+    let (promoted, pem) = rotating.promoted(t(400), old_pem.clone()).unwrap();
+    let promoted = Ring::read(&stored(&promoted, &pem), &new).unwrap();
+    assert_eq!(promoted.retiring_pem.as_deref(), Some(&old_pem[..]));
+
+    let (fallen, pem) = promoted.fallen_back(t(500), new_pem.clone()).unwrap();
+    assert_eq!(pem, old_pem, "the retiring key's PEM signs again");
+    let secret = stored(&fallen, &pem);
+    let data = secret.data.as_ref().unwrap();
+    assert_eq!(data[PRIVATE_KEY_FILE].0, old_pem);
+    assert_eq!(data[NEXT_PRIVATE_KEY_FILE].0, new_pem);
+    assert!(!data.contains_key(RETIRING_PRIVATE_KEY_FILE));
+    let read = Ring::read(&secret, &old).unwrap();
+    assert_eq!(read, fallen);
+    assert_eq!(read.find(KeyState::Active).unwrap().kid, old.kid());
+    assert_eq!(read.find(KeyState::Next).unwrap().kid, new.kid());
+    assert_eq!(read.find(KeyState::Next).unwrap().since, t(500));
+    assert!(read.find(KeyState::Retiring).is_none());
+    assert_eq!(kids(&read.published()), [old.kid(), new.kid()]);
+}
+
+#[test]
+fn a_key_retired_before_keys_were_kept_reads_without_a_fall_back() {
+    let (old, old_pem) = key();
+    let (new, new_pem) = key();
+    let rotating = Ring::single(&old, t(0)).with_next(
+        new.public_jwk(),
+        new_pem,
+        SigningAlgorithm::ES384,
+        t(10),
+    );
+    let (promoted, pem) = rotating.promoted(t(400), old_pem).unwrap();
+    let mut secret = stored(&promoted, &pem);
+    secret
+        .data
+        .as_mut()
+        .unwrap()
+        .remove(RETIRING_PRIVATE_KEY_FILE);
+    let read = Ring::read(&secret, &new).unwrap();
+    assert_eq!(read.retiring_pem, None);
+    assert_eq!(read.find(KeyState::Retiring).unwrap().kid, old.kid());
+    assert!(read.fallen_back(t(500), pem).is_none());
 }
 
 #[test]
@@ -151,6 +214,7 @@ fn a_restart_after_any_step_resumes_with_the_same_next_step() {
         preferred: SigningAlgorithm::ES384,
         required: None,
         trial_not_before: None,
+        next_served: None,
         jwks_max_age: waits.0,
         margin: waits.1,
         assertion_lifetime: waits.2,
@@ -174,7 +238,7 @@ fn a_restart_after_any_step_resumes_with_the_same_next_step() {
                 restarted.with_next(next.public_jwk(), next_pem.clone(), *algorithm, t(now))
             }
             Step::Trial { .. } => {
-                let (promoted, pem) = restarted.promoted(t(now)).unwrap();
+                let (promoted, pem) = restarted.promoted(t(now), signing.1.clone()).unwrap();
                 signing = (next.clone(), pem);
                 promoted
             }

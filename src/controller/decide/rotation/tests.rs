@@ -27,6 +27,7 @@ fn inputs(now: u64) -> Inputs<'static> {
         preferred: SigningAlgorithm::ES384,
         required: None,
         trial_not_before: None,
+        next_served: None,
         jwks_max_age: MAX_AGE,
         margin: MARGIN,
         assertion_lifetime: LIFETIME,
@@ -331,4 +332,89 @@ fn promotion_and_removal_keep_at_most_one_key_per_state() {
 fn a_refused_next_key_is_tried_again_after_a_minute_doubling_to_an_hour() {
     let waits: Vec<u64> = (1..=9).map(|n| trial_retry(n).as_secs()).collect();
     assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+}
+
+#[test]
+fn a_next_key_waits_from_when_every_replica_serves_it() {
+    use KeyState::*;
+    let keys = [key("a", Active, 0), key("b", Next, 1000)];
+    // The status carrying "b" was first written at 1500 (its write failed
+    // until then): the wait counts from there, not from the Secret's 1000.
+    let served = Inputs {
+        next_served: Some(t(1500)),
+        ..inputs(1000 + 360)
+    };
+    assert_eq!(
+        plan(&keys, &served),
+        Step::AwaitPublication {
+            kid: "b".into(),
+            until: t(1500 + 360)
+        }
+    );
+    assert_eq!(
+        plan(
+            &keys,
+            &Inputs {
+                now: t(1860),
+                ..served
+            }
+        ),
+        Step::Trial { kid: "b".into() }
+    );
+    // Never earlier than the key's own time.
+    let early = Inputs {
+        next_served: Some(t(900)),
+        ..inputs(1200)
+    };
+    assert_eq!(
+        plan(&keys, &early),
+        Step::AwaitPublication {
+            kid: "b".into(),
+            until: t(1360)
+        }
+    );
+}
+
+#[test]
+fn served_since_counts_from_the_first_status_that_listed_the_key() {
+    let next = key("b", KeyState::Next, 1000);
+    // No status listed it yet: not served, count from now.
+    assert_eq!(served_since(&next, false, None, t(1200)), t(1200));
+    assert_eq!(
+        served_since(&next, false, Some(("b", t(1100))), t(1200)),
+        t(1200)
+    );
+    // Listed, and recorded for this key.
+    assert_eq!(
+        served_since(&next, true, Some(("b", t(1100))), t(1200)),
+        t(1100)
+    );
+    // Recorded for another key, or a status from before the record: the key's own time.
+    assert_eq!(
+        served_since(&next, true, Some(("c", t(1100))), t(1200)),
+        t(1000)
+    );
+    assert_eq!(served_since(&next, true, None, t(1200)), t(1000));
+}
+
+#[test]
+fn falling_back_makes_the_retiring_key_sign_and_the_refused_one_next() {
+    use KeyState::*;
+    let keys = [
+        key("new", Active, 400),
+        key("old", Retiring, 400),
+        key("x", Next, 450),
+    ];
+    let fallen = fall_back(&keys, t(500));
+    assert_eq!(fallen, vec![key("new", Next, 500), key("old", Active, 500)]);
+    // It is tried again only after the max-age and margin from now.
+    let mut entries = fallen.clone();
+    entries.sort_by_key(|k| k.state != Active);
+    assert_eq!(
+        plan(&entries, &inputs(600)),
+        Step::AwaitPublication {
+            kid: "new".into(),
+            until: t(860)
+        }
+    );
 }

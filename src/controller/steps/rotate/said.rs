@@ -76,7 +76,7 @@ const MAX_EVENT_CAUSE: usize = 160;
 
 /// Whether a failed trial means the server does not know the next key (as
 /// opposed to the server being down).
-fn is_refusal(reason: Reason) -> bool {
+pub(super) fn is_refusal(reason: Reason) -> bool {
     matches!(
         reason,
         Reason::InvalidClient
@@ -90,7 +90,13 @@ fn is_refusal(reason: Reason) -> bool {
 fn note(ring: &Ring, status: &KeyRotationStatus, timing: &Waits) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(next) = ring.find(KeyState::Next) {
-        let from = after_all(next.since, &[timing.jwks_max_age, timing.margin]);
+        let served = status
+            .next_key_served
+            .as_ref()
+            .filter(|s| s.kid == next.kid)
+            .and_then(|s| crate::controller::decide::secret_data::parse_rfc3339(&s.since))
+            .map_or(next.since, |s| s.max(next.since));
+        let from = after_all(served, &[timing.jwks_max_age, timing.margin]);
         let mut part = format!(
             "rotating: the next key (kid {}) is published and is tried from {}",
             next.kid,
