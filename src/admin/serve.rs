@@ -224,4 +224,34 @@ mod tests {
             "a slot freed is reused"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_keep_alive_connection_ends_after_its_maximum_life() {
+        let addr = start(Duration::from_secs(30), 8, 8).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let opened = tokio::time::Instant::now();
+        let mut answers = 0;
+        let mut buf = [0u8; 1024];
+        loop {
+            let sent = stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await;
+            let read = match sent {
+                Ok(()) => stream.read(&mut buf).await.unwrap_or(0),
+                Err(_) => 0,
+            };
+            if read == 0 {
+                break;
+            }
+            answers += 1;
+            assert!(answers < 100, "the connection was never closed");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let lived = opened.elapsed();
+        assert!(answers >= 20, "it was served while young: {answers}");
+        assert!(
+            lived >= MAX_CONNECTION_LIFE && lived <= MAX_CONNECTION_LIFE + Duration::from_secs(15),
+            "closed after {lived:?}"
+        );
+    }
 }
