@@ -60,9 +60,23 @@ struct Issued {
     expires_at: SystemTime,
 }
 
+/// How the sandbox keeps a JWK Set fetched from a client's jwks_uri.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwksCaching {
+    /// A minute, fetched again at once for a kid it does not hold, so a
+    /// new key works at its first use (the default).
+    Lenient,
+    /// For this long whatever the kid, as a strict EHR does: a key
+    /// published after the last fetch is refused until the set expires.
+    Strict(Duration),
+}
+
 pub struct Sandbox {
     config: SandboxConfig,
     http: HttpClient,
+    caching: JwksCaching,
+    /// Assertions refused as `invalid_client`.
+    refused: std::sync::atomic::AtomicU64,
     seen_jti: Mutex<HashMap<String, SystemTime>>,
     tokens: Mutex<HashMap<String, Issued>>,
     /// JWK Sets fetched from jwks_uri, with when they were fetched.
@@ -71,13 +85,29 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(config: SandboxConfig, http: HttpClient) -> Arc<Self> {
+        Self::with_caching(config, http, JwksCaching::Lenient)
+    }
+
+    /// As [`Sandbox::new`], keeping fetched JWK Sets as `caching` says.
+    pub fn with_caching(
+        config: SandboxConfig,
+        http: HttpClient,
+        caching: JwksCaching,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             http,
+            caching,
+            refused: Default::default(),
             seen_jti: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             jwks_cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How many assertions it refused as `invalid_client` so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn token_endpoint(&self) -> String {
@@ -146,6 +176,9 @@ async fn token(
         Ok(v) => v,
         Err(reason) => {
             tracing::info!(%reason, "refused a client assertion");
+            sandbox
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &reason);
         }
     };

@@ -115,7 +115,12 @@ async fn client_jwks(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(uri)
-        .filter(|(fetched, jwks)| fetched.elapsed() < JWKS_CACHE_TTL && jwks.find(kid).is_some())
+        .filter(|(fetched, jwks)| match sandbox.caching {
+            super::JwksCaching::Lenient => {
+                fetched.elapsed() < JWKS_CACHE_TTL && jwks.find(kid).is_some()
+            }
+            super::JwksCaching::Strict(ttl) => fetched.elapsed() < ttl,
+        })
         .map(|(_, jwks)| jwks.clone());
     if let Some(jwks) = cached {
         return Ok(jwks);
