@@ -22,9 +22,9 @@ impl Faulty {
     }
 }
 
-/// Listens on `port` and forwards to `target`; while failing, four
-/// connections in ten are closed at once and three are held without an
-/// answer for 45 s.
+/// Listens on `port` and forwards to `target`. When it starts failing,
+/// every open connection is cut; while failing, four new connections in
+/// ten are closed at once and three are held without an answer for 45 s.
 pub async fn proxy(port: u16, target: u16) -> Arc<Faulty> {
     let faulty = Arc::new(Faulty {
         failing: AtomicBool::new(false),
@@ -42,6 +42,7 @@ pub async fn proxy(port: u16, target: u16) -> Arc<Faulty> {
             if failing && n < 7 {
                 state.faulted.fetch_add(1, Ordering::Relaxed);
             }
+            let state = state.clone();
             tokio::spawn(async move {
                 match (failing, n) {
                     (true, 0..4) => drop(inbound),
@@ -49,7 +50,7 @@ pub async fn proxy(port: u16, target: u16) -> Arc<Faulty> {
                         tokio::time::sleep(Duration::from_secs(45)).await;
                         drop(inbound);
                     }
-                    _ => forward(inbound, &[target]).await,
+                    _ => forward_until_failing(inbound, target, &state).await,
                 }
             });
         }
@@ -106,6 +107,24 @@ pub async fn balance(ports: Vec<u16>) -> u16 {
         }
     });
     port
+}
+
+/// Forwards until the proxy starts failing: then the connection is cut,
+/// as a server that restarts cuts its clients' kept-alive connections, so
+/// the requests that follow meet the faults.
+async fn forward_until_failing(inbound: TcpStream, target: u16, state: &Faulty) {
+    let cut = async {
+        while !state.failing.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let targets = [target];
+    tokio::select! {
+        () = forward(inbound, &targets) => {}
+        () = cut => {
+            state.faulted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 async fn forward(mut inbound: TcpStream, targets: &[u16]) {

@@ -90,6 +90,17 @@ pub fn after_error(failures: u32, timing: &Timing, jitter: f64) -> Duration {
         .min(timing.backoff_max)
 }
 
+/// The error retry, never later than halfway to the current token's
+/// expiry: after an API-server outage has counted many errors in a row, a
+/// client whose token expires soon is looked at again before it does.
+/// With no token known, or one already expired, the backoff stands.
+pub fn error_retry_before_expiry(backoff: Duration, token_left: Option<Duration>) -> Duration {
+    match token_left {
+        Some(left) if !left.is_zero() => backoff.min((left / 2).max(Duration::from_secs(1))),
+        _ => backoff,
+    }
+}
+
 /// When to look again after a failure of `class`, the `failures`-th in a
 /// row: permanent problems wait for a change (with a slow safety retry),
 /// transient ones back off (never sooner than `Retry-After`), and waiting
@@ -128,6 +139,27 @@ pub fn awaiting_registration(failures: u32, timing: &Timing, jitter: f64) -> Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_retry_never_waits_past_half_the_tokens_remaining_life() {
+        let s = Duration::from_secs;
+        let cases = [
+            // (backoff, token left, retry)
+            (s(64), Some(s(30)), s(15)),
+            (s(64), Some(s(200)), s(64)),
+            (s(4), Some(s(30)), s(4)),
+            (s(64), Some(Duration::from_millis(500)), s(1)),
+            (s(64), Some(Duration::ZERO), s(64)),
+            (s(64), None, s(64)),
+        ];
+        for (backoff, left, retry) in cases {
+            assert_eq!(
+                error_retry_before_expiry(backoff, left),
+                retry,
+                "{backoff:?} {left:?}"
+            );
+        }
+    }
 
     #[test]
     fn errors_of_the_operators_own_back_off_from_two_seconds_to_the_ceiling() {

@@ -293,6 +293,11 @@ impl ClientMemory {
         }
     }
 
+    /// When the token last written expires, as far as this process knows.
+    pub fn token_expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
     /// One more reconcile in a row ended in an error; returns how many.
     pub fn reconcile_failed(&mut self) -> u32 {
         self.failed_reconciles = self.failed_reconciles.saturating_add(1);

@@ -100,7 +100,17 @@ async fn reconcile_client(
     // starts the count again.
     let result = result.map_err(|error| {
         let failures = memory.reconcile_failed();
-        let retry = schedule::after_error(failures, &ctx.settings.timing, rand::random());
+        let backoff = schedule::after_error(failures, &ctx.settings.timing, rand::random());
+        // Before the current token expires, whatever the count: the status
+        // says when it does if this process has not written it.
+        let expires = memory.token_expires_at().or_else(|| {
+            let status = obj.0.as_ref().ok()?.status.as_ref()?;
+            crate::controller::decide::secret_data::parse_rfc3339(
+                status.token_expires_at.as_deref()?,
+            )
+        });
+        let left = expires.and_then(|e| e.duration_since(SystemTime::now()).ok());
+        let retry = schedule::error_retry_before_expiry(backoff, left);
         Failed { error, retry }
     });
     if result.is_ok() {
