@@ -121,7 +121,16 @@ fn spawn(name: &str, port: u16) -> OperatorProcess {
     OperatorProcess::spawn_args(
         &launch,
         &[("POD_NAME", name)],
-        &["--jwks-max-age", &max_age, "--rotation-margin", "15s"],
+        &[
+            "--jwks-max-age",
+            &max_age,
+            "--rotation-margin",
+            "15s",
+            // The default floor, as in production: a 60-second token is
+            // refreshed at half its life, not as soon as a floor allows.
+            "--min-refresh-interval",
+            "30s",
+        ],
     )
 }
 

@@ -65,9 +65,14 @@ impl OperatorProcess {
                 launch.lease_name,
                 "--lease-duration",
                 &format!("{}s", launch.lease_duration.as_secs()),
-                "--min-refresh-interval",
-                "1s",
             ])
+            // A 1 s refresh floor unless the caller names its own.
+            .args(
+                (!args.contains(&"--min-refresh-interval"))
+                    .then_some(["--min-refresh-interval", "1s"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .env("KUBECONFIG", launch.kubeconfig)
             .env("RUST_LOG", "warn")
