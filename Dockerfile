@@ -17,7 +17,8 @@ RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/fleet.rs \
-    && echo 'fn main() {}' > benches/protocol.rs     && echo 'fn main() {}' > benches/chaos.rs \
+    && echo 'fn main() {}' > benches/protocol.rs \
+    && echo 'fn main() {}' > benches/chaos.rs \
     && cargo build --release --locked --bin smart-backend-operator \
     && rm -rf src benches
 COPY src ./src
