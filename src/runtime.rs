@@ -81,18 +81,6 @@ impl Operator {
         };
         let probe_app = crate::admin::probes(state.clone());
         let app = router(state);
-        // Without election this replica always leads; the sender is kept
-        // alive in the task so the channel never reports "closed".
-        let (always, leading, keeper) = match leader {
-            None => {
-                let (tx, rx) = watch::channel(true);
-                (Some(tx), rx, None)
-            }
-            Some(election) => {
-                let (rx, keeper) = lease(client.clone(), &election).await?;
-                (None, rx, Some(keeper))
-            }
-        };
         let (stop, stopped) = watch::channel(false);
         let admin_stop = wait_true(stopped.clone());
         let task_metrics = metrics.clone();
@@ -102,7 +90,33 @@ impl Operator {
             let probes = probe_listener.map(|listener| {
                 tokio::spawn(crate::admin::serve::serve(listener, probe_app, probe_stop))
             });
-            let cache = tokio::spawn(controller::watch_for_jwks(client, settings, jwks, ready));
+            let cache = tokio::spawn(controller::watch_for_jwks(
+                client.clone(),
+                settings,
+                jwks,
+                ready,
+            ));
+            // Without election this replica always leads; the sender is
+            // kept alive here so the channel never reports "closed". With
+            // it, the admin server answers while the Lease is joined.
+            let (always, leading, keeper) = match leader {
+                None => {
+                    let (tx, rx) = watch::channel(true);
+                    (Some(tx), rx, None)
+                }
+                Some(election) => match lease(client, &election, stopped.clone()).await {
+                    Some((rx, keeper)) => (None, rx, Some(keeper)),
+                    // Stopped before the API server answered.
+                    None => {
+                        cache.abort();
+                        let _ = admin.await;
+                        if let Some(probes) = probes {
+                            probes.abort();
+                        }
+                        return Ok(());
+                    }
+                },
+            };
             // `lead` owns the only receiver: when it returns, the lease task
             // sees the channel closed and releases the Lease.
             let result = lead(ctx, task_metrics, leading, stopped).await;

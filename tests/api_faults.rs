@@ -15,6 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use smart_backend_operator::controller::decide::secret_data::{KID_ANNOTATION, PRIVATE_KEY_FILE};
 use smart_backend_operator::crd::SmartBackendClient;
+use smart_backend_operator::runtime::{LeaderElection, Operator};
 use support::api_proxy::{ApiProxy, Fault, Rule};
 use support::cluster::{TestNamespace, kubeconfig_path, wait_for};
 use support::fault_server::{Behaviour, FaultServer};
@@ -321,4 +322,53 @@ async fn a_leader_that_makes_no_progress_fails_liveness_and_says_why() {
     assert_eq!(code, 503);
     assert!(why.contains("no progress") && why.contains("3s"), "{why}");
     operator.kill();
+}
+
+/// A replica that starts while the API server does not answer (here the
+/// Lease's reads fail three times) waits and joins the election when it
+/// answers, instead of exiting and leaving a crash-loop backoff between the
+/// cluster and a leader; its admin server answers meanwhile.
+#[tokio::test]
+async fn a_replica_started_while_the_api_server_is_down_joins_the_election_later() {
+    let proxy = ApiProxy::start().await;
+    let ns = TestNamespace::new("api-faults-lease").await;
+    install_crd(&ns.client).await;
+    let lease = "/leases/sbo-late";
+    proxy.add(rule("GET", lease, answer(500, None), 3));
+    let election = LeaderElection {
+        lease_name: "sbo-late".into(),
+        namespace: ns.name.clone(),
+        identity: "late-replica".into(),
+        duration: Duration::from_secs(4),
+    };
+    let operator = Operator::start(
+        proxy.client(),
+        test_settings(&ns.name),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(election),
+    )
+    .await
+    .expect("a replica starts while the Lease cannot be read");
+    let healthz = format!("http://{}/healthz", operator.admin_addr);
+    let answer = reqwest::get(&healthz)
+        .await
+        .expect("the admin server answers");
+    assert!(
+        answer.status().is_success(),
+        "alive while waiting for the API server"
+    );
+    wait_for(
+        "the replica to lead",
+        WAIT,
+        || async { Some(operator.metrics.leader.get()) },
+        |leading| *leading == 1,
+    )
+    .await;
+    let refused = proxy
+        .faulted()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.ends_with(lease))
+        .count();
+    assert_eq!(refused, 3, "the Lease was read through the outage");
+    operator.stop().await.expect("a clean stop");
 }

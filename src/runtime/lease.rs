@@ -23,29 +23,55 @@ pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
+/// How long to wait before asking the API server for the Lease again after
+/// `failures` failed tries: 1, 2, 4 ... seconds, at most 30.
+pub(crate) fn retry_after(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+}
+
 /// Takes part in the election. Returns the "leading" channel and the task
 /// that keeps the Lease: once every receiver of the channel is dropped, the
 /// task releases the Lease (if held) and ends, so a replica that stops
 /// gracefully hands over at once instead of after the lease duration.
+///
+/// A replica that starts while the API server is down (a restart, an etcd
+/// election) waits for it and tries again, rather than exiting and leaving
+/// the kubelet's growing restart backoff between the cluster and a leader.
+/// Returns `None` if `stopped` turns true first.
 pub(crate) async fn lease(
     client: kube::Client,
     election: &LeaderElection,
-) -> anyhow::Result<(watch::Receiver<bool>, JoinHandle<()>)> {
+    stopped: watch::Receiver<bool>,
+) -> Option<(watch::Receiver<bool>, JoinHandle<()>)> {
     let seconds = election.duration.as_secs().max(2);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &election.lease_name)
-        .with_namespace(&election.namespace)
-        .with_identity(&election.identity)
-        .with_duration(seconds)
-        .with_grace((seconds / 3).max(1))
-        .build()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "leader election on Lease {}/{} failed: {e}",
-                election.namespace,
-                election.lease_name
-            )
-        })?;
+    let mut failures = 0u32;
+    let manager = loop {
+        let built =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+                .with_namespace(&election.namespace)
+                .with_identity(&election.identity)
+                .with_duration(seconds)
+                .with_grace((seconds / 3).max(1))
+                .build()
+                .await;
+        match built {
+            Ok(manager) => break manager,
+            Err(error) => {
+                let wait = retry_after(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(
+                    %error,
+                    "joining the leader election on Lease {}/{} failed; trying again in {wait:?} (check that the API server answers and that the chart's Role grants the Lease)",
+                    election.namespace,
+                    election.lease_name
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = wait_true(stopped.clone()) => return None,
+                }
+            }
+        }
+    };
     let (leading, task) = manager.watch().await;
     // If the lease task dies, this replica can no longer know whether it
     // leads: say so loudly; `lead` sees the channel close and stops.
@@ -56,7 +82,7 @@ pub(crate) async fn lease(
             Err(_) => {}
         }
     });
-    Ok((leading, keeper))
+    Some((leading, keeper))
 }
 
 /// How long a stopping replica waits for its Lease to be released.
@@ -130,5 +156,17 @@ pub(crate) async fn lead(
                 anyhow::bail!("leader election stopped; exiting so that the replica restarts");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_join_is_tried_again_sooner_at_first_and_never_later_than_30_seconds() {
+        let waits: Vec<u64> = (0..8).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(retry_after(u32::MAX), Duration::from_secs(30));
     }
 }
