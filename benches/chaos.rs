@@ -89,6 +89,9 @@ struct Replica {
     name: &'static str,
     process: OperatorProcess,
     kills: u32,
+    /// Times the process exited by itself and was started again, as the
+    /// kubelet would.
+    exits: u32,
 }
 
 impl Replica {
@@ -97,6 +100,7 @@ impl Replica {
             name,
             process: spawn(name, port),
             kills: 0,
+            exits: 0,
         }
     }
 
@@ -104,6 +108,16 @@ impl Replica {
         self.process.kill();
         self.kills += 1;
         self.process = spawn(self.name, self.process.port);
+    }
+
+    /// Starts the replica again if it exited by itself; returns whether.
+    fn restart_if_exited(&mut self) -> bool {
+        if !self.process.exited() {
+            return false;
+        }
+        self.exits += 1;
+        self.process = spawn(self.name, self.process.port);
+        true
     }
 }
 
@@ -247,6 +261,14 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
                 r.kill_and_restart();
             }
         }
+        for r in &mut replicas {
+            if r.restart_if_exited() {
+                log.push(
+                    json!({"at": t.as_secs(), "fault": format!("{} exited by itself", r.name)}),
+                );
+                eprintln!("chaos: {:>4} s {} exited by itself", t.as_secs(), r.name);
+            }
+        }
         for r in &replicas {
             peak_rss_mib = peak_rss_mib.max(observe::rss_mib(&r.process));
         }
@@ -264,6 +286,7 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
         .zip(&cpu_before)
         .map(|(r, before)| (observe::cpu_seconds(&r.process) - before).max(0.0))
         .sum();
+    let exits: u32 = replicas.iter().map(|r| r.exits).sum();
     let end = observe::final_state(&client, NAMESPACE, clients).await;
     let counts = seen.counts();
     let refused = sandbox.refused() - refused_before;
@@ -273,6 +296,9 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
             "{} token Secrets were seen past expiry",
             counts.expired
         ));
+    }
+    if exits > 0 {
+        failed.push(format!("replicas exited by themselves {exits} times"));
     }
     if refused > 0 {
         failed.push(format!("the server refused {refused} requests"));
@@ -298,7 +324,9 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
         "ready_at_start": ready_at_start,
         "faults": log,
         "leader_kills": replicas.iter().map(|r| r.kills).sum::<u32>(),
+        "replica_exits": exits,
         "token_secrets_seen_expired": counts.expired,
+        "expiries_by_10_seconds": counts.expired_by_10s,
         "token_secrets_seen_past_refresh_deadline": counts.late,
         "refreshes_seen": counts.refreshes,
         "rotations_seen": counts.rotations,

@@ -563,6 +563,7 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
         "reconciles_per_client": (sum_metric(&ops_after, "smart_backend_reconciles_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_total", |_| true)) / n,
         "unchanged_reconciles_per_client": (sum_metric(&ops_after, "smart_backend_reconciles_unchanged_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_unchanged_total", |_| true)) / n,
         "token_requests_per_client": (successful_token_requests(&ops_after) - successful_token_requests(&ops_before)) / n,
+        "reconciles_put_off_per_client": (sum_metric(&ops_after, "smart_backend_reconciles_deferred_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_deferred_total", |_| true)) / n,
     });
 
     if let Some(window) = scenario.steady {

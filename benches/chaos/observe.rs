@@ -2,9 +2,10 @@
 //! its expiry fails the soak), every client's Ready condition, signing kid
 //! and KeyMissing, and the replicas' CPU and memory through /proc.
 
+use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -21,12 +22,16 @@ use crate::support::process::OperatorProcess;
 
 #[derive(Default)]
 struct State {
-    counting: bool,
+    /// When counting started.
+    counting_since: Option<Instant>,
     /// Per client: the (issued, expires) of the token Secret last seen.
     tokens: HashMap<String, (SystemTime, SystemTime)>,
     ready: HashSet<String>,
     kids: HashMap<String, String>,
     expired: HashSet<(String, SystemTime)>,
+    /// Expiries first seen, by the 10-second slot of the window they were
+    /// seen in (seconds since counting started, rounded down).
+    expired_by_10s: BTreeMap<u64, u64>,
     late: HashSet<(String, SystemTime)>,
     refreshes: u64,
     rotations: u64,
@@ -36,6 +41,7 @@ struct State {
 /// What was seen while counting.
 pub struct Counts {
     pub expired: usize,
+    pub expired_by_10s: BTreeMap<u64, u64>,
     pub late: usize,
     pub refreshes: u64,
     pub rotations: u64,
@@ -51,7 +57,7 @@ impl Seen {
     }
 
     pub fn start_counting(&self) {
-        self.0.lock().unwrap().counting = true;
+        self.0.lock().unwrap().counting_since = Some(Instant::now());
     }
 
     /// Notes every token Secret whose token has expired, or is past its
@@ -60,9 +66,14 @@ impl Seen {
         let now = SystemTime::now();
         let mut state = self.0.lock().unwrap();
         let state = &mut *state;
+        let slot = state
+            .counting_since
+            .map_or(0, |since| since.elapsed().as_secs() / 10 * 10);
         for (name, (issued, expires)) in &state.tokens {
             if now > *expires {
-                state.expired.insert((name.clone(), *issued));
+                if state.expired.insert((name.clone(), *issued)) {
+                    *state.expired_by_10s.entry(slot).or_default() += 1;
+                }
             } else if now > deadline(*issued, *expires) {
                 state.late.insert((name.clone(), *issued));
             }
@@ -73,6 +84,7 @@ impl Seen {
         let state = self.0.lock().unwrap();
         Counts {
             expired: state.expired.len(),
+            expired_by_10s: state.expired_by_10s.clone(),
             late: state.late.len(),
             refreshes: state.refreshes,
             rotations: state.rotations,
@@ -116,7 +128,7 @@ pub fn watch(client: kube::Client, namespace: &str) -> Seen {
             };
             let mut state = state.lock().unwrap();
             let before = state.tokens.insert(name, (issued, expires));
-            if state.counting && before.is_some_and(|(was, _)| was != issued) {
+            if state.counting_since.is_some() && before.is_some_and(|(was, _)| was != issued) {
                 state.refreshes += 1;
             }
         }
@@ -136,12 +148,14 @@ pub fn watch(client: kube::Client, namespace: &str) -> Seen {
             if condition("Ready").is_some_and(|c| c.status == "True") {
                 state.ready.insert(name.clone());
             }
-            if state.counting && condition("KeyReady").is_some_and(|c| c.reason == "KeyMissing") {
+            if state.counting_since.is_some()
+                && condition("KeyReady").is_some_and(|c| c.reason == "KeyMissing")
+            {
                 state.key_missing += 1;
             }
             if let Some(kid) = status.kid {
                 let before = state.kids.insert(name, kid.clone());
-                if state.counting && before.is_some_and(|was| was != kid) {
+                if state.counting_since.is_some() && before.is_some_and(|was| was != kid) {
                     state.rotations += 1;
                 }
             }

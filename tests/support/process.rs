@@ -90,6 +90,13 @@ impl OperatorProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Whether the process has exited by itself.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// Stops the process as Kubernetes does (SIGTERM) and waits for it to
     /// exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {

@@ -145,7 +145,10 @@ async fn a_busy_server_means_no_request_and_no_write() {
             Expect::new("GET", secret_path(KEY), 200, theirs),
         ],
         // This namespace's one request slot on the server is taken.
-        |ctx| ctx.servers.admit(&authority, NS, std::time::Instant::now()),
+        |ctx| {
+            ctx.servers
+                .admit(&authority, NS, std::time::Instant::now(), None)
+        },
     )
     .await;
     seen.exactly();

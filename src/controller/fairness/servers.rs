@@ -76,6 +76,18 @@ impl Breaker {
     }
 }
 
+/// Whether a request may go through an open breaker: only one whose
+/// client's current token (`token_left` of its life) would expire before
+/// the breaker lets a trial through and, should that trial fail, one more
+/// cool-down ends. The breaker saves a server that is down from requests
+/// that can wait; it never lets a token expire that a request could still
+/// renew (a server that drops most connections answers some). Such requests
+/// still take the server's slots, so a dead server sees no more than it
+/// would without a breaker. A client with no valid token waits.
+pub fn cannot_wait(until: Instant, now: Instant, token_left: Option<Duration>) -> bool {
+    token_left.is_some_and(|left| left < until.saturating_duration_since(now) + COOL_DOWN)
+}
+
 /// When a reconcile that found its slots taken comes back: in a moment,
 /// spread out so that the ones turned away together do not return together.
 pub fn come_back_shortly() -> crate::controller::model::requeue::Requeue {
@@ -195,27 +207,41 @@ impl Servers {
         })
     }
 
-    pub fn admit(&self, authority: &str, namespace: &str, now: Instant) -> Admission {
+    /// A slot for a token request to `authority` from `namespace`, whose
+    /// client's current token has `token_left` of its life (None: no valid
+    /// token).
+    pub fn admit(
+        &self,
+        authority: &str,
+        namespace: &str,
+        now: Instant,
+        token_left: Option<Duration>,
+    ) -> Admission {
         let mut state = self.lock();
         if !Self::namespace_has_room(&state, namespace, self.workers) {
             return Admission::Busy;
         }
         let key = (authority.to_string(), namespace.to_string());
         let breaker = state.breakers.entry(key.clone()).or_default();
-        if let Err(until) = breaker.check(now) {
-            return Admission::Open {
-                until,
-                failures: breaker.failures(),
-            };
-        }
+        let passes = match breaker.check(now) {
+            Ok(()) => false,
+            Err(until) if cannot_wait(until, now, token_left) => true,
+            Err(until) => {
+                return Admission::Open {
+                    until,
+                    failures: breaker.failures(),
+                };
+            }
+        };
         let on_server = state.servers.get(authority).copied().unwrap_or(0);
         let mine = state.server_namespaces.get(&key).copied().unwrap_or(0);
         if on_server >= self.per_server || mine >= server_share(self.per_server) {
             return Admission::Busy;
         }
-        // The half-open trial is taken only by a request that goes.
+        // The half-open trial is taken only by a request that goes, and not
+        // by one that passes because its token cannot wait.
         let breaker = state.breakers.entry(key.clone()).or_default();
-        if let Err(until) = breaker.allow(now) {
+        if !passes && let Err(until) = breaker.allow(now) {
             return Admission::Open {
                 until,
                 failures: breaker.failures(),
@@ -253,168 +279,4 @@ impl Servers {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_breaker_opens_after_repeated_unreachable_requests_and_lets_one_through_after_the_cool_down()
-     {
-        let t0 = Instant::now();
-        let mut b = Breaker::default();
-        for i in 1..OPEN_AFTER {
-            assert!(!b.record(false, t0), "{i}");
-            assert!(b.allow(t0).is_ok());
-        }
-        assert!(b.record(false, t0), "the fifth opens it");
-        assert_eq!(b.allow(t0 + Duration::from_secs(1)), Err(t0 + COOL_DOWN));
-        // After the cool-down one request goes; the next waits again.
-        let later = t0 + COOL_DOWN;
-        assert!(b.allow(later).is_ok());
-        assert!(b.allow(later + Duration::from_secs(1)).is_err());
-        // It failed again: open for another cool-down, not "opened" anew.
-        assert!(!b.record(false, later + Duration::from_secs(2)));
-        // An answer of any kind closes it.
-        b.record(true, later + COOL_DOWN * 2);
-        assert_eq!(b, Breaker::default());
-    }
-
-    #[test]
-    fn a_server_answering_with_errors_keeps_the_breaker_closed() {
-        let t0 = Instant::now();
-        let mut b = Breaker::default();
-        for _ in 0..10 {
-            b.record(false, t0);
-            b.record(true, t0);
-        }
-        assert!(b.allow(t0).is_ok());
-    }
-
-    #[test]
-    fn slots_are_taken_without_waiting_and_freed_with_the_permit() {
-        let servers = Servers::new(2, 8);
-        let now = Instant::now();
-        let Admission::Go(a) = servers.admit("ehr:443", "n", now) else {
-            panic!()
-        };
-        let Admission::Go(_b) = servers.admit("ehr:443", "m", now) else {
-            panic!()
-        };
-        assert!(matches!(
-            servers.admit("ehr:443", "o", now),
-            Admission::Busy
-        ));
-        assert!(matches!(
-            servers.admit("other:443", "n", now),
-            Admission::Go(_)
-        ));
-        drop(a);
-        assert!(matches!(
-            servers.admit("ehr:443", "n", now),
-            Admission::Go(_)
-        ));
-        servers.prune();
-        assert_eq!(
-            servers.len(),
-            1,
-            "the server with a request in flight is kept"
-        );
-    }
-
-    #[test]
-    fn an_open_breaker_is_reported_with_when_it_closes() {
-        let servers = Servers::new(4, 8);
-        let now = Instant::now();
-        for _ in 0..OPEN_AFTER {
-            servers.record("hang:443", "n", false, now);
-        }
-        match servers.admit("hang:443", "n", now) {
-            Admission::Open { until, failures } => {
-                assert_eq!(until, now + COOL_DOWN);
-                assert_eq!(failures, OPEN_AFTER);
-            }
-            _ => panic!("the breaker is open"),
-        }
-        // Another tenant of the same host is not paused by it.
-        assert!(matches!(
-            servers.admit("hang:443", "other", now),
-            Admission::Go(_)
-        ));
-    }
-
-    #[test]
-    fn every_busy_namespace_gets_an_equal_part_and_a_newcomer_still_finds_room() {
-        assert_eq!(fair_share(16, 0), 8);
-        assert_eq!(fair_share(16, 1), 5);
-        assert_eq!(fair_share(16, 2), 4);
-        assert_eq!(fair_share(16, 100), 1);
-        assert_eq!(server_share(4), 3);
-        assert_eq!(server_share(1), 1);
-        // Three greedy namespaces cannot take every worker between them.
-        let servers = Servers::new(100, 12);
-        let now = Instant::now();
-        let mut held = Vec::new();
-        for round in 0..12 {
-            for ns in ["a", "b", "c"] {
-                if let Admission::Go(p) = servers.admit(&format!("s{round}{ns}:443"), ns, now) {
-                    held.push(p);
-                }
-            }
-        }
-        assert!(held.len() < 12, "{} of 12 workers taken", held.len());
-        assert!(matches!(
-            servers.admit("s:443", "newcomer", now),
-            Admission::Go(_)
-        ));
-    }
-
-    #[test]
-    fn one_namespace_leaves_a_slot_of_each_server_to_the_others() {
-        let servers = Servers::new(4, 64);
-        let now = Instant::now();
-        let held: Vec<Permit> = (0..3)
-            .map(|_| match servers.admit("ehr:443", "greedy", now) {
-                Admission::Go(p) => p,
-                _ => panic!("within its share of the server"),
-            })
-            .collect();
-        assert!(matches!(
-            servers.admit("ehr:443", "greedy", now),
-            Admission::Busy
-        ));
-        assert!(matches!(
-            servers.admit("ehr:443", "other", now),
-            Admission::Go(_)
-        ));
-        drop(held);
-    }
-
-    #[test]
-    fn one_namespace_takes_at_most_its_share_of_requests_across_all_servers() {
-        let servers = Servers::new(4, 6);
-        let now = Instant::now();
-        let held: Vec<Permit> = (0..3)
-            .map(
-                |i| match servers.admit(&format!("slow-{i}:443"), "greedy", now) {
-                    Admission::Go(permit) => permit,
-                    _ => panic!("within the share"),
-                },
-            )
-            .collect();
-        assert!(matches!(
-            servers.admit("slow-9:443", "greedy", now),
-            Admission::Busy
-        ));
-        assert!(servers.admit_namespace("greedy").is_none(), "metadata too");
-        assert!(matches!(
-            servers.admit("slow-0:443", "other", now),
-            Admission::Go(_)
-        ));
-        drop(held);
-        assert!(servers.admit_namespace("greedy").is_some());
-        servers.prune();
-        assert!(
-            servers.lock().namespaces.is_empty(),
-            "idle namespaces are forgotten"
-        );
-    }
-}
+mod tests;

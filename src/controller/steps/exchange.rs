@@ -69,10 +69,17 @@ impl From<Result<Attempt, Failure>> for Exchange {
 /// authorization server's concurrency limit.
 pub(in crate::controller) async fn request(ctx: &Context, inputs: &Inputs<'_>) -> Exchange {
     let authority = inputs.token_endpoint.authority().to_string();
-    let _permit = match ctx
-        .servers
-        .admit(&authority, inputs.target.namespace, Instant::now())
-    {
+    let token_left = inputs
+        .known
+        .clone()
+        .or_else(|| inputs.existing.and_then(secret_data::read_token_secret))
+        .and_then(|t| t.expires_at.duration_since(SystemTime::now()).ok());
+    let _permit = match ctx.servers.admit(
+        &authority,
+        inputs.target.namespace,
+        Instant::now(),
+        token_left,
+    ) {
         Admission::Go(permit) => permit,
         Admission::Busy => return Ok(Attempt::Busy).into(),
         Admission::Open { until, failures } => {
@@ -80,7 +87,7 @@ pub(in crate::controller) async fn request(ctx: &Context, inputs: &Inputs<'_>) -
             return Exchange::from(Err(Failure {
                 reason: Reason::ServerNotAnswering,
                 message: format!(
-                    "the last {failures} requests to {authority} timed out or were refused, so requests to it pause for {}s (for this namespace's clients of that server); check that the server is up and reachable from the operator",
+                    "the last {failures} requests to {authority} timed out or were refused, so requests to it pause for {}s (for this namespace's clients of that server whose token can wait that long); check that the server is up and reachable from the operator",
                     wait.as_secs().max(1)
                 ),
                 retry_after: Some(wait),
