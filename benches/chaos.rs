@@ -134,7 +134,11 @@ fn spawn(name: &str, port: u16) -> OperatorProcess {
     let max_age = JWKS_MAX_AGE.as_secs().to_string();
     OperatorProcess::spawn_args(
         &launch,
-        &[("POD_NAME", name)],
+        // Leadership changes are logged, to read expiries against them.
+        &[
+            ("POD_NAME", name),
+            ("RUST_LOG", "warn,smart_backend_operator::runtime=info"),
+        ],
         &[
             "--jwks-max-age",
             &max_age,

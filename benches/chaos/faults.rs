@@ -11,6 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// The token server's proxy: healthy, or dropping and hanging connections.
 pub struct Faulty {
     failing: AtomicBool,
+    /// Failing episodes begun so far: a connection open when one begins is
+    /// cut; one opened during it is forwarded or failed as it starts.
+    episodes: AtomicU64,
     connections: AtomicU64,
     faulted: AtomicU64,
 }
@@ -24,10 +27,14 @@ impl Faulty {
 
 /// Listens on `port` and forwards to `target`. When it starts failing,
 /// every open connection is cut; while failing, four new connections in
-/// ten are closed at once and three are held without an answer for 45 s.
+/// ten are closed at once, three are held without an answer for 45 s and
+/// three are forwarded (a server that fails most requests, not all: with
+/// none forwarded, every 60-second token due in the window would expire
+/// whatever the operator did).
 pub async fn proxy(port: u16, target: u16) -> Arc<Faulty> {
     let faulty = Arc::new(Faulty {
         failing: AtomicBool::new(false),
+        episodes: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         faulted: AtomicU64::new(0),
     });
@@ -39,6 +46,7 @@ pub async fn proxy(port: u16, target: u16) -> Arc<Faulty> {
         while let Ok((inbound, _)) = listener.accept().await {
             let n = state.connections.fetch_add(1, Ordering::Relaxed) % 10;
             let failing = state.failing.load(Ordering::Relaxed);
+            let episode = state.episodes.load(Ordering::Relaxed);
             if failing && n < 7 {
                 state.faulted.fetch_add(1, Ordering::Relaxed);
             }
@@ -50,7 +58,7 @@ pub async fn proxy(port: u16, target: u16) -> Arc<Faulty> {
                         tokio::time::sleep(Duration::from_secs(45)).await;
                         drop(inbound);
                     }
-                    _ => forward_until_failing(inbound, target, &state).await,
+                    _ => forward_until_cut(inbound, target, &state, episode).await,
                 }
             });
         }
@@ -109,12 +117,12 @@ pub async fn balance(ports: Vec<u16>) -> u16 {
     port
 }
 
-/// Forwards until the proxy starts failing: then the connection is cut,
-/// as a server that restarts cuts its clients' kept-alive connections, so
-/// the requests that follow meet the faults.
-async fn forward_until_failing(inbound: TcpStream, target: u16, state: &Faulty) {
+/// Forwards until the proxy begins a failing episode after `episode`: then
+/// the connection is cut, as a server that restarts cuts its clients'
+/// kept-alive connections, so the requests that follow meet the faults.
+async fn forward_until_cut(inbound: TcpStream, target: u16, state: &Faulty, episode: u64) {
     let cut = async {
-        while !state.failing.load(Ordering::Relaxed) {
+        while state.episodes.load(Ordering::Relaxed) == episode {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -160,7 +168,10 @@ impl Fault {
         match self {
             Fault::ApiServerRestart => restart("stop-apiserver", "start-apiserver", 15),
             Fault::EtcdRestart => restart("stop-etcd", "start-etcd", 10),
-            Fault::TokenServerFailing => faulty.failing.store(true, Ordering::Relaxed),
+            Fault::TokenServerFailing => {
+                faulty.failing.store(true, Ordering::Relaxed);
+                faulty.episodes.fetch_add(1, Ordering::Relaxed);
+            }
             Fault::TokenServerHealthy => faulty.failing.store(false, Ordering::Relaxed),
         }
     }
