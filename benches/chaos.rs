@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use smart_backend_operator::crd::SmartBackendClient;
@@ -207,6 +207,7 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
     let faulty = faults::proxy(proxy_port, sandbox_port).await;
 
     let seen = observe::watch(client.clone(), NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let sbcs: Api<SmartBackendClient> = Api::namespaced(client.clone(), NAMESPACE);
     let fhir = format!("http://127.0.0.1:{proxy_port}/fhir");
     futures_util::stream::iter(0..clients)
@@ -276,13 +277,13 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
         for r in &replicas {
             peak_rss_mib = peak_rss_mib.max(observe::rss_mib(&r.process));
         }
-        seen.check_expiry();
+        seen.check_expiry(&secrets).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     faults::Fault::TokenServerHealthy.apply(&faulty).await;
     // A calm minute and a half for what is in flight to settle.
     for _ in 0..90 {
-        seen.check_expiry();
+        seen.check_expiry(&secrets).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let cpu: f64 = replicas
@@ -331,6 +332,7 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
         "replica_exits": exits,
         "token_secrets_seen_expired": counts.expired,
         "expiries_by_10_seconds": counts.expired_by_10s,
+        "expiries_the_watch_showed_that_a_read_found_renewed": counts.watch_behind,
         "token_secrets_seen_past_refresh_deadline": counts.late,
         "refreshes_seen": counts.refreshes,
         "rotations_seen": counts.rotations,

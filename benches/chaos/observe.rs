@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -33,6 +33,8 @@ struct State {
     /// seen in (seconds since counting started, rounded down).
     expired_by_10s: BTreeMap<u64, u64>,
     late: HashSet<(String, SystemTime)>,
+    /// Tokens the watch showed past expiry that a read found renewed.
+    watch_behind: u64,
     refreshes: u64,
     rotations: u64,
     key_missing: u64,
@@ -42,6 +44,7 @@ struct State {
 pub struct Counts {
     pub expired: usize,
     pub expired_by_10s: BTreeMap<u64, u64>,
+    pub watch_behind: u64,
     pub late: usize,
     pub refreshes: u64,
     pub rotations: u64,
@@ -61,21 +64,48 @@ impl Seen {
     }
 
     /// Notes every token Secret whose token has expired, or is past its
-    /// refresh deadline (halfway from the planned refresh to expiry).
-    pub fn check_expiry(&self) {
+    /// refresh deadline (halfway from the planned refresh to expiry). A
+    /// token the watch shows past expiry is confirmed by reading the Secret
+    /// (after an etcd restart a watch can lag behind): it counts when the
+    /// Secret still holds it, or holds one issued after it expired.
+    pub async fn check_expiry(&self, secrets: &Api<Secret>) {
         let now = SystemTime::now();
-        let mut state = self.0.lock().unwrap();
-        let state = &mut *state;
-        let slot = state
-            .counting_since
-            .map_or(0, |since| since.elapsed().as_secs() / 10 * 10);
-        for (name, (issued, expires)) in &state.tokens {
-            if now > *expires {
-                if state.expired.insert((name.clone(), *issued)) {
+        let candidates: Vec<(String, SystemTime, SystemTime)> = {
+            let mut state = self.0.lock().unwrap();
+            let state = &mut *state;
+            for (name, (issued, expires)) in &state.tokens {
+                if now <= *expires && now > deadline(*issued, *expires) {
+                    state.late.insert((name.clone(), *issued));
+                }
+            }
+            state
+                .tokens
+                .iter()
+                .filter(|(name, (issued, expires))| {
+                    now > *expires && !state.expired.contains(&((*name).clone(), *issued))
+                })
+                .map(|(name, (issued, expires))| (name.clone(), *issued, *expires))
+                .collect()
+        };
+        for (name, issued, expires) in candidates {
+            let read = tokio::time::timeout(Duration::from_secs(2), secrets.get(&name)).await;
+            // The API server does not answer: look again next time.
+            let Ok(Ok(secret)) = read else { break };
+            let Some((now_issued, now_expires)) = times(&secret) else {
+                continue;
+            };
+            let mut state = self.0.lock().unwrap();
+            if now_issued == issued || now_issued > expires {
+                let slot = state
+                    .counting_since
+                    .map_or(0, |since| since.elapsed().as_secs() / 10 * 10);
+                if state.expired.insert((name.clone(), issued)) {
                     *state.expired_by_10s.entry(slot).or_default() += 1;
                 }
-            } else if now > deadline(*issued, *expires) {
-                state.late.insert((name.clone(), *issued));
+            }
+            if now_issued != issued {
+                state.watch_behind += 1;
+                state.tokens.insert(name, (now_issued, now_expires));
             }
         }
     }
@@ -85,12 +115,21 @@ impl Seen {
         Counts {
             expired: state.expired.len(),
             expired_by_10s: state.expired_by_10s.clone(),
+            watch_behind: state.watch_behind,
             late: state.late.len(),
             refreshes: state.refreshes,
             rotations: state.rotations,
             key_missing: state.key_missing,
         }
     }
+}
+
+/// A token Secret's (issued, expires) times.
+fn times(secret: &Secret) -> Option<(SystemTime, SystemTime)> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let issued = parse_rfc3339(annotations.get(ISSUED_AT_ANNOTATION)?)?;
+    let expires = parse_rfc3339(annotations.get(EXPIRES_AT_ANNOTATION)?)?;
+    Some((issued, expires))
 }
 
 fn deadline(issued: SystemTime, expires: SystemTime) -> SystemTime {
@@ -116,14 +155,7 @@ pub fn watch(client: kube::Client, namespace: &str) -> Seen {
             if !name.ends_with("-token") {
                 continue;
             }
-            let annotations = secret.metadata.annotations.unwrap_or_default();
-            let issued = annotations
-                .get(ISSUED_AT_ANNOTATION)
-                .and_then(|t| parse_rfc3339(t));
-            let expires = annotations
-                .get(EXPIRES_AT_ANNOTATION)
-                .and_then(|t| parse_rfc3339(t));
-            let (Some(issued), Some(expires)) = (issued, expires) else {
+            let Some((issued, expires)) = times(&secret) else {
                 continue;
             };
             let mut state = state.lock().unwrap();
