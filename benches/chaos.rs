@@ -54,6 +54,13 @@ fn main() {
         eprintln!("chaos: runs only under `cargo bench --bench chaos`");
         return;
     }
+    // The sandbox says why it refuses an assertion (and the kid).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "smart_backend_operator::sandbox=warn",
+        ))
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -74,17 +74,49 @@ pub(crate) async fn lease(
             }
         }
     };
-    let (leading, task) = manager.watch().await;
-    // If the lease task dies, this replica can no longer know whether it
-    // leads: say so loudly; `lead` sees the channel close and stops.
-    let keeper = tokio::spawn(async move {
-        match task.await {
-            Ok(Err(error)) => tracing::error!(%error, "the leader-election task failed"),
-            Ok(Ok(_)) => tracing::info!("leader lease released"),
-            Err(_) => {}
-        }
-    });
+    let (sender, leading) = watch::channel(false);
+    let keeper = tokio::spawn(keep(manager, sender));
     Some((leading, keeper))
+}
+
+/// Keeps the Lease (renews it while held, takes it when it expires) and
+/// sends every change of leadership, until every receiver is dropped; then
+/// releases it. The crate's own loop waits up to 30 s between failed looks
+/// at the Lease, so after an API-server outage a replica could look again
+/// long after the Lease expired: time with no leader, while 60-second
+/// tokens run out. This loop looks again within `retry_after`.
+async fn keep(manager: kube_lease_manager::LeaseManager, sender: watch::Sender<bool>) {
+    let mut failures = 0u32;
+    loop {
+        let changed = tokio::select! {
+            biased;
+            () = sender.closed() => break,
+            changed = manager.changed() => changed,
+        };
+        match changed {
+            Ok(leading) => {
+                failures = 0;
+                if sender.send(leading).is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                let wait = retry_after(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(%error, "the leader Lease could not be read or renewed; trying again in {wait:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = sender.closed() => break,
+                }
+            }
+        }
+    }
+    match manager.release().await {
+        Ok(()) => tracing::info!("leader lease released"),
+        Err(error) => {
+            tracing::warn!(%error, "the leader lease could not be released; the next leader waits for it to expire")
+        }
+    }
 }
 
 /// How long a stopping replica waits for its Lease to be released.

@@ -175,7 +175,7 @@ async fn token(
     let verified = match verify::assertion(&sandbox, assertion).await {
         Ok(v) => v,
         Err(reason) => {
-            tracing::info!(%reason, "refused a client assertion");
+            tracing::warn!(%reason, "refused a client assertion");
             sandbox
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
