@@ -99,35 +99,34 @@ impl Operator {
             // Without election this replica always leads; the sender is
             // kept alive here so the channel never reports "closed". With
             // it, the admin server answers while the Lease is joined.
-            let (always, leading, keeper) = match leader {
+            let elected = match leader {
                 None => {
                     let (tx, rx) = watch::channel(true);
-                    (Some(tx), rx, None)
+                    Some((Some(tx), rx, None))
                 }
-                Some(election) => match lease(client, &election, stopped.clone()).await {
-                    Some((rx, keeper)) => (None, rx, Some(keeper)),
-                    // Stopped before the API server answered.
-                    None => {
-                        cache.abort();
-                        let _ = admin.await;
-                        if let Some(probes) = probes {
-                            probes.abort();
-                        }
-                        return Ok(());
-                    }
-                },
+                Some(election) => lease(client, &election, stopped.clone())
+                    .await
+                    .map(|(rx, keeper)| (None, rx, Some(keeper))),
             };
-            // `lead` owns the only receiver: when it returns, the lease task
-            // sees the channel closed and releases the Lease.
-            let result = lead(ctx, task_metrics, leading, stopped).await;
-            drop(always);
-            if let Some(keeper) = keeper
-                && tokio::time::timeout(RELEASE_TIMEOUT, keeper).await.is_err()
-            {
-                tracing::warn!(
-                    "the leader lease was not released within {RELEASE_TIMEOUT:?}; the next leader waits for it to expire"
-                );
-            }
+            let result = match elected {
+                Some((always, leading, keeper)) => {
+                    // `lead` owns the only receiver: when it returns, the
+                    // lease task sees the channel closed and releases the
+                    // Lease.
+                    let result = lead(ctx, task_metrics, leading, stopped).await;
+                    drop(always);
+                    if let Some(keeper) = keeper
+                        && tokio::time::timeout(RELEASE_TIMEOUT, keeper).await.is_err()
+                    {
+                        tracing::warn!(
+                            "the leader lease was not released within {RELEASE_TIMEOUT:?}; the next leader waits for it to expire"
+                        );
+                    }
+                    result
+                }
+                // Stopped before the API server answered.
+                None => Ok(()),
+            };
             cache.abort();
             if result.is_err() {
                 // Stopping by itself: nothing will ask the admin server to

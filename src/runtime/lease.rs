@@ -31,6 +31,13 @@ pub(crate) fn retry_after(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(3)).min(Duration::from_secs(5))
 }
 
+/// Counts one more failed try and returns how long to wait before the next.
+fn next_retry(failures: &mut u32) -> Duration {
+    let wait = retry_after(*failures);
+    *failures = failures.saturating_add(1);
+    wait
+}
+
 /// Takes part in the election. Returns the "leading" channel and the task
 /// that keeps the Lease: once every receiver of the channel is dropped, the
 /// task releases the Lease (if held) and ends, so a replica that stops
@@ -59,8 +66,7 @@ pub(crate) async fn lease(
         match built {
             Ok(manager) => break manager,
             Err(error) => {
-                let wait = retry_after(failures);
-                failures = failures.saturating_add(1);
+                let wait = next_retry(&mut failures);
                 tracing::warn!(
                     %error,
                     "joining the leader election on Lease {}/{} failed; trying again in {wait:?} (check that the API server answers and that the chart's Role grants the Lease)",
@@ -101,8 +107,7 @@ async fn keep(manager: kube_lease_manager::LeaseManager, sender: watch::Sender<b
                 }
             }
             Err(error) => {
-                let wait = retry_after(failures);
-                failures = failures.saturating_add(1);
+                let wait = next_retry(&mut failures);
                 tracing::warn!(%error, "the leader Lease could not be read or renewed; trying again in {wait:?}");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}

@@ -85,7 +85,11 @@ impl Breaker {
 /// still take the server's slots, so a dead server sees no more than it
 /// would without a breaker. A client with no valid token waits.
 pub fn cannot_wait(until: Instant, now: Instant, token_left: Option<Duration>) -> bool {
-    token_left.is_some_and(|left| left < until.saturating_duration_since(now) + COOL_DOWN)
+    token_left.is_some_and(|left| {
+        left < until
+            .saturating_duration_since(now)
+            .saturating_add(COOL_DOWN)
+    })
 }
 
 /// When a reconcile that found its slots taken comes back: in a moment,

@@ -66,14 +66,16 @@ impl From<Result<Attempt, Failure>> for Exchange {
 }
 
 /// Signs a fresh assertion (new jti) and exchanges it, holding a slot of the
-/// authorization server's concurrency limit.
-pub(in crate::controller) async fn request(ctx: &Context, inputs: &Inputs<'_>) -> Exchange {
+/// authorization server's concurrency limit. `stored_expires_at`: when the
+/// token the Secret holds expires (an open breaker lets a token through that
+/// cannot wait).
+pub(in crate::controller) async fn request(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    stored_expires_at: Option<SystemTime>,
+) -> Exchange {
     let authority = inputs.token_endpoint.authority().to_string();
-    let token_left = inputs
-        .known
-        .clone()
-        .or_else(|| inputs.existing.and_then(secret_data::read_token_secret))
-        .and_then(|t| t.expires_at.duration_since(SystemTime::now()).ok());
+    let token_left = stored_expires_at.and_then(|at| at.duration_since(SystemTime::now()).ok());
     let _permit = match ctx.servers.admit(
         &authority,
         inputs.target.namespace,

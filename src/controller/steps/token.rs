@@ -163,17 +163,28 @@ pub(in crate::controller) async fn refresh(
     }
     tracing::debug!(client = target.name, namespace = target.namespace, why = ?due, "requesting a token");
 
-    obtain(ctx, inputs, recall, &inputs_hash, requested).await
+    let stored_expires_at = stored.as_ref().map(|s| s.expires_at);
+    obtain(
+        ctx,
+        inputs,
+        recall,
+        &inputs_hash,
+        requested,
+        stored_expires_at,
+    )
+    .await
 }
 
 /// A token is due: the one obtained earlier and not written (if still
 /// usable), or a new one from the server; then written to the Secret.
+/// `stored_expires_at`: when the token the Secret holds expires.
 async fn obtain(
     ctx: &Context,
     inputs: &Inputs<'_>,
     recall: Recall<'_>,
     inputs_hash: &str,
     requested: Option<&str>,
+    stored_expires_at: Option<SystemTime>,
 ) -> Step {
     let Inputs {
         target,
@@ -192,7 +203,7 @@ async fn obtain(
             if recall.pending.is_some() {
                 memo.pending = Pending::Dropped;
             }
-            let exchange = exchange::request(ctx, inputs).await;
+            let exchange = exchange::request(ctx, inputs, stored_expires_at).await;
             if let Some(sent) = exchange.sent {
                 memo.attempt_failed = Some(!sent.ok);
                 memo.clock_skew = sent.clock_skew;
