@@ -13,7 +13,9 @@
 //! exits non-zero when one of those fails.
 //!
 //! `cargo bench --bench chaos` runs it; CHAOS_SECONDS sets the window
-//! (default 1800) and CHAOS_CLIENTS the clients (default 1000). Not in CI:
+//! (default 1800), CHAOS_CLIENTS the clients (default 1000) and
+//! CHAOS_FAULTS the kinds of fault (`apiserver,etcd,token,kill`, all by
+//! default; one kind on its own shows what it costs). Not in CI:
 //! it takes the machine for half an hour and restarts the control plane.
 
 #[path = "../tests/support/mod.rs"]
@@ -139,13 +141,15 @@ fn spawn(name: &str, port: u16) -> OperatorProcess {
         admin_port: port,
     };
     let max_age = JWKS_MAX_AGE.as_secs().to_string();
+    // CHAOS_RUST_LOG adds to what the replicas log, to study one fault.
+    let log = match std::env::var("CHAOS_RUST_LOG") {
+        Ok(more) => format!("warn,smart_backend_operator::runtime=info,{more}"),
+        Err(_) => "warn,smart_backend_operator::runtime=info".to_string(),
+    };
     OperatorProcess::spawn_args(
         &launch,
         // Leadership changes are logged, to read expiries against them.
-        &[
-            ("POD_NAME", name),
-            ("RUST_LOG", "warn,smart_backend_operator::runtime=info"),
-        ],
+        &[("POD_NAME", name), ("RUST_LOG", &log)],
         &[
             "--jwks-max-age",
             &max_age,
@@ -252,7 +256,8 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
         .collect();
     let refused_before = sandbox.refused();
     seen.start_counting();
-    let mut plan = faults::Plan::over(window);
+    let kinds = std::env::var("CHAOS_FAULTS").ok();
+    let mut plan = faults::Plan::over(window, kinds.as_deref());
     let started = Instant::now();
     let mut log = Vec::new();
     let mut peak_rss_mib = 0.0f64;

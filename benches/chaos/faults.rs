@@ -186,25 +186,36 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn over(window: Duration) -> Self {
+    /// The plan over `window`, with only the kinds of fault `kinds` names
+    /// (`apiserver`, `etcd`, `token`, `kill`; all of them when `None`), so
+    /// that one kind can be studied on its own.
+    pub fn over(window: Duration, kinds: Option<&str>) -> Self {
+        let wanted = |kind: &str| kinds.is_none_or(|k| k.split(',').any(|w| w.trim() == kind));
         let at = |fraction: f64, fault| (window.mul_f64(fraction), fault);
-        let mut faults = vec![
-            at(0.15, Fault::ApiServerRestart),
-            at(0.50, Fault::ApiServerRestart),
-            at(0.85, Fault::ApiServerRestart),
-            at(0.33, Fault::EtcdRestart),
-            at(0.66, Fault::EtcdRestart),
-        ];
-        for start in [0.23, 0.58, 0.75] {
-            faults.push(at(start, Fault::TokenServerFailing));
-            let end = window.mul_f64(start) + Duration::from_secs(60);
-            faults.push((end, Fault::TokenServerHealthy));
+        let mut faults = Vec::new();
+        if wanted("apiserver") {
+            faults.extend([0.15, 0.50, 0.85].map(|f| at(f, Fault::ApiServerRestart)));
+        }
+        if wanted("etcd") {
+            faults.extend([0.33, 0.66].map(|f| at(f, Fault::EtcdRestart)));
+        }
+        if wanted("token") {
+            for start in [0.23, 0.58, 0.75] {
+                faults.push(at(start, Fault::TokenServerFailing));
+                let end = window.mul_f64(start) + Duration::from_secs(60);
+                faults.push((end, Fault::TokenServerHealthy));
+            }
         }
         faults.sort_by_key(|(t, _)| *t);
         Self {
             at: faults,
             handed_out: 0,
-            kill_every: window / 8,
+            // No kill when kills are not wanted: a period past the window.
+            kill_every: if wanted("kill") {
+                window / 8
+            } else {
+                window * 2
+            },
         }
     }
 
