@@ -296,10 +296,7 @@ pub async fn run(
         let unlisted = unlisted_at(shutdown.clone(), reader.clone());
         let controller = Controller::for_stream(resources, reader)
             .reconcile_on(woken)
-            // Unbounded here: every due reconcile is handed over at once
-            // and waits for its place in `ctx.workers`, which keeps the
-            // number running to the setting and shares it by namespace.
-            .with_config(controller::Config::default().concurrency(0))
+            .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
             .graceful_shutdown_on(shutdown.clone());
         let ctx = ctx.clone();
         controllers.push(async move {
@@ -373,6 +370,7 @@ async fn prune_forgotten_clients(
             .collect();
         ctx.memory.retain(|uid| uids.contains(uid));
         ctx.progress.retain(|uid| uids.contains(uid));
+        ctx.workers.retain(|uid| uids.contains(uid));
         let names: std::collections::HashSet<(&str, &str)> = live
             .iter()
             .filter_map(|o| Some((o.meta().namespace.as_deref()?, o.meta().name.as_deref()?)))

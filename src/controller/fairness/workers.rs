@@ -1,30 +1,30 @@
 //! Reconcile workers shared among namespaces. kube-runtime runs reconciles
 //! first come, first served, so one namespace that creates or changes many
 //! clients at once (each reconcile a few API calls) would hold every worker
-//! while another namespace's refreshes wait behind it. So kube-runtime hands
-//! every due reconcile over at once, and each waits here for a place: a
-//! namespace runs at most its share of the workers, and a freed place goes
-//! to the namespaces that wait in turn, one reconcile each. Within a
-//! namespace the reconcile whose token expires first goes first: after an
-//! outage or a change of leader, when every client is looked at again, the
-//! tokens about to expire do not wait behind those with hours left. A
-//! waiting reconcile is a parked future: nothing is put off and tried
-//! again, so a backlog of thousands costs no work while it waits.
+//! while another namespace's refreshes wait in the queue. A reconcile
+//! therefore starts its work only while its namespace is within its share
+//! of the workers; otherwise it comes back in a moment, which costs a worker
+//! a few microseconds. A client put off again and again comes back after
+//! 1, 2, then 4 seconds, so that a backlog of thousands does not keep the
+//! workers busy putting itself off.
+//!
+//! Why not park the waiting reconciles in a fair queue instead: kube-runtime
+//! polls every running reconcile whenever one of them wakes, so thousands
+//! parked as running reconciles made a 5,000-client burst cost twice the
+//! CPU (BENCHMARKS.md, 2026-12-07 afternoon). And the put-offs are cheap:
+//! halving them changed nothing measurable.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
-
-use tokio::sync::oneshot;
+use std::time::Duration;
 
 /// Workers kept free for namespaces that are not busy yet, when only one
 /// is.
 const RESERVE: usize = 2;
 
 /// How many reconciles one namespace may run at once out of `workers`,
-/// while `busy_others` other namespaces run or wait for some: all but a
-/// reserve when it is alone, an equal part otherwise.
+/// while `busy_others` other namespaces run some: all but a reserve when it
+/// is alone, an equal part otherwise.
 pub fn share(workers: usize, busy_others: usize) -> usize {
     let share = if busy_others == 0 {
         workers.saturating_sub(RESERVE)
@@ -34,217 +34,128 @@ pub fn share(workers: usize, busy_others: usize) -> usize {
     share.max(1)
 }
 
-/// A reconcile waiting for its place: the earliest `due` first, and in
-/// the order they came among equals.
-struct Waiter {
-    due: Reverse<(SystemTime, u64)>,
-    turn: oneshot::Sender<Place>,
+/// How long a client put off `times` times in a row waits before it comes
+/// back (`jitter` in [0, 1) spreads the ones put off together).
+pub fn put_off(times: u32, jitter: f64) -> Duration {
+    let base = Duration::from_secs(1 << times.saturating_sub(1).min(2));
+    base + Duration::from_secs(1).mul_f64(jitter.clamp(0.0, 1.0))
 }
 
-impl PartialEq for Waiter {
-    fn eq(&self, other: &Self) -> bool {
-        self.due == other.due
-    }
-}
-impl Eq for Waiter {}
-impl PartialOrd for Waiter {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Waiter {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.due.cmp(&other.due)
-    }
-}
-
-/// What runs and what waits, by namespace, under one lock.
+/// Reconciles running, by namespace, and how often each waiting client
+/// was put off: one lock for both, taken once per reconcile.
 #[derive(Default)]
-struct Queue {
+struct Counts {
     running: HashMap<String, usize>,
-    waiting: HashMap<String, BinaryHeap<Waiter>>,
-    /// The namespaces that wait, in the order their turns come.
-    turns: VecDeque<String>,
-    /// Counts the waiters that came, to keep their order among equals.
-    arrivals: u64,
-}
-
-impl Queue {
-    fn running_total(&self) -> usize {
-        self.running.values().sum()
-    }
-
-    /// Namespaces other than `namespace` that run or wait.
-    fn busy_others(&self, namespace: &str) -> usize {
-        let waiting_only = self
-            .waiting
-            .keys()
-            .filter(|ns| !self.running.contains_key(*ns))
-            .count();
-        let busy = self.running.len() + waiting_only;
-        busy - usize::from(
-            self.running.contains_key(namespace) || self.waiting.contains_key(namespace),
-        )
-    }
-
-    fn may_start(&self, namespace: &str, total: usize) -> bool {
-        let own = self.running.get(namespace).copied().unwrap_or(0);
-        self.running_total() < total && own < share(total, self.busy_others(namespace))
-    }
-
-    /// Takes the next waiter whose namespace may start one more, in turn
-    /// (waiters that have gone are dropped on the way); its namespace goes
-    /// to the back of the turns if more of it wait.
-    fn next_waiter(&mut self, total: usize) -> Option<(String, oneshot::Sender<Place>)> {
-        for _ in 0..self.turns.len() {
-            let namespace = self.turns.pop_front()?;
-            if !self.may_start(&namespace, total) {
-                self.turns.push_back(namespace);
-                continue;
-            }
-            let Some(queue) = self.waiting.get_mut(&namespace) else {
-                continue;
-            };
-            let mut waiter = None;
-            while let Some(next) = queue.pop() {
-                if !next.turn.is_closed() {
-                    waiter = Some(next.turn);
-                    break;
-                }
-            }
-            if queue.is_empty() {
-                self.waiting.remove(&namespace);
-            } else {
-                self.turns.push_back(namespace.clone());
-            }
-            if let Some(waiter) = waiter {
-                return Some((namespace, waiter));
-            }
-        }
-        None
-    }
-}
-
-/// The workers' number and their queue, shared with every place.
-struct Shared {
-    total: usize,
-    queue: Mutex<Queue>,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn place(self: &Arc<Self>, queue: &mut Queue, namespace: String) -> Place {
-        *queue.running.entry(namespace.clone()).or_default() += 1;
-        Place {
-            shared: self.clone(),
-            namespace,
-        }
-    }
-
-    /// The waiters that may start now, each with its place, to be sent
-    /// once the lock is let go.
-    fn hand_out(self: &Arc<Self>, queue: &mut Queue) -> Vec<(oneshot::Sender<Place>, Place)> {
-        let mut handed = Vec::new();
-        while let Some((namespace, waiter)) = queue.next_waiter(self.total) {
-            let place = self.place(queue, namespace);
-            handed.push((waiter, place));
-        }
-        handed
-    }
+    put_off: HashMap<String, u32>,
 }
 
 pub struct Workers {
-    shared: Arc<Shared>,
+    total: usize,
+    counts: Arc<Mutex<Counts>>,
 }
 
 /// A running reconcile's place, given back when dropped.
 pub struct Place {
-    shared: Arc<Shared>,
+    counts: Arc<Mutex<Counts>>,
     namespace: String,
-}
-
-/// A reconcile's way to a place: at once, or after waiting its turn.
-pub enum Entry {
-    Now(Place),
-    Waiting(oneshot::Receiver<Place>),
-}
-
-impl Entry {
-    /// The place, once it is this reconcile's turn. `None` only if the
-    /// workers went away (the controllers stop).
-    pub async fn place(self) -> Option<Place> {
-        match self {
-            Entry::Now(place) => Some(place),
-            Entry::Waiting(turn) => turn.await.ok(),
-        }
-    }
-
-    pub fn waits(&self) -> bool {
-        matches!(self, Entry::Waiting(_))
-    }
 }
 
 impl Workers {
     pub fn new(total: usize) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                total: total.max(1),
-                queue: Mutex::default(),
-            }),
+            total: total.max(1),
+            counts: Arc::default(),
         }
     }
 
-    /// A place for a reconcile in `namespace` now, when the namespace is
-    /// within its share and none of it waits already; otherwise a turn in
-    /// the queue, ahead of the namespace's reconciles `due` later (when the
-    /// client's token expires, or now if it has none).
-    pub fn enter(&self, namespace: &str, due: SystemTime) -> Entry {
-        let mut queue = self.shared.lock();
-        if !queue.waiting.contains_key(namespace) && queue.may_start(namespace, self.shared.total) {
-            return Entry::Now(self.shared.place(&mut queue, namespace.to_string()));
-        }
-        let (sender, turn) = oneshot::channel();
-        queue.arrivals += 1;
-        let due = Reverse((due, queue.arrivals));
-        let waiting = queue.waiting.entry(namespace.to_string()).or_default();
-        waiting.push(Waiter { due, turn: sender });
-        if waiting.len() == 1 {
-            queue.turns.push_back(namespace.to_string());
-        }
-        Entry::Waiting(turn)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reconciles waiting for a place.
-    #[cfg(test)]
-    fn waiting(&self) -> usize {
-        self.shared
-            .lock()
-            .waiting
-            .values()
-            .map(BinaryHeap::len)
-            .sum()
+    /// A place for client `uid`'s reconcile in `namespace`, or how long to
+    /// wait when the namespace has its share running.
+    pub fn admit(&self, namespace: &str, uid: &str, jitter: f64) -> Result<Place, Duration> {
+        let mut counts = self.lock();
+        let own = counts.running.get(namespace).copied().unwrap_or(0);
+        let busy_others = counts.running.len() - usize::from(own > 0);
+        if own >= share(self.total, busy_others) {
+            let times = counts.put_off.entry(uid.to_string()).or_default();
+            *times = times.saturating_add(1);
+            return Err(put_off(*times, jitter));
+        }
+        if !counts.put_off.is_empty() {
+            counts.put_off.remove(uid);
+        }
+        let namespace = namespace.to_string();
+        *counts.running.entry(namespace.clone()).or_default() += 1;
+        Ok(Place {
+            counts: self.counts.clone(),
+            namespace,
+        })
+    }
+
+    /// Forgets clients that no longer exist.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().put_off.retain(|uid, _| keep(uid));
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        // Give the place back and hand the freed ones out in turn. A place
-        // sent to a waiter that has gone (its reconcile was dropped) comes
-        // back here through its own drop, outside this lock.
-        let handed = {
-            let mut queue = self.shared.lock();
-            crate::controller::fairness::servers::count_down(&mut queue.running, &self.namespace);
-            self.shared.hand_out(&mut queue)
-        };
-        for (waiter, place) in handed {
-            let _ = waiter.send(place);
-        }
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        crate::controller::fairness::servers::count_down(&mut counts.running, &self.namespace);
     }
 }
 
 #[cfg(test)]
-#[path = "workers/tests.rs"]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_alone_leaves_a_reserve_and_busy_ones_share_equally() {
+        assert_eq!(share(16, 0), 14);
+        assert_eq!(share(16, 1), 8);
+        assert_eq!(share(16, 3), 4);
+        assert_eq!(share(16, 40), 1);
+        assert_eq!(share(2, 0), 1);
+    }
+
+    #[test]
+    fn a_burst_in_one_namespace_leaves_workers_to_another() {
+        let workers = Workers::new(8);
+        let burst: Vec<Place> = (0..20)
+            .filter_map(|i| workers.admit("noisy", &format!("n{i}"), 0.0).ok())
+            .collect();
+        assert_eq!(burst.len(), 6, "all but the reserve");
+        let quiet = workers
+            .admit("quiet", "q0", 0.0)
+            .expect("the reserve is there");
+        // With two namespaces busy, the noisy one is over its half.
+        assert!(workers.admit("noisy", "n0", 0.0).is_err());
+        assert!(workers.admit("quiet", "q1", 0.0).is_ok());
+        drop(burst);
+        drop(quiet);
+        assert!(workers.lock().running.is_empty(), "all given back");
+    }
+
+    #[test]
+    fn a_client_put_off_again_and_again_comes_back_less_often() {
+        assert_eq!(put_off(1, 0.0), Duration::from_secs(1));
+        assert_eq!(put_off(2, 0.0), Duration::from_secs(2));
+        assert_eq!(put_off(3, 0.0), Duration::from_secs(4));
+        assert_eq!(put_off(30, 0.5), Duration::from_millis(4500));
+        let workers = Workers::new(3);
+        let _held = workers.admit("noisy", "a", 0.0).unwrap();
+        assert_eq!(
+            workers.admit("noisy", "b", 0.0).err(),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            workers.admit("noisy", "b", 0.0).err(),
+            Some(Duration::from_secs(2))
+        );
+        drop(_held);
+        assert!(workers.admit("noisy", "b", 0.0).is_ok());
+        assert!(workers.lock().put_off.is_empty(), "admitted: forgotten");
+    }
+}

@@ -41,7 +41,10 @@ const CONTAINED_RETRY: Duration = Duration::from_secs(300);
 /// the end of the controller that runs every other client. Each outcome is
 /// recorded as the client's next planned look, which liveness watches.
 pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Action, Failed> {
+    let started = Instant::now();
     let meta = obj.meta();
+    // Within the namespace's share of the workers, or back in a moment
+    // (before anything is allocated: a backlog is put off many times).
     let (Some(ns), Some(id), Some(name)) = (
         meta.namespace.as_deref(),
         meta.uid.as_deref(),
@@ -52,28 +55,20 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
             retry: schedule::ERROR_RETRY,
         });
     };
-    // A place within the namespace's share of the workers, now or in turn:
-    // the token that expires first goes first.
-    let entry = ctx
-        .workers
-        .enter(ns, token_expires_at(&obj).unwrap_or_else(SystemTime::now));
-    if entry.waits() {
-        ctx.metrics.reconciles_deferred.inc();
-    }
-    let Some(_place) = entry.place().await else {
-        // The workers went away: the controllers are stopping.
-        return Ok(Action::requeue(schedule::ERROR_RETRY));
+    let _place = match ctx.workers.admit(ns, id, rand::random()) {
+        Ok(place) => place,
+        Err(wait) => {
+            ctx.metrics.reconciles_deferred.inc();
+            return Ok(Action::requeue(wait));
+        }
     };
-    let started = Instant::now();
     let ids = Ids {
         name,
         namespace: ns,
         uid: id,
     };
     let span = tracing::info_span!("reconcile", namespace = ns, name);
-    // Boxed, so that a reconcile waiting for its place holds only a
-    // pointer's worth of the reconcile to come.
-    let reconciled = Box::pin(reconcile_client(&obj, &ctx, ids, started).instrument(span));
+    let reconciled = reconcile_client(&obj, &ctx, ids, started).instrument(span);
     let result = match crate::controller::steps::contain::caught(reconciled).await {
         Ok(result) => result,
         Err(panic) => Ok(contained(&obj, &ctx, ids, &panic).await),
@@ -85,12 +80,6 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
     };
     ctx.progress.plan(id, ns, name, next, now);
     result.map(Action::from)
-}
-
-/// When the client's current token expires, as its status says.
-fn token_expires_at(obj: &WatchedClient) -> Option<SystemTime> {
-    let status = obj.0.as_ref().ok()?.status.as_ref()?;
-    crate::controller::decide::secret_data::parse_rfc3339(status.token_expires_at.as_deref()?)
 }
 
 async fn reconcile_client(
@@ -114,7 +103,12 @@ async fn reconcile_client(
         let backoff = schedule::after_error(failures, &ctx.settings.timing, rand::random());
         // Before the current token expires, whatever the count: the status
         // says when it does if this process has not written it.
-        let expires = memory.token_expires_at().or_else(|| token_expires_at(obj));
+        let expires = memory.token_expires_at().or_else(|| {
+            let status = obj.0.as_ref().ok()?.status.as_ref()?;
+            crate::controller::decide::secret_data::parse_rfc3339(
+                status.token_expires_at.as_deref()?,
+            )
+        });
         let left = expires.and_then(|e| e.duration_since(SystemTime::now()).ok());
         let retry = schedule::error_retry_before_expiry(backoff, left);
         Failed { error, retry }
