@@ -40,7 +40,8 @@ bench:
 # 60-second tokens fresh and rotating for 30 minutes while the API server
 # and etcd restart, the token server drops and hangs connections and the
 # leader is SIGKILLed; fails on a token past expiry, a lost key or a
-# refused request. CHAOS_SECONDS and CHAOS_CLIENTS shorten it.
+# refused request. CHAOS_SECONDS and CHAOS_CLIENTS shorten it; CHAOS_FAULTS
+# (apiserver,etcd,token,kill) runs only those kinds of fault.
 chaos:
 	cargo bench --locked --bench chaos
 

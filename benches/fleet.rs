@@ -13,7 +13,8 @@
 //! `make bench` runs it; `scripts/bench-report` turns the JSON results in
 //! target/bench/fleet/ into BENCHMARKS.md. Choose scenarios with
 //! FLEET_SCENARIOS (comma-separated names, default all) and the steady
-//! window with FLEET_STEADY_SECONDS (default 600).
+//! window with FLEET_STEADY_SECONDS (default 600); FLEET_OPERATOR_ARGS adds
+//! flags to the operator's, to measure a setting.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -143,6 +144,12 @@ impl OperatorProcess {
                 "--health-addr",
                 "127.0.0.1:0",
             ])
+            // FLEET_OPERATOR_ARGS: more flags, to measure a setting.
+            .args(
+                std::env::var("FLEET_OPERATOR_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env("KUBECONFIG", support::cluster::kubeconfig_path())
             .env("RUST_LOG", "warn")
             .stdout(log.try_clone().unwrap())

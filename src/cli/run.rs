@@ -79,8 +79,11 @@ pub struct RunArgs {
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
-    /// Token requests in flight at once per authorization server.
-    #[arg(long, default_value_t = 4)]
+    /// Token requests in flight at once per authorization server. One
+    /// namespace may hold all but one of them, so that a tenant whose
+    /// requests hang there cannot take the server from the others; the
+    /// default 5 lets a namespace alone send 4 at once.
+    #[arg(long, default_value_t = 5)]
     pub per_server_concurrency: usize,
     /// Egress proxy for every request to authorization servers, e.g.
     /// http://proxy.hospital.internal:3128. Proxies in the environment

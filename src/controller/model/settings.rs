@@ -157,7 +157,7 @@ impl Default for Settings {
             progress_deadline: Duration::from_secs(120),
             allow_custom_audience: false,
             concurrency: 16,
-            per_server_concurrency: 4,
+            per_server_concurrency: 5,
             instance: "smart-backend-operator".into(),
             clocks: Clocks::default(),
             jwks_public_url: None,
