@@ -77,13 +77,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "15s", value_parser = duration)]
     pub request_timeout: Duration,
     /// Reconciles running at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = controller::DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
     /// Token requests in flight at once per authorization server. One
     /// namespace may hold all but one of them, so that a tenant whose
-    /// requests hang there cannot take the server from the others; the
-    /// default 5 lets a namespace alone send 4 at once.
-    #[arg(long, default_value_t = 5)]
+    /// requests hang there cannot take the server from the others.
+    #[arg(long, default_value_t = controller::DEFAULT_PER_SERVER_CONCURRENCY)]
     pub per_server_concurrency: usize,
     /// Egress proxy for every request to authorization servers, e.g.
     /// http://proxy.hospital.internal:3128. Proxies in the environment

@@ -31,7 +31,9 @@ use crate::metrics::Metrics;
 use crate::smart::HttpClient;
 use model::memory::Memories;
 pub use model::settings::{Clocks, RotationTiming, Settings, Timing};
-pub use model::settings::{SecretAccess, SecretGrant};
+pub use model::settings::{
+    DEFAULT_CONCURRENCY, DEFAULT_PER_SERVER_CONCURRENCY, SecretAccess, SecretGrant,
+};
 use watch::discovery_cache::DiscoveryCache;
 pub use watch::jwks::{JwksDirectory, Published, watch_for_jwks};
 use watch::own_secrets::SecretWatches;

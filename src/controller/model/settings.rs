@@ -4,6 +4,16 @@ use std::time::Duration;
 
 use crate::smart::HttpPolicy;
 
+/// Reconciles running at once, by default.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
+/// Token requests in flight at once per authorization server, by default.
+/// One namespace may hold all but one of them, so that a tenant whose
+/// requests hang there cannot take the server from the others: 5 lets a
+/// namespace alone send 4 at once (with 3, a burst of new clients redid
+/// half of each reconcile that found the slots taken; BENCHMARKS.md).
+pub const DEFAULT_PER_SERVER_CONCURRENCY: usize = 5;
+
 /// Operator-wide settings, from the `run` flags.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -156,8 +166,8 @@ impl Default for Settings {
             discovery_ttl: Duration::from_secs(600),
             progress_deadline: Duration::from_secs(120),
             allow_custom_audience: false,
-            concurrency: 16,
-            per_server_concurrency: 5,
+            concurrency: DEFAULT_CONCURRENCY,
+            per_server_concurrency: DEFAULT_PER_SERVER_CONCURRENCY,
             instance: "smart-backend-operator".into(),
             clocks: Clocks::default(),
             jwks_public_url: None,
