@@ -142,10 +142,10 @@ fn spawn(name: &str, port: u16) -> OperatorProcess {
     };
     let max_age = JWKS_MAX_AGE.as_secs().to_string();
     // CHAOS_RUST_LOG adds to what the replicas log, to study one fault.
-    let log = match std::env::var("CHAOS_RUST_LOG") {
-        Ok(more) => format!("warn,smart_backend_operator::runtime=info,{more}"),
-        Err(_) => "warn,smart_backend_operator::runtime=info".to_string(),
-    };
+    let mut log = "warn,smart_backend_operator::runtime=info".to_string();
+    if let Ok(more) = std::env::var("CHAOS_RUST_LOG") {
+        log = format!("{log},{more}");
+    }
     OperatorProcess::spawn_args(
         &launch,
         // Leadership changes are logged, to read expiries against them.
@@ -261,7 +261,7 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
     let started = Instant::now();
     let mut log = Vec::new();
     let mut peak_rss_mib = 0.0f64;
-    let mut next_kill = plan.kill_every;
+    let mut next_kill = plan.kill_every.unwrap_or_default();
     while started.elapsed() < window {
         let t = started.elapsed();
         for event in plan.due(t) {
@@ -269,8 +269,10 @@ async fn soak(window: Duration, clients: usize) -> serde_json::Value {
             eprintln!("chaos: {:>4} s {event:?}", t.as_secs());
             event.apply(&faulty).await;
         }
-        if t >= next_kill {
-            next_kill += plan.kill_every;
+        if let Some(every) = plan.kill_every
+            && t >= next_kill
+        {
+            next_kill += every;
             let holder = leader(&client).await.unwrap_or_default();
             if let Some(r) = replicas.iter_mut().find(|r| holder.starts_with(r.name)) {
                 log.push(json!({"at": t.as_secs(), "fault": format!("SIGKILL {}", r.name)}));

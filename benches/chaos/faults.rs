@@ -182,7 +182,8 @@ impl Fault {
 pub struct Plan {
     at: Vec<(Duration, Fault)>,
     handed_out: usize,
-    pub kill_every: Duration,
+    /// None: no kill.
+    pub kill_every: Option<Duration>,
 }
 
 impl Plan {
@@ -210,12 +211,7 @@ impl Plan {
         Self {
             at: faults,
             handed_out: 0,
-            // No kill when kills are not wanted: a period past the window.
-            kill_every: if wanted("kill") {
-                window / 8
-            } else {
-                window * 2
-            },
+            kill_every: wanted("kill").then_some(window / 8),
         }
     }
 
