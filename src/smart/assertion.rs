@@ -81,7 +81,7 @@ pub fn sign(
     key: &SigningKey,
     params: &AssertionParams<'_>,
 ) -> Result<ClientAssertion, AssertionError> {
-    let span = params.lifetime + params.backdate;
+    let span = params.lifetime.saturating_add(params.backdate);
     if span > MAX_LIFETIME {
         return Err(AssertionError::LifetimeTooLong(span));
     }
