@@ -63,6 +63,9 @@ pub struct Context {
     workers: fairness::workers::Workers,
     /// The watch caches of this term's controllers: which clients exist.
     stores: RwLock<Vec<reflector::Store<WatchedClient>>>,
+    /// When this term's first reconcile came: the first looks at settled
+    /// clients are spread from then (see [`decide::wait::first_look_wait`]).
+    term_started: Mutex<Option<SystemTime>>,
     /// What the Secret watches would show, set by the mocked-API tests
     /// (which run no watches).
     #[cfg(test)]
@@ -99,6 +102,7 @@ impl Context {
             secret_watches: RwLock::new(None),
             progress: model::progress::Progress::default(),
             stores: RwLock::new(Vec::new()),
+            term_started: Mutex::new(None),
             #[cfg(test)]
             watched_versions: Mutex::default(),
         })
@@ -131,6 +135,12 @@ impl Context {
         (overdue, self.progress.stalled_for(overdue, now))
     }
 
+    /// When this term's first reconcile came (`now` if this is it).
+    pub(crate) fn term_started(&self, now: SystemTime) -> SystemTime {
+        let mut started = self.term_started.lock().unwrap_or_else(|e| e.into_inner());
+        *started.get_or_insert(now)
+    }
+
     /// The resource version of a Secret the operator manages, as its watch
     /// last showed it.
     pub(crate) fn own_secret_version(&self, namespace: &str, name: &str) -> Option<String> {
@@ -143,6 +153,12 @@ impl Context {
             }
         }
         self.secret_watches()?.version(namespace, name)
+    }
+
+    /// Whether a Secret the operator manages exists as its watch shows it;
+    /// `None` while that watch has not listed.
+    pub(crate) fn own_secret_shown(&self, namespace: &str, name: &str) -> Option<bool> {
+        self.secret_watches()?.shows(namespace, name)
     }
 
     fn secret_watches(&self) -> Option<Arc<SecretWatches>> {
@@ -188,6 +204,7 @@ impl Context {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        *self.term_started.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The maps keyed by what users write (servers, CA bundles, metadata

@@ -68,6 +68,86 @@ pub(in crate::controller) fn settled_wait(
     Some(wait)
 }
 
+/// How long after a term starts every client has had its first look.
+pub(in crate::controller) const FIRST_LOOK_SPREAD: Duration = Duration::from_secs(60);
+
+/// A new term (a replica just became leader, or leads again after losing
+/// the Lease) knows nothing of any client, and kube-runtime hands it every
+/// client at once, in list order. With short tokens, the ones due soonest
+/// could wait behind hundreds of others and expire. So the first look at a
+/// client whose status shows it settled (Ready, this generation, no
+/// failure, every request annotation handled) waits for its turn; kube-runtime
+/// starts the waiting looks earliest first, which makes them a queue in
+/// the order of urgency:
+/// - a refresh still ahead at the term's start: spread over
+///   [`FIRST_LOOK_SPREAD`] in the order of the planned refreshes, and never
+///   past its own;
+/// - a refresh already due (the term began late, after an outage): in the
+///   order of the tokens' expiry, within a quarter of the time left and at
+///   most [`OVERDUE_SPREAD`].
+///
+/// Anything else, or a client already looked at this term, is looked at
+/// now (`None`).
+pub(in crate::controller) fn first_look_wait(
+    meta: &ObjectMeta,
+    status: Option<&SmartBackendClientStatus>,
+    term_started: SystemTime,
+    now: SystemTime,
+) -> Option<Duration> {
+    let status = status?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == conditions::READY && c.status == "True");
+    let rotation = status.key_rotation.as_ref();
+    let handled = [
+        status.handled_refresh_request.as_deref(),
+        status.handled_key_regeneration.as_deref(),
+        rotation.and_then(|r| r.handled_request.as_deref()),
+    ];
+    let pending = Settled::requests(meta)
+        .iter()
+        .zip(handled)
+        .any(|(asked, handled)| asked.is_some() && asked.as_deref() != handled);
+    if !ready
+        || pending
+        || status.consecutive_failures != 0
+        || status.observed_generation != meta.generation
+    {
+        return None;
+    }
+    let mut due = secret_data::parse_rfc3339(status.next_refresh_time.as_deref()?)?;
+    if let Some(trial) = rotation.and_then(|r| r.next_trial_time.as_deref()) {
+        due = due.min(secret_data::parse_rfc3339(trial)?);
+    }
+    let look = match due.duration_since(term_started) {
+        // d from the term's start to the refresh: the look at
+        // SPREAD * d / (d + SPREAD), before the refresh and within the spread.
+        Ok(d) => compress(d, FIRST_LOOK_SPREAD, 1.0),
+        // e from the term's start to the expiry: at e * O / (4 O + e).
+        Err(_) => {
+            let expires = secret_data::parse_rfc3339(status.token_expires_at.as_deref()?)?;
+            let e = expires.duration_since(term_started).ok()?;
+            compress(e, OVERDUE_SPREAD, 4.0)
+        }
+    };
+    crate::checked_time::after(term_started, look)
+        .duration_since(now)
+        .ok()
+        .filter(|w| !w.is_zero())
+}
+
+/// How long after a term starts the overdue clients have had their first
+/// look at the latest.
+pub(in crate::controller) const OVERDUE_SPREAD: Duration = Duration::from_secs(10);
+
+/// `x * bound / (share * bound + x)`: grows with `x`, and stays below both
+/// `x / share` and `bound`.
+fn compress(x: Duration, bound: Duration, share: f64) -> Duration {
+    let (x, bound) = (x.as_secs_f64(), bound.as_secs_f64());
+    Duration::from_secs_f64(x * bound / (share * bound + x))
+}
+
 /// What ends a backoff early besides the resource itself.
 #[derive(Clone, Copy, Debug)]
 pub(in crate::controller) struct Backoff {

@@ -206,6 +206,13 @@ impl Memories {
         self.retain(|other| other != uid);
     }
 
+    /// Whether this process has looked at the client (since it last
+    /// forgot it).
+    pub fn knows(&self, uid: &str) -> bool {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.contains_key(uid)
+    }
+
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients.retain(|uid, _| keep(uid));

@@ -55,6 +55,21 @@ pub async fn reconcile(obj: Arc<WatchedClient>, ctx: Arc<Context>) -> Result<Act
             retry: schedule::ERROR_RETRY,
         });
     };
+    // A term's first look at a settled client waits for its turn, so that
+    // the clients due soonest are looked at first (unless its token Secret
+    // is gone: then now).
+    if !ctx.memory.knows(id) {
+        let now = SystemTime::now();
+        let status = obj.0.as_ref().ok().and_then(|sbc| sbc.status.as_ref());
+        let token_secret = status.and_then(|s| s.token_secret_name.as_deref());
+        let gone = token_secret.is_some_and(|s| ctx.own_secret_shown(ns, s) == Some(false));
+        let status = status.filter(|_| !gone);
+        if let Some(wait) = wait::first_look_wait(meta, status, ctx.term_started(now), now) {
+            ctx.metrics.reconciles_unchanged.inc();
+            ctx.progress.plan(id, ns, name, Some(after(now, wait)), now);
+            return Ok(Action::requeue(wait));
+        }
+    }
     let _place = match ctx.workers.admit(ns, id, rand::random()) {
         Ok(place) => place,
         Err(wait) => {

@@ -110,6 +110,22 @@ impl SecretWatches {
             .flatten()
     }
 
+    /// Whether the Secret exists as its watch shows it; `None` while that
+    /// watch has not listed yet (or does not run).
+    pub fn shows(&self, namespace: &str, name: &str) -> Option<bool> {
+        let key = match self.access {
+            SecretAccess::Cluster => "",
+            SecretAccess::PerNamespace => namespace,
+        };
+        self.watches
+            .read(key, |store| {
+                let listed = futures_util::FutureExt::now_or_never(store.wait_until_ready())
+                    .is_some_and(|ready| ready.is_ok());
+                listed.then(|| store.get(&ObjectRef::new(name).within(namespace)).is_some())
+            })
+            .flatten()
+    }
+
     /// Stops the watches of namespaces in which no client is left.
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
         if self.access == SecretAccess::PerNamespace {
