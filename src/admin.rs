@@ -113,8 +113,15 @@ async fn jwks_set(
 }
 
 /// A JWK Set with the cache headers key rotation relies on, or 404.
+///
+/// Either closes its connection: the admin server closes a kept-alive
+/// connection once it has been idle for its header timeout (hyper counts
+/// the wait for the next request against it), and an EHR that reused its
+/// pooled connection at that moment would see it closed before an answer
+/// and could refuse the assertion it was checking. A JWK Set is fetched
+/// once per max-age, so a new connection each time costs nothing.
 fn jwks_response(state: &AdminState, body: Option<String>) -> Response {
-    match body {
+    let mut response = match body {
         Some(body) => (
             [
                 (header::CONTENT_TYPE, "application/json".to_string()),
@@ -133,5 +140,10 @@ fn jwks_response(state: &AdminState, body: Option<String>) -> Response {
             "no such client or set, or it has no key yet",
         )
             .into_response(),
-    }
+    };
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }

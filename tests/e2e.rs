@@ -76,6 +76,11 @@ async fn a_client_without_a_key_gets_a_key_a_hosted_jwks_and_a_token() {
             .unwrap()
             .contains("max-age=")
     );
+    assert_eq!(
+        served.headers()["connection"],
+        "close",
+        "no kept-alive connection for the server to close under an EHR's reuse"
+    );
     assert_eq!(served.text().await.unwrap(), jwks_in_secret);
 
     let token = h.secret("billing-token").await.expect("token Secret");

@@ -48,6 +48,7 @@ async fn clients_in_one_shared_set_are_verified_through_its_single_url() {
         "public, max-age=5",
         "the same cache headers as a client's own set"
     );
+    assert_eq!(response.headers()["connection"], "close");
     let set: serde_json::Value = response.json().await.unwrap();
     let mut served: Vec<String> = set["keys"]
         .as_array()

@@ -254,4 +254,25 @@ mod tests {
             "closed after {lived:?}"
         );
     }
+
+    /// hyper counts a kept-alive connection's idle time against the header
+    /// timeout: an idle connection is closed after it, and a client that
+    /// reuses it at that moment sees it closed before an answer. Why the
+    /// JWKS answers close their connection (`admin.rs`).
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
+        let addr = start(Duration::from_millis(300), 8, 8).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut buf = [0u8; 1024];
+        stream.write_all(request).await.unwrap();
+        assert!(stream.read(&mut buf).await.unwrap() > 0, "answered");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let _ = stream.write_all(request).await;
+        assert_eq!(
+            stream.read(&mut buf).await.unwrap_or(0),
+            0,
+            "closed while idle"
+        );
+    }
 }
