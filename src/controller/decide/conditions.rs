@@ -57,6 +57,13 @@ impl From<Failure> for State {
     }
 }
 
+/// Whether `conditions` say Ready.
+pub fn is_ready(conditions: &[Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True")
+}
+
 /// Builds a condition, keeping `lastTransitionTime` from `previous` unless
 /// the status changed.
 pub fn condition(

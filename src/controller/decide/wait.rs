@@ -22,11 +22,7 @@ pub(in crate::controller) fn settled(
     reconciled: &ObjectMeta,
     own_secrets: Vec<(String, Vec<String>)>,
 ) -> Option<Settled> {
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == conditions::READY && c.status == "True");
-    if !ready {
+    if !conditions::is_ready(&status.conditions) {
         return None;
     }
     Some(Settled {
@@ -95,10 +91,7 @@ pub(in crate::controller) fn first_look_wait(
     now: SystemTime,
 ) -> Option<Duration> {
     let status = status?;
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == conditions::READY && c.status == "True");
+    let ready = conditions::is_ready(&status.conditions);
     let rotation = status.key_rotation.as_ref();
     let handled = [
         status.handled_refresh_request.as_deref(),

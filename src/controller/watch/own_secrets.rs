@@ -98,32 +98,33 @@ impl SecretWatches {
     /// The resource version of one of the operator's Secrets, as its watch
     /// last showed it.
     pub fn version(&self, namespace: &str, name: &str) -> Option<String> {
-        let key = match self.access {
-            SecretAccess::Cluster => "",
-            SecretAccess::PerNamespace => namespace,
-        };
-        self.watches
-            .read(key, |store| {
-                let secret = store.get(&ObjectRef::new(name).within(namespace))?;
-                secret.metadata.resource_version.clone()
-            })
-            .flatten()
+        self.read(namespace, |store| {
+            let secret = store.get(&ObjectRef::new(name).within(namespace))?;
+            secret.metadata.resource_version.clone()
+        })
     }
 
     /// Whether the Secret exists as its watch shows it; `None` while that
     /// watch has not listed yet (or does not run).
     pub fn shows(&self, namespace: &str, name: &str) -> Option<bool> {
+        self.read(namespace, |store| {
+            let listed = futures_util::FutureExt::now_or_never(store.wait_until_ready())
+                .is_some_and(|ready| ready.is_ok());
+            listed.then(|| store.get(&ObjectRef::new(name).within(namespace)).is_some())
+        })
+    }
+
+    /// `f` on the cache of the watch that covers `namespace`, if it runs.
+    fn read<R>(
+        &self,
+        namespace: &str,
+        f: impl FnOnce(&Store<PartialObjectMeta<Secret>>) -> Option<R>,
+    ) -> Option<R> {
         let key = match self.access {
             SecretAccess::Cluster => "",
             SecretAccess::PerNamespace => namespace,
         };
-        self.watches
-            .read(key, |store| {
-                let listed = futures_util::FutureExt::now_or_never(store.wait_until_ready())
-                    .is_some_and(|ready| ready.is_ok());
-                listed.then(|| store.get(&ObjectRef::new(name).within(namespace)).is_some())
-            })
-            .flatten()
+        self.watches.read(key, f).flatten()
     }
 
     /// Stops the watches of namespaces in which no client is left.
