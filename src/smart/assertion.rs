@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
-use super::{SecretString, SigningKey};
+use super::{SecretString, SigningAlgorithm, SigningKey};
 
 /// SMART caps an assertion's lifetime at five minutes.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
@@ -75,12 +75,42 @@ pub struct ClientAssertion {
     pub expires_at: SystemTime,
 }
 
-/// Signs a new assertion with a fresh UUID v4 `jti`; call it once per token
-/// request, retries included, because servers reject a replayed `jti`.
-pub fn sign(
-    key: &SigningKey,
+/// An assertion before its signature: the JWS signing input,
+/// base64url(header) "." base64url(claims), to be signed by a key held here
+/// or by a key manager.
+pub struct Unsigned {
+    jwt: String,
+    jti: String,
+    expires_at: SystemTime,
+}
+
+impl Unsigned {
+    /// The bytes the JWS signature covers.
+    pub fn signing_input(&self) -> &[u8] {
+        self.jwt.as_bytes()
+    }
+
+    /// The compact JWS: the input, ".", and the signature in base64url. The
+    /// signature is JOSE's (r‖s for ECDSA).
+    pub fn finish(mut self, signature: &[u8]) -> ClientAssertion {
+        self.jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut self.jwt);
+        ClientAssertion {
+            jwt: SecretString::new(self.jwt),
+            jti: self.jti,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// The header and claims of a new assertion with a fresh UUID v4 `jti`;
+/// prepare one per token request, retries included, because servers reject
+/// a replayed `jti`.
+pub fn prepare(
+    algorithm: SigningAlgorithm,
+    kid: &str,
     params: &AssertionParams<'_>,
-) -> Result<ClientAssertion, AssertionError> {
+) -> Result<Unsigned, AssertionError> {
     let span = params.lifetime.saturating_add(params.backdate);
     if span > MAX_LIFETIME {
         return Err(AssertionError::LifetimeTooLong(span));
@@ -101,30 +131,42 @@ pub fn sign(
         exp,
         jti: &jti,
     };
-    let mut header = jsonwebtoken::Header::new(key.algorithm().jws());
+    let mut header = jsonwebtoken::Header::new(algorithm.jws());
     header.typ = Some("JWT".to_string());
-    header.kid = Some(key.kid().to_string());
+    header.kid = Some(kid.to_string());
     header.jku = params.jku.map(str::to_string);
     let failed = |reason: String| AssertionError::Sign {
-        alg: key.algorithm().as_str(),
+        alg: algorithm.as_str(),
         reason,
     };
-    // JWS compact serialization, signed with the key parsed once (see
-    // keys::Signer): base64url(header) "." base64url(claims) "." signature.
     let header = serde_json::to_vec(&header).map_err(|e| failed(e.to_string()))?;
     let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
     let mut jwt = String::with_capacity(1024);
     URL_SAFE_NO_PAD.encode_string(header, &mut jwt);
     jwt.push('.');
     URL_SAFE_NO_PAD.encode_string(claims, &mut jwt);
-    let signature = key.signer.sign(jwt.as_bytes()).map_err(failed)?;
-    jwt.push('.');
-    URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
-    Ok(ClientAssertion {
-        jwt: SecretString::new(jwt),
+    Ok(Unsigned {
+        jwt,
         jti,
         expires_at: UNIX_EPOCH + Duration::from_secs(exp),
     })
+}
+
+/// Signs a new assertion with a key held in this process (parsed once, see
+/// keys::Signer).
+pub fn sign(
+    key: &SigningKey,
+    params: &AssertionParams<'_>,
+) -> Result<ClientAssertion, AssertionError> {
+    let unsigned = prepare(key.algorithm(), key.kid(), params)?;
+    let signature = key
+        .signer
+        .sign(unsigned.signing_input())
+        .map_err(|reason| AssertionError::Sign {
+            alg: key.algorithm().as_str(),
+            reason,
+        })?;
+    Ok(unsigned.finish(&signature))
 }
 
 #[cfg(test)]
@@ -135,7 +177,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::smart::{PrivateKey, SigningAlgorithm};
+    use crate::smart::PrivateKey;
 
     fn split(jwt: &str) -> (Value, Value, Vec<u8>, String) {
         let parts: Vec<&str> = jwt.split('.').collect();

@@ -268,6 +268,36 @@ impl HttpClient {
         self.send(url, request, self.policy.max_body_bytes).await
     }
 
+    /// A JSON call to a key manager: a POST of `body`, or a GET without one,
+    /// with its credential in `header` marked sensitive so that no debug
+    /// output shows it.
+    pub async fn json_call(
+        &self,
+        url: &Url,
+        header: Option<(&'static str, &super::SecretString)>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<HttpResponse, HttpError> {
+        self.check_url(url)?;
+        let client = self.client_for(url)?;
+        let mut request = match body {
+            Some(body) => client.post(url.clone()).json(body),
+            None => client.get(url.clone()),
+        };
+        request = request.header("accept", "application/json");
+        if let Some((name, value)) = header {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+                    HttpError::Request {
+                        url: url.to_string(),
+                        reason: format!("the {name} credential is not a valid header value"),
+                    }
+                })?;
+            value.set_sensitive(true);
+            request = request.header(name, value);
+        }
+        self.send(url, request, self.policy.max_body_bytes).await
+    }
+
     async fn send(
         &self,
         url: &Url,

@@ -13,6 +13,7 @@ pub mod http;
 pub mod issuer;
 pub mod keys;
 pub mod secret;
+pub mod signer;
 pub mod token;
 pub mod trust;
 
@@ -24,4 +25,5 @@ pub use http::{HttpClient, HttpError, HttpPolicy, TlsProblem};
 pub use issuer::MetadataSource;
 pub use keys::{KeyError, PrivateKey, SigningKey};
 pub use secret::SecretString;
+pub use signer::{AssertionSigner, SignerError};
 pub use token::{AccessToken, ErrorClass, TokenError, TokenRequest};

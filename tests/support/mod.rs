@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api_proxy;
+pub mod bao;
 pub mod cluster;
 pub mod fault_server;
 pub mod helm;

@@ -4,6 +4,7 @@
 
 mod jwk;
 mod parse;
+mod public;
 mod signer;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 
 pub use jwk::{JwkSet, PublicJwk, PublicParams};
+pub use public::read_public_key;
 pub(crate) use signer::Signer;
 
 use super::SigningAlgorithm;

@@ -1,0 +1,142 @@
+//! The key a one-shot command signs with: a private key file, or a key
+//! that stays in Vault / OpenBao Transit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use url::Url;
+
+use crate::smart::signer::{Transit, TransitAuth, TransitConfig, TransitKey};
+use crate::smart::{
+    AssertionSigner, DestinationPolicy, HttpClient, HttpPolicy, PrivateKey, SecretString,
+    SigningAlgorithm,
+};
+
+/// Where the private key is. Exactly one of `--key` and
+/// `--vault-transit-key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Private key file: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK.
+    #[arg(long, required_unless_present = "vault_transit_key")]
+    pub key: Option<PathBuf>,
+    /// Sign with this Vault / OpenBao Transit key instead of a key file;
+    /// the private key never leaves the key manager. The token is read from
+    /// VAULT_TOKEN (or BAO_TOKEN), or from --vault-token-file.
+    #[arg(long, conflicts_with = "key", requires = "vault_address")]
+    pub vault_transit_key: Option<String>,
+    /// The Vault or OpenBao server, e.g. https://vault.example.org:8200.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_address: Option<Url>,
+    /// Where Transit is mounted.
+    #[arg(long, default_value = "transit")]
+    pub vault_transit_mount: String,
+    /// The key version to sign with; default: the latest.
+    #[arg(long)]
+    pub vault_transit_version: Option<u64>,
+    /// A file holding the Vault token (instead of VAULT_TOKEN).
+    #[arg(long)]
+    pub vault_token_file: Option<PathBuf>,
+    /// PEM bundle of the CAs that issued the key manager's certificate, when
+    /// it is not publicly trusted.
+    #[arg(long)]
+    pub vault_ca_bundle: Option<PathBuf>,
+}
+
+/// The key in hand, before the algorithm is chosen.
+pub enum HeldKey {
+    /// A key from a file, with the `kid` to publish (None: the thumbprint).
+    File(PrivateKey, Option<String>),
+    Transit(TransitKey),
+}
+
+impl HeldKey {
+    /// The algorithm the key itself signs with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        match self {
+            HeldKey::File(key, _) => key.algorithm(),
+            HeldKey::Transit(key) => key.algorithm(),
+        }
+    }
+
+    /// Bound to `algorithm` (None: the key's own), ready to sign once.
+    pub fn bind(self, algorithm: Option<SigningAlgorithm>) -> anyhow::Result<AssertionSigner> {
+        match self {
+            HeldKey::File(key, kid) => Ok(AssertionSigner::Local(
+                key.into_signing_key(algorithm, kid)?.for_one_signature(),
+            )),
+            HeldKey::Transit(key) => {
+                let wanted = algorithm.unwrap_or(key.algorithm());
+                anyhow::ensure!(
+                    wanted == key.algorithm(),
+                    "{wanted} was chosen, but the Transit key signs {}: choose --alg {} or a key of another type",
+                    key.algorithm(),
+                    key.algorithm()
+                );
+                Ok(AssertionSigner::Transit(key))
+            }
+        }
+    }
+}
+
+fn vault_token(args: &KeyArgs) -> anyhow::Result<SecretString> {
+    if let Some(path) = &args.vault_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the Vault token file {}", path.display()))?;
+        return Ok(SecretString::new(text.trim()));
+    }
+    ["VAULT_TOKEN", "BAO_TOKEN"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        .map(|token| SecretString::new(token.trim()))
+        .context("no Vault token: set VAULT_TOKEN (or BAO_TOKEN), or pass --vault-token-file")
+}
+
+/// Reads the key file, or reads the Transit key's public half (its `kid`
+/// is the RFC 7638 thumbprint unless `kid` is given).
+/// The key manager is the one the person running the command names, so
+/// its host is allowed as named (a port-forward on loopback included);
+/// `allow_http` is the command's `--insecure-allow-http`.
+pub async fn held_key(
+    args: &KeyArgs,
+    allow_http: bool,
+    kid: Option<String>,
+) -> anyhow::Result<HeldKey> {
+    let Some(name) = &args.vault_transit_key else {
+        let path = args
+            .key
+            .as_ref()
+            .context("--key or --vault-transit-key is required")?;
+        return Ok(HeldKey::File(super::read_key_file(path)?, kid));
+    };
+    let address = args
+        .vault_address
+        .clone()
+        .context("--vault-address (or VAULT_ADDR) is required with --vault-transit-key")?;
+    let extra_roots_pem = match &args.vault_ca_bundle {
+        Some(path) => Some(
+            std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let http = HttpClient::new(HttpPolicy {
+        allow_http,
+        extra_roots_pem,
+        destinations: DestinationPolicy {
+            allow_hosts: address.host_str().map(str::to_string).into_iter().collect(),
+            block_private: false,
+        },
+        ..HttpPolicy::default()
+    })?;
+    let config = TransitConfig {
+        address,
+        mount: args.vault_transit_mount.clone(),
+        key: name.clone(),
+    };
+    let transit = Transit::connect(http, config, TransitAuth::Token(vault_token(args)?)).await?;
+    let key = Arc::new(transit)
+        .key(None, args.vault_transit_version, kid)
+        .await?;
+    Ok(HeldKey::Transit(key))
+}

@@ -1,0 +1,311 @@
+//! Vault / OpenBao Transit: the private key stays in the key manager, which
+//! signs the assertion's input and shows only the public key. Three calls:
+//! log in (Kubernetes auth, or a token given), read the key, sign.
+
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use url::Url;
+
+use super::SignerError;
+use crate::smart::keys::{PublicJwk, PublicParams, read_public_key};
+use crate::smart::{HttpClient, SecretString, SigningAlgorithm};
+
+const TOKEN_HEADER: &str = "X-Vault-Token";
+
+/// Which Transit key, where.
+#[derive(Clone, Debug)]
+pub struct TransitConfig {
+    /// The server, e.g. `https://vault.vault.svc:8200`.
+    pub address: Url,
+    /// The Transit mount path, `transit` unless mounted elsewhere.
+    pub mount: String,
+    pub key: String,
+}
+
+/// How the operator proves who it is to the key manager.
+#[derive(Clone)]
+pub enum TransitAuth {
+    /// A token given by a person (the one-shot command) or a Secret.
+    Token(SecretString),
+    /// Kubernetes auth: a ServiceAccount token, checked by the key manager
+    /// with a TokenReview, exchanged for a Vault token held in memory.
+    Kubernetes {
+        mount: String,
+        role: String,
+        jwt: SecretString,
+    },
+}
+
+impl std::fmt::Debug for TransitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransitAuth::Token(_) => f.write_str("TransitAuth::Token(..)"),
+            TransitAuth::Kubernetes { mount, role, .. } => {
+                write!(
+                    f,
+                    "TransitAuth::Kubernetes {{ mount: {mount}, role: {role} }}"
+                )
+            }
+        }
+    }
+}
+
+/// A logged-in connection to one Transit key.
+pub struct Transit {
+    http: HttpClient,
+    config: TransitConfig,
+    token: SecretString,
+    /// When the Vault token stops working (None: it does not expire).
+    token_expires: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Transit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transit")
+            .field("address", &self.config.address.as_str())
+            .field("mount", &self.config.mount)
+            .field("key", &self.config.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `address` + `v1` + the path's segments, each escaped.
+fn endpoint(address: &Url, path: &[&str]) -> Result<Url, SignerError> {
+    let mut url = address.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    let bad = |reason: String| SignerError::Malformed {
+        action: "build the key manager's URL".into(),
+        reason,
+    };
+    url.path_segments_mut()
+        .map_err(|()| bad(format!("{address} cannot carry a path")))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(
+            path.iter()
+                .flat_map(|p| p.split('/'))
+                .filter(|s| !s.is_empty()),
+        );
+    Ok(url)
+}
+
+impl Transit {
+    /// Checks the names, logs in when the auth is Kubernetes, and keeps
+    /// the resulting token in memory only.
+    pub async fn connect(
+        http: HttpClient,
+        config: TransitConfig,
+        auth: TransitAuth,
+    ) -> Result<Self, SignerError> {
+        let names = [
+            ("the Transit mount", config.mount.as_str(), true),
+            ("the Transit key", config.key.as_str(), false),
+        ];
+        for (what, value, slashes) in names {
+            wire::check_path(what, value, slashes).map_err(SignerError::InvalidName)?;
+        }
+        let (token, token_expires) = match auth {
+            TransitAuth::Token(token) => (token, None),
+            TransitAuth::Kubernetes { mount, role, jwt } => {
+                let (token, lease) = login(&http, &config.address, &mount, &role, &jwt).await?;
+                let expires = (!lease.is_zero())
+                    .then(|| crate::checked_time::after(SystemTime::now(), lease));
+                (token, expires)
+            }
+        };
+        Ok(Self {
+            http,
+            config,
+            token,
+            token_expires,
+        })
+    }
+
+    pub fn config(&self) -> &TransitConfig {
+        &self.config
+    }
+
+    /// When the Vault token from a login stops working.
+    pub fn token_expires(&self) -> Option<SystemTime> {
+        self.token_expires
+    }
+
+    async fn call(
+        &self,
+        call: &wire::Call<'_>,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Vec<u8>, SignerError> {
+        let response = self
+            .http
+            .json_call(url, Some((TOKEN_HEADER, &self.token)), body)
+            .await
+            .map_err(SignerError::http)?;
+        if (200..300).contains(&response.status) {
+            Ok(response.body)
+        } else {
+            Err(wire::error(call, response.status, &response.body))
+        }
+    }
+
+    /// The key's type, versions and public keys.
+    pub async fn read_key(&self) -> Result<wire::KeyInfo, SignerError> {
+        let (mount, key) = (&self.config.mount, &self.config.key);
+        let url = endpoint(&self.config.address, &[mount, "keys", key])?;
+        let call = wire::Call {
+            action: format!("read Transit key {key} at {mount}"),
+            url: url.as_str(),
+            grant: format!(
+                r#"the Vault token in use needs a policy with path "{mount}/keys/{key}" {{ capabilities = ["read"] }}"#
+            ),
+            key: Some(key),
+        };
+        let body = self.call(&call, &url, None).await?;
+        wire::key_info(&body).map_err(|reason| SignerError::Malformed {
+            action: call.action,
+            reason,
+        })
+    }
+
+    /// One version of the key (the latest when `version` is None), ready
+    /// to sign with `algorithm` (the key type's own when None). `kid`
+    /// defaults to the RFC 7638 thumbprint, as for keys held here.
+    pub async fn key(
+        self: &Arc<Self>,
+        algorithm: Option<SigningAlgorithm>,
+        version: Option<u64>,
+        kid: Option<String>,
+    ) -> Result<TransitKey, SignerError> {
+        let info = self.read_key().await?;
+        let key = &self.config.key;
+        let unusable = |wanted: String, remedy: &str| SignerError::KeyTypeUnusable {
+            key: key.clone(),
+            kind: info.kind.clone(),
+            wanted,
+            remedy: remedy.to_string(),
+        };
+        let remedy = "ES384 needs type ecdsa-p384, RS384 needs rsa-2048, rsa-3072 or rsa-4096";
+        let own = wire::algorithm_of(&info.kind)
+            .filter(|_| info.supports_signing)
+            .ok_or_else(|| unusable("ES384 or RS384".into(), remedy))?;
+        let algorithm = algorithm.unwrap_or(own);
+        if algorithm != own {
+            return Err(unusable(algorithm.to_string(), remedy));
+        }
+        let version = version.unwrap_or(info.latest_version);
+        let pem = info
+            .public_keys
+            .get(&version)
+            .ok_or_else(|| SignerError::KeyNotFound {
+                key: format!("{key} version {version}"),
+                url: self.config.address.to_string(),
+                remedy: format!(
+                    "the key's versions with a public key are {:?}; name one of them",
+                    info.public_keys.keys().collect::<Vec<_>>()
+                ),
+            })?;
+        let (_, public) = read_public_key(pem.as_bytes())?;
+        let kid = kid.unwrap_or_else(|| public.thumbprint());
+        Ok(TransitKey {
+            transit: Arc::clone(self),
+            version,
+            algorithm,
+            kid,
+            public,
+        })
+    }
+
+    async fn sign(
+        &self,
+        version: u64,
+        algorithm: SigningAlgorithm,
+        input: &[u8],
+    ) -> Result<Vec<u8>, SignerError> {
+        let (mount, key) = (&self.config.mount, &self.config.key);
+        let url = endpoint(&self.config.address, &[mount, "sign", key, "sha2-384"])?;
+        let call = wire::Call {
+            action: format!("sign with Transit key {key} at {mount}"),
+            url: url.as_str(),
+            grant: format!(
+                r#"the Vault token in use needs a policy with path "{mount}/sign/{key}/sha2-384" {{ capabilities = ["update"] }}"#
+            ),
+            key: Some(key),
+        };
+        let body = wire::sign_request(algorithm, version, input);
+        let answer = self.call(&call, &url, Some(&body)).await?;
+        wire::signature(&answer, version).map_err(|reason| SignerError::Malformed {
+            action: call.action,
+            reason,
+        })
+    }
+}
+
+async fn login(
+    http: &HttpClient,
+    address: &Url,
+    mount: &str,
+    role: &str,
+    jwt: &SecretString,
+) -> Result<(SecretString, Duration), SignerError> {
+    for (what, value, slashes) in [("the auth mount", mount, true), ("the role", role, false)] {
+        wire::check_path(what, value, slashes).map_err(SignerError::InvalidName)?;
+    }
+    let url = endpoint(address, &["auth", mount, "login"])?;
+    let call = wire::Call {
+        action: format!("log in with role {role} at auth/{mount}"),
+        url: url.as_str(),
+        grant: format!(
+            "the role {role} must bind the operator's ServiceAccount (name and namespace) and the key manager must be allowed to create TokenReviews"
+        ),
+        key: None,
+    };
+    let body = serde_json::json!({"role": role, "jwt": jwt.expose()});
+    let response = http
+        .json_call(&url, None, Some(&body))
+        .await
+        .map_err(SignerError::http)?;
+    if !(200..300).contains(&response.status) {
+        return Err(wire::error(&call, response.status, &response.body));
+    }
+    let (token, lease) = wire::login(&response.body).map_err(|reason| SignerError::Malformed {
+        action: call.action,
+        reason,
+    })?;
+    Ok((SecretString::new(token), lease))
+}
+
+/// One version of a Transit key: what it publishes and how it signs.
+#[derive(Clone, Debug)]
+pub struct TransitKey {
+    transit: Arc<Transit>,
+    version: u64,
+    algorithm: SigningAlgorithm,
+    kid: String,
+    public: PublicParams,
+}
+
+impl TransitKey {
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn public_jwk(&self) -> PublicJwk {
+        self.public.to_jwk(self.algorithm.as_str(), &self.kid)
+    }
+
+    pub async fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignerError> {
+        self.transit.sign(self.version, self.algorithm, input).await
+    }
+}
