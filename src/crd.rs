@@ -112,6 +112,9 @@ pub struct SmartBackendClientSpec {
 
     /// How client assertions are signed, and with which key.
     #[serde(default)]
+    #[x_kube(validation = Rule::new(
+        "!has(self.vaultTransit) || !(has(self.keySecretRef) || has(self.nextKeySecretRef) || has(self.rsaKeySize) || has(self.generatedKeyPolicy) || has(self.rotation) || has(self.kid))"
+    ).message("vaultTransit names a key that stays in the key manager: it cannot be combined with keySecretRef, nextKeySecretRef, rsaKeySize, generatedKeyPolicy, rotation (rotate the Transit key itself) or kid (each version has its own)"))]
     pub signing: SigningSpec,
 
     /// The Secret the access token is written to.
@@ -155,6 +158,13 @@ pub struct SigningSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_key_secret_ref: Option<SecretKeyRef>,
 
+    /// Sign in Vault or OpenBao Transit instead: the private key never
+    /// leaves the key manager and no Secret holds it. The operator's
+    /// installation names the server and how it logs in (chart values
+    /// vault.*); this names the key. Instead of keySecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_transit: Option<VaultTransitSpec>,
+
     /// Key id in the assertion header and the published JWKS. Default: the
     /// RFC 7638 thumbprint of the public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +203,22 @@ pub struct SigningSpec {
     /// asked for with the annotation smartbackend.dev/rotate-key=<new value>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationSpec>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultTransitSpec {
+    /// The key's name after the namespace: the operator signs with the
+    /// Transit key <namespace>.<key>, so that no namespace can sign with
+    /// another's key. Its type decides the algorithm: ecdsa-p384 signs
+    /// ES384, rsa-2048/3072/4096 sign RS384. A new key version (bao write
+    /// -f transit/keys/<namespace>.<key>/rotate) is published first and
+    /// signs once every server can have seen it.
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+    )]
+    pub key: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

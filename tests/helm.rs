@@ -46,6 +46,10 @@ fn bad_values_fail_at_install_time_with_a_clear_message() {
         (vec!["--set", "watch.mode=namespaced"], "/watch/namespaces"),
         (vec!["--set", "watch.mode=everywhere"], "/watch/mode"),
         (vec!["--set", "typo=1"], "typo"),
+        (
+            vec!["--set", "vault.address=https://vault.example.org"],
+            "vault.role is required",
+        ),
     ] {
         let output = helm(&[&["template", "x", CHART], values.as_slice()].concat());
         assert!(!output.status.success(), "{values:?} must be refused");
@@ -78,6 +82,21 @@ fn the_public_jwks_url_and_the_selector_come_from_the_values() {
             .contains("- --jwks-public-url=https://keys.example.org/ops")
     );
     assert!(!render(&[]).contains("--selector"));
+    // Vault: off by default; on, a projected token with Vault's audience
+    // (never the API server's) and the flags that name the server.
+    assert!(!render(&[]).contains("--vault-address"));
+    let vault = render(&[
+        "vault.address=https://vault.example.org:8200",
+        "vault.role=smart",
+    ]);
+    for expected in [
+        "- --vault-address=https://vault.example.org:8200",
+        "- --vault-role=smart",
+        "audience: \"vault\"",
+        "mountPath: /var/run/secrets/smartbackend.dev/vault",
+    ] {
+        assert!(vault.contains(expected), "{expected}: {vault}");
+    }
     assert!(
         render(&["watch.selector=tier in (a\\,b)"]).contains("- \"--selector=tier in (a,b)\""),
         "{}",

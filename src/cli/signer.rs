@@ -10,8 +10,8 @@ use url::Url;
 
 use crate::smart::signer::{Transit, TransitAuth, TransitConfig, TransitKey};
 use crate::smart::{
-    AssertionSigner, DestinationPolicy, HttpClient, HttpPolicy, PrivateKey, SecretString,
-    SigningAlgorithm,
+    DestinationPolicy, HttpClient, HttpPolicy, PrivateKey, SecretString, SigningAlgorithm,
+    SigningKey,
 };
 
 /// Where the private key is. Exactly one of `--key` and
@@ -61,11 +61,11 @@ impl HeldKey {
     }
 
     /// Bound to `algorithm` (None: the key's own), ready to sign once.
-    pub fn bind(self, algorithm: Option<SigningAlgorithm>) -> anyhow::Result<AssertionSigner> {
+    pub fn bind(self, algorithm: Option<SigningAlgorithm>) -> anyhow::Result<SigningKey> {
         match self {
-            HeldKey::File(key, kid) => Ok(AssertionSigner::Local(
-                key.into_signing_key(algorithm, kid)?.for_one_signature(),
-            )),
+            HeldKey::File(key, kid) => {
+                Ok(key.into_signing_key(algorithm, kid)?.for_one_signature())
+            }
             HeldKey::Transit(key) => {
                 let wanted = algorithm.unwrap_or(key.algorithm());
                 anyhow::ensure!(
@@ -74,7 +74,7 @@ impl HeldKey {
                     key.algorithm(),
                     key.algorithm()
                 );
-                Ok(AssertionSigner::Transit(key))
+                Ok(SigningKey::transit(key))
             }
         }
     }

@@ -150,7 +150,7 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| token_endpoint.to_string());
     let mut params = AssertionParams::new(&args.client_id, &audience);
     params.jku = args.jku.as_deref();
-    let assertion = signer.sign(&params).await?;
+    let assertion = signer.sign_assertion(&params).await?;
     let scope = scopes.join(" ");
     let request = TokenRequest {
         token_endpoint: &token_endpoint,

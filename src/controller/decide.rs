@@ -10,7 +10,8 @@
 //! [`schedule`] (refresh time, backoff, Retry-After), [`rotation`] (each
 //! rotation step), [`draft`] (a failure's condition and retry, Ready),
 //! [`validate`] (the spec), [`reason`] (every condition reason),
-//! [`key_ring`] and [`secret_data`] (what the operator's Secrets hold).
+//! [`key_ring`] and [`secret_data`] (what the operator's Secrets hold),
+//! [`transit`] (which versions of a key manager's key sign).
 
 pub(crate) mod clock;
 pub(crate) mod conditions;
@@ -22,6 +23,7 @@ pub mod rotation;
 pub mod schedule;
 pub(crate) mod scopes;
 pub mod secret_data;
+pub(crate) mod transit;
 pub mod validate;
 pub(crate) mod wait;
 

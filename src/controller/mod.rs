@@ -66,6 +66,8 @@ pub struct Context {
     /// When this term's first reconcile came: the first looks at settled
     /// clients are spread from then (see [`decide::wait::first_look_wait`]).
     term_started: Mutex<Option<SystemTime>>,
+    /// The login to Vault / OpenBao, when the operator is configured for it.
+    pub(crate) vault: Option<crate::smart::signer::VaultSession>,
     /// What the Secret watches would show, set by the mocked-API tests
     /// (which run no watches).
     #[cfg(test)]
@@ -80,6 +82,13 @@ impl Context {
         jwks: Arc<JwksDirectory>,
     ) -> Result<Self, crate::smart::HttpError> {
         let http = HttpClient::new(settings.http.clone())?;
+        let vault = match &settings.vault {
+            Some(vault) => Some(crate::smart::signer::VaultSession::for_operator(
+                vault.clone(),
+                &settings.http,
+            )?),
+            None => None,
+        };
         let reporter = Reporter {
             controller: "smart-backend-operator".into(),
             instance: Some(settings.instance.clone()),
@@ -103,6 +112,7 @@ impl Context {
             progress: model::progress::Progress::default(),
             stores: RwLock::new(Vec::new()),
             term_started: Mutex::new(None),
+            vault,
             #[cfg(test)]
             watched_versions: Mutex::default(),
         })

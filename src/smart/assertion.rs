@@ -153,19 +153,21 @@ pub fn prepare(
 }
 
 /// Signs a new assertion with a key held in this process (parsed once, see
-/// keys::Signer).
+/// keys::Signer); a key manager's key signs with
+/// [`SigningKey::sign_assertion`](crate::smart::SigningKey::sign_assertion).
 pub fn sign(
     key: &SigningKey,
     params: &AssertionParams<'_>,
 ) -> Result<ClientAssertion, AssertionError> {
+    let failed = |reason: String| AssertionError::Sign {
+        alg: key.algorithm().as_str(),
+        reason,
+    };
+    let signer = key.held_signer().ok_or_else(|| {
+        failed("the key is held by a key manager: sign with SigningKey::sign_assertion".into())
+    })?;
     let unsigned = prepare(key.algorithm(), key.kid(), params)?;
-    let signature = key
-        .signer
-        .sign(unsigned.signing_input())
-        .map_err(|reason| AssertionError::Sign {
-            alg: key.algorithm().as_str(),
-            reason,
-        })?;
+    let signature = signer.sign(unsigned.signing_input()).map_err(failed)?;
     Ok(unsigned.finish(&signature))
 }
 

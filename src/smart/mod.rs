@@ -25,5 +25,5 @@ pub use http::{HttpClient, HttpError, HttpPolicy, TlsProblem};
 pub use issuer::MetadataSource;
 pub use keys::{KeyError, PrivateKey, SigningKey};
 pub use secret::SecretString;
-pub use signer::{AssertionSigner, SignerError};
+pub use signer::SignerError;
 pub use token::{AccessToken, ErrorClass, TokenError, TokenRequest};

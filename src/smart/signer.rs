@@ -1,55 +1,30 @@
-//! Where an assertion's signature comes from: a private key held in this
-//! process (from a Secret or a file), or a key that never leaves a key
-//! manager (Vault or OpenBao Transit). Every signer has an algorithm, a
-//! `kid` and a public JWK to publish; a remote one signs over the network,
-//! so signing is async and its failures say whether they may pass.
+//! Signing with a key that never leaves a key manager (Vault or OpenBao
+//! Transit), beside keys held in this process: a [`SigningKey`] of either
+//! kind has an algorithm, a `kid` and a public JWK to publish, and signs an
+//! assertion with [`SigningKey::sign_assertion`]. A remote signature is
+//! made over the network, so signing is async and its failures say whether
+//! they may pass.
 
+pub mod session;
 pub mod transit;
 
-use std::time::SystemTime;
-
+use super::HttpError;
 use super::assertion::{self, AssertionError, AssertionParams, ClientAssertion};
-use super::keys::{KeyError, PublicJwk, SigningKey};
-use super::{HttpError, SigningAlgorithm};
+use super::keys::{KeyError, SigningKey};
 
+pub use session::{VaultLogin, VaultSession, VaultSettings};
 pub use transit::{Transit, TransitAuth, TransitConfig, TransitKey};
 
-/// A key that signs client assertions.
-#[derive(Clone, Debug)]
-pub enum AssertionSigner {
-    /// A private key held in memory.
-    Local(SigningKey),
-    /// One version of a Vault or OpenBao Transit key.
-    Transit(TransitKey),
-}
-
-impl AssertionSigner {
-    pub fn algorithm(&self) -> SigningAlgorithm {
-        match self {
-            AssertionSigner::Local(key) => key.algorithm(),
-            AssertionSigner::Transit(key) => key.algorithm(),
-        }
-    }
-
-    pub fn kid(&self) -> &str {
-        match self {
-            AssertionSigner::Local(key) => key.kid(),
-            AssertionSigner::Transit(key) => key.kid(),
-        }
-    }
-
-    pub fn public_jwk(&self) -> PublicJwk {
-        match self {
-            AssertionSigner::Local(key) => key.public_jwk(),
-            AssertionSigner::Transit(key) => key.public_jwk(),
-        }
-    }
-
+impl SigningKey {
     /// A new assertion (fresh `jti`), signed here or by the key manager.
-    pub async fn sign(&self, params: &AssertionParams<'_>) -> Result<ClientAssertion, SignerError> {
-        match self {
-            AssertionSigner::Local(key) => Ok(assertion::sign(key, params)?),
-            AssertionSigner::Transit(key) => {
+    /// A remote signature takes at most the HTTP client's request timeout.
+    pub async fn sign_assertion(
+        &self,
+        params: &AssertionParams<'_>,
+    ) -> Result<ClientAssertion, SignerError> {
+        match self.transit_key() {
+            None => Ok(assertion::sign(self, params)?),
+            Some(key) => {
                 let unsigned = assertion::prepare(key.algorithm(), key.kid(), params)?;
                 let signature = key.sign(unsigned.signing_input()).await?;
                 Ok(unsigned.finish(&signature))
@@ -70,6 +45,8 @@ pub enum SignerError {
     Address(#[source] HttpError),
     #[error("{0}")]
     InvalidName(String),
+    #[error("{0}")]
+    Credential(String),
     #[error(
         "the key manager at {url} is unavailable (HTTP {status}{detail}): it may be sealed, in standby or overloaded; the current token is kept and signing is retried"
     )]
@@ -101,8 +78,6 @@ pub enum SignerError {
     },
     #[error("the key manager's answer to {action} could not be read: {reason}")]
     Malformed { action: String, reason: String },
-    #[error("the key manager's credential has expired at {0:?} and could not be renewed")]
-    CredentialExpired(SystemTime),
     #[error(transparent)]
     Assertion(#[from] AssertionError),
     #[error(transparent)]

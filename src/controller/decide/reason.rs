@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::controller::model::settings::SecretGrant;
-use crate::smart::{ErrorClass, HttpError, TlsProblem, TokenError};
+use crate::smart::{ErrorClass, HttpError, SignerError, TlsProblem, TokenError};
 
 /// How a reason is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +118,12 @@ reasons! {
     KeyAlgorithmNotAccepted => Permanent, "key";
     KeyAlgorithmMismatch => Permanent, "key";
     SigningFailed => Permanent, "signing";
+    // A key manager (Vault / OpenBao Transit).
+    KeyManagerUnavailable => Transient, "key_manager";
+    KeyManagerForbidden => Waiting, "key_manager";
+    KeyManagerKeyNotFound => Waiting, "key_manager";
+    KeyManagerKeyUnusable => Permanent, "key_manager";
+    KeyManagerRefused => Permanent, "key_manager";
     // The token endpoint.
     TokenPending => Waiting, "none";
     AwaitingRegistration => Waiting, "awaiting_registration";
@@ -215,6 +221,23 @@ pub fn for_tls(error: &HttpError) -> Option<(Reason, &'static str)> {
 /// The reason for a failed token request. `never_had_token`: no token was
 /// ever obtained for the client, so a refusal of the client most likely
 /// means the EHR side is not set up yet rather than broken.
+/// The reason for a key manager's failure to sign or to show its key.
+pub fn for_signer_error(error: &SignerError) -> Reason {
+    match error {
+        SignerError::Unreachable(_)
+        | SignerError::Unavailable { .. }
+        | SignerError::Malformed { .. } => Reason::KeyManagerUnavailable,
+        SignerError::PermissionDenied { .. } => Reason::KeyManagerForbidden,
+        SignerError::KeyNotFound { .. } => Reason::KeyManagerKeyNotFound,
+        SignerError::KeyTypeUnusable { .. } | SignerError::Key(_) => Reason::KeyManagerKeyUnusable,
+        SignerError::Address(_)
+        | SignerError::InvalidName(_)
+        | SignerError::Credential(_)
+        | SignerError::Refused { .. } => Reason::KeyManagerRefused,
+        SignerError::Assertion(_) => Reason::SigningFailed,
+    }
+}
+
 pub fn for_token_error(error: &TokenError, never_had_token: bool) -> Reason {
     let transient = matches!(error.class(), ErrorClass::Transient { .. });
     match error {

@@ -25,6 +25,8 @@ pub enum KeySource {
         key: String,
         next: Option<(String, String)>,
     },
+    /// A Vault / OpenBao Transit key, `<namespace>.<key>`.
+    Transit { key: String },
 }
 
 /// A spec whose every field has been checked and parsed.
@@ -109,6 +111,9 @@ pub struct Rules {
     /// successor waits to be published, and the retiring key (kept for an
     /// assertion lifetime and a max-age) is gone before the next rotation.
     pub rotation_floor: Duration,
+    /// Whether the operator is configured to sign with Vault / OpenBao
+    /// Transit (`--vault-address`).
+    pub vault: bool,
 }
 
 impl Rules {
@@ -117,8 +122,49 @@ impl Rules {
         Self {
             allow_http: false,
             rotation_floor: Duration::from_secs(300 + 60 + 240),
+            vault: false,
         }
     }
+}
+
+/// A Transit key: only where the operator is configured for Vault, alone
+/// (no key Secret, generated-key setting or rotation beside it), and named
+/// under the resource's namespace.
+fn transit_key(
+    sbc: &SmartBackendClient,
+    transit: &crate::crd::VaultTransitSpec,
+    rules: &Rules,
+) -> Result<KeySource, InvalidSpec> {
+    let field = "signing.vaultTransit";
+    if !rules.vault {
+        return Err(invalid(
+            field,
+            "this operator is not configured for Vault or OpenBao: install it with vault.address and vault.role set (or --vault-address and --vault-role), or sign with a key Secret",
+        ));
+    }
+    let signing = &sbc.spec.signing;
+    if signing.key_secret_ref.is_some()
+        || signing.next_key_secret_ref.is_some()
+        || signing.rsa_key_size.is_some()
+        || signing.generated_key_policy.is_some()
+        || signing.rotation.is_some()
+    {
+        return Err(invalid(
+            field,
+            "cannot be combined with keySecretRef, nextKeySecretRef, rsaKeySize, generatedKeyPolicy or rotation: rotate the Transit key itself",
+        ));
+    }
+    if signing.kid.is_some() {
+        return Err(invalid(
+            "signing.kid",
+            "cannot be combined with vaultTransit: each version of a Transit key is published under its own kid (its thumbprint)",
+        ));
+    }
+    let namespace = sbc.metadata.namespace.as_deref().unwrap_or("default");
+    let key = format!("{namespace}.{}", transit.key);
+    crate::smart::signer::transit::wire::check_path("the Transit key", &key, false)
+        .map_err(|problem| invalid("signing.vaultTransit.key", problem))?;
+    Ok(KeySource::Transit { key })
 }
 
 /// The longest `rotation.every`: ten years.
@@ -190,8 +236,9 @@ pub fn validate(
     if !RSA_GENERATE_BITS.contains(&rsa_bits) {
         return Err(invalid("signing.rsaKeySize", "must be 2048, 3072 or 4096"));
     }
-    let key = match &spec.signing.key_secret_ref {
-        Some(r) => KeySource::Referenced {
+    let key = match (&spec.signing.vault_transit, &spec.signing.key_secret_ref) {
+        (Some(transit), _) => transit_key(sbc, transit, &rules)?,
+        (None, Some(r)) => KeySource::Referenced {
             secret_name: r.name.clone(),
             key: r.key.clone(),
             next: match &spec.signing.next_key_secret_ref {
@@ -204,7 +251,7 @@ pub fn validate(
                 next => next.as_ref().map(|n| (n.name.clone(), n.key.clone())),
             },
         },
-        None => KeySource::Generated {
+        (None, None) => KeySource::Generated {
             secret_name: SmartBackendClient::key_secret_default_name(name),
             policy: spec.signing.generated_key_policy.unwrap_or_default(),
             rsa_bits,

@@ -45,6 +45,8 @@ pub struct Settings {
     pub secret_grant: Option<SecretGrant>,
     /// Key rotation's waits.
     pub rotation: RotationTiming,
+    /// Vault / OpenBao, for clients that sign with a Transit key.
+    pub vault: Option<crate::smart::signer::VaultSettings>,
 }
 
 impl Settings {
@@ -58,6 +60,7 @@ impl Settings {
                 .jwks_max_age
                 .saturating_add(waits.margin)
                 .saturating_add(lifetime),
+            vault: self.vault.is_some(),
         }
     }
 }
@@ -174,6 +177,7 @@ impl Default for Settings {
             secret_access: SecretAccess::default(),
             secret_grant: None,
             rotation: RotationTiming::default(),
+            vault: None,
         }
     }
 }

@@ -106,15 +106,15 @@ pub(in crate::controller) async fn request(
     params.backdate = ctx.settings.clocks.backdate();
     params.lifetime = ctx.settings.clocks.assertion_lifetime();
     let issued_at = secret_data::whole_second(SystemTime::now());
-    let assertion = match smart::assertion::sign(inputs.key, &params) {
+    let assertion = match inputs.key.sign_assertion(&params).await {
         Ok(assertion) => assertion,
         Err(e) => {
-            return Exchange::from(Err(Failure::new(
-                Reason::SigningFailed,
-                format!(
-                    "the assertion could not be signed with key kid {}: {e}; check the key",
-                    inputs.key.kid()
-                ),
+            let whose = format!(
+                "the assertion could not be signed with key kid {}",
+                inputs.key.kid()
+            );
+            return Exchange::from(Err(crate::controller::steps::keys::signer_failure(
+                ctx, &whose, e,
             )));
         }
     };

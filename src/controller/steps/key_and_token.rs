@@ -106,12 +106,7 @@ pub(in crate::controller) async fn key_and_token(
                 draft.fields.key_rotation = Some(promoted.status);
                 let note =
                     rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &promoted.ring);
-                let shown = KeyShown {
-                    signing: next,
-                    secret_name: &key.secret_name,
-                    ring: &promoted.ring,
-                    note,
-                };
+                let shown = KeyShown::new(&key, next, &promoted.ring, note);
                 record_key(ctx, target, sbc, shown, draft);
                 let next_refresh = good.next_refresh;
                 tokens.record(draft, good);
@@ -129,12 +124,7 @@ pub(in crate::controller) async fn key_and_token(
                 revisit = Some(refused.again);
                 let note =
                     rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &rotation.ring);
-                let shown = KeyShown {
-                    signing: &key.signing,
-                    secret_name: &key.secret_name,
-                    ring: &rotation.ring,
-                    note,
-                };
+                let shown = KeyShown::new(&key, &key.signing, &rotation.ring, note);
                 record_key(ctx, target, sbc, shown, draft);
                 tokens.trial_failed = true;
             }
@@ -171,12 +161,7 @@ pub(in crate::controller) async fn key_and_token(
             draft.fields.key_rotation = Some(fell.status);
             revisit = Some(fell.again);
             let note = rotate::current_note(ctx, draft.fields.key_rotation.as_ref(), &fell.ring);
-            let shown = KeyShown {
-                signing: &back,
-                secret_name: &key.secret_name,
-                ring: &fell.ring,
-                note,
-            };
+            let shown = KeyShown::new(&key, &back, &fell.ring, note);
             record_key(ctx, target, sbc, shown, draft);
         } else if step.result.is_err() {
             // Both keys refused: the signing key's refusal is the news.
@@ -240,6 +225,7 @@ async fn key_step(
         explicit_algorithm: spec.algorithm,
         server_algorithms,
         kid: spec.kid.as_deref(),
+        previous,
     };
     let at_key = |failure| (Slot::Key, failure);
     let mut key = keys::resolve(ctx, target, &key_request, memory.recall())
@@ -274,12 +260,7 @@ async fn key_step(
     memory.learn_key(std::mem::take(&mut rotation.learned));
     draft.events.append(&mut rotation.events);
     draft.fields.key_rotation = rotation.status.clone();
-    let shown = KeyShown {
-        signing: &key.signing,
-        secret_name: &key.secret_name,
-        ring: &rotation.ring,
-        note: rotation.note.clone(),
-    };
+    let shown = KeyShown::new(&key, &key.signing, &rotation.ring, rotation.note.clone());
     record_key(ctx, target, sbc, shown, draft);
     draft.fields.token_endpoint = Some(discovered.token_endpoint.to_string());
     Ok((key, rotation))

@@ -9,8 +9,10 @@ use crate::controller::decide;
 use crate::controller::decide::reason::{Failure, Reason};
 mod adopt;
 mod referenced;
+mod transit;
 
 use adopt::adopt;
+pub(in crate::controller) use transit::signer_failure;
 
 use crate::controller::Context;
 use crate::controller::decide::key_ring::Ring;
@@ -37,6 +39,8 @@ pub struct ResolvedKey {
     pub next: Option<Result<SigningKey, Failure>>,
     /// What the client's memory keeps of this step.
     pub learned: KeyMemo,
+    /// For a key in Vault / OpenBao Transit: its name there (and no Secret).
+    pub transit: Option<String>,
 }
 
 impl ResolvedKey {
@@ -49,6 +53,15 @@ impl ResolvedKey {
             ring: None,
             next: None,
             learned,
+            transit: None,
+        }
+    }
+
+    /// Where the key is, for the Key condition.
+    pub fn place(&self) -> String {
+        match &self.transit {
+            Some(name) => format!("in Transit key {name} (not in any Secret)"),
+            None => format!("in Secret {}", self.secret_name),
         }
     }
 }
@@ -82,6 +95,8 @@ pub struct KeyRequest<'a> {
     /// The server's list, when it published one.
     pub server_algorithms: Option<&'a [String]>,
     pub kid: Option<&'a str>,
+    /// The last status: which keys were published and signing since when.
+    pub previous: &'a crate::crd::SmartBackendClientStatus,
 }
 
 /// The signing key. Reads the client's memory (a [`Recall`]), never writes it: what it
@@ -112,6 +127,7 @@ pub async fn resolve(
             }
             Ok(resolved)
         }
+        KeySource::Transit { key } => transit::transit_key(ctx, request, key).await,
         KeySource::Generated {
             secret_name,
             policy,

@@ -6,6 +6,7 @@ mod jwk;
 mod parse;
 mod public;
 mod signer;
+mod signing;
 
 use std::fmt;
 
@@ -18,6 +19,7 @@ use rsa::traits::PublicKeyParts;
 pub use jwk::{JwkSet, PublicJwk, PublicParams};
 pub use public::read_public_key;
 pub(crate) use signer::Signer;
+pub use signing::SigningKey;
 
 use super::SigningAlgorithm;
 
@@ -205,13 +207,7 @@ impl PrivateKey {
         // multiplication, the costliest step of binding a key).
         let public = self.public_params();
         let kid = kid.unwrap_or_else(|| public.thumbprint());
-        Ok(SigningKey {
-            key: self,
-            algorithm,
-            kid,
-            public,
-            signer,
-        })
+        Ok(SigningKey::held(self, signer, algorithm, kid, public))
     }
 }
 
@@ -223,59 +219,6 @@ impl fmt::Debug for PrivateKey {
             self.describe(),
             self.thumbprint()
         )
-    }
-}
-
-/// A private key bound to its algorithm and `kid`, ready to sign assertions.
-#[derive(Clone)]
-pub struct SigningKey {
-    key: PrivateKey,
-    algorithm: SigningAlgorithm,
-    kid: String,
-    public: PublicParams,
-    pub(crate) signer: Signer,
-}
-
-impl SigningKey {
-    pub fn algorithm(&self) -> SigningAlgorithm {
-        self.algorithm
-    }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    pub fn private_key(&self) -> &PrivateKey {
-        &self.key
-    }
-
-    pub fn public_jwk(&self) -> PublicJwk {
-        self.public.to_jwk(self.algorithm.as_str(), &self.kid)
-    }
-
-    /// The same key, signing without aws-lc: for a process that signs one
-    /// assertion and exits (the `token` command), where aws-lc's one-time
-    /// random-generator seeding would cost more than the signature.
-    pub fn for_one_signature(mut self) -> Self {
-        self.signer = Signer::OneShot(std::sync::Arc::new(self.key.clone()));
-        self
-    }
-
-    /// The JWK Set to register with the EHR, holding this key alone.
-    pub fn public_jwks(&self) -> JwkSet {
-        JwkSet {
-            keys: vec![self.public_jwk()],
-        }
-    }
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("algorithm", &self.algorithm)
-            .field("kid", &self.kid)
-            .field("key", &self.key)
-            .finish()
     }
 }
 

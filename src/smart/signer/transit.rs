@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use url::Url;
 
 use super::SignerError;
-use crate::smart::keys::{PublicJwk, PublicParams, read_public_key};
+use crate::smart::keys::{PublicParams, read_public_key};
 use crate::smart::{HttpClient, SecretString, SigningAlgorithm};
 
 const TOKEN_HEADER: &str = "X-Vault-Token";
@@ -101,13 +101,6 @@ impl Transit {
         config: TransitConfig,
         auth: TransitAuth,
     ) -> Result<Self, SignerError> {
-        let names = [
-            ("the Transit mount", config.mount.as_str(), true),
-            ("the Transit key", config.key.as_str(), false),
-        ];
-        for (what, value, slashes) in names {
-            wire::check_path(what, value, slashes).map_err(SignerError::InvalidName)?;
-        }
         let (token, token_expires) = match auth {
             TransitAuth::Token(token) => (token, None),
             TransitAuth::Kubernetes { mount, role, jwt } => {
@@ -117,11 +110,29 @@ impl Transit {
                 (token, expires)
             }
         };
+        let mut transit = Self::with_token(http, config, token)?;
+        transit.token_expires = token_expires;
+        Ok(transit)
+    }
+
+    /// With a Vault token already in hand (checked names, no call made).
+    pub fn with_token(
+        http: HttpClient,
+        config: TransitConfig,
+        token: SecretString,
+    ) -> Result<Self, SignerError> {
+        let names = [
+            ("the Transit mount", config.mount.as_str(), true),
+            ("the Transit key", config.key.as_str(), false),
+        ];
+        for (what, value, slashes) in names {
+            wire::check_path(what, value, slashes).map_err(SignerError::InvalidName)?;
+        }
         Ok(Self {
             http,
             config,
             token,
-            token_expires,
+            token_expires: None,
         })
     }
 
@@ -181,6 +192,17 @@ impl Transit {
         kid: Option<String>,
     ) -> Result<TransitKey, SignerError> {
         let info = self.read_key().await?;
+        self.version_of(&info, algorithm, version, kid)
+    }
+
+    /// As [`Transit::key`], from the key's description already read.
+    pub fn version_of(
+        self: &Arc<Self>,
+        info: &wire::KeyInfo,
+        algorithm: Option<SigningAlgorithm>,
+        version: Option<u64>,
+        kid: Option<String>,
+    ) -> Result<TransitKey, SignerError> {
         let key = &self.config.key;
         let unusable = |wanted: String, remedy: &str| SignerError::KeyTypeUnusable {
             key: key.clone(),
@@ -244,7 +266,9 @@ impl Transit {
     }
 }
 
-async fn login(
+/// Kubernetes auth: a ServiceAccount token exchanged for a Vault token and
+/// how long it lives (zero: no expiry).
+pub async fn login(
     http: &HttpClient,
     address: &Url,
     mount: &str,
@@ -301,8 +325,8 @@ impl TransitKey {
         self.version
     }
 
-    pub fn public_jwk(&self) -> PublicJwk {
-        self.public.to_jwk(self.algorithm.as_str(), &self.kid)
+    pub fn public(&self) -> &PublicParams {
+        &self.public
     }
 
     pub async fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignerError> {

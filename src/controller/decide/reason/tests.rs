@@ -185,3 +185,47 @@ fn the_readme_troubleshooting_table_lists_exactly_these_reasons() {
         assert!(Reason::parse(word).is_some(), "README lists unknown {word}");
     }
 }
+
+/// A key manager's failures: an outage is transient (the token is kept and
+/// the signature retried), a missing grant or key waits for a person, a key
+/// of the wrong type needs a change.
+#[test]
+fn key_manager_failures_are_classed_by_what_ends_them() {
+    use crate::smart::SignerError;
+    let unavailable = SignerError::Unavailable {
+        url: "https://vault".into(),
+        status: 503,
+        detail: ": Vault is sealed".into(),
+    };
+    assert_eq!(
+        for_signer_error(&unavailable),
+        Reason::KeyManagerUnavailable
+    );
+    assert_eq!(Reason::KeyManagerUnavailable.class(), Class::Transient);
+    let denied = SignerError::PermissionDenied {
+        action: "sign".into(),
+        grant: "a policy".into(),
+    };
+    assert_eq!(for_signer_error(&denied), Reason::KeyManagerForbidden);
+    assert_eq!(Reason::KeyManagerForbidden.class(), Class::Waiting);
+    let missing = SignerError::KeyNotFound {
+        key: "team.billing".into(),
+        url: "https://vault".into(),
+        remedy: "create it".into(),
+    };
+    assert_eq!(for_signer_error(&missing), Reason::KeyManagerKeyNotFound);
+    let unusable = SignerError::KeyTypeUnusable {
+        key: "team.billing".into(),
+        kind: "ed25519".into(),
+        wanted: "ES384".into(),
+        remedy: "use ecdsa-p384".into(),
+    };
+    assert_eq!(for_signer_error(&unusable), Reason::KeyManagerKeyUnusable);
+    assert_eq!(Reason::KeyManagerKeyUnusable.class(), Class::Permanent);
+    let refused = SignerError::Refused {
+        action: "sign".into(),
+        status: 400,
+        detail: String::new(),
+    };
+    assert_eq!(for_signer_error(&refused), Reason::KeyManagerRefused);
+}

@@ -173,3 +173,47 @@ fn a_rotation_period_outside_one_rotation_and_ten_years_is_refused_by_name() {
     assert!(validate(&every("1h"), "billing", slow_caches).is_err());
     assert!(validate(&every("0s"), "billing", Rules::https_only()).is_err());
 }
+
+#[test]
+fn a_transit_key_is_named_under_the_namespace_and_stands_alone() {
+    let vault = Rules {
+        vault: true,
+        ..Rules::https_only()
+    };
+    let transit = |extra: serde_json::Value| {
+        let mut signing = serde_json::json!({"vaultTransit": {"key": "billing"}});
+        signing
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let mut s = sbc(|s| s["signing"] = signing);
+        s.metadata.namespace = Some("team-a".into());
+        s
+    };
+    let v = validate(&transit(serde_json::json!({})), "billing", vault).unwrap();
+    assert_eq!(
+        v.key,
+        KeySource::Transit {
+            key: "team-a.billing".into()
+        }
+    );
+    // An operator installed without Vault says how to install it with.
+    let err = validate(
+        &transit(serde_json::json!({})),
+        "billing",
+        Rules::https_only(),
+    )
+    .unwrap_err();
+    assert!(err.problem.contains("vault.address"), "{err}");
+    for beside in [
+        serde_json::json!({"keySecretRef": {"name": "k", "key": "pem"}}),
+        serde_json::json!({"rotation": {"every": "720h"}}),
+        serde_json::json!({"rsaKeySize": 4096}),
+        serde_json::json!({"generatedKeyPolicy": "Delete"}),
+    ] {
+        let err = validate(&transit(beside.clone()), "billing", vault).unwrap_err();
+        assert_eq!(err.field, "signing.vaultTransit", "{beside}");
+    }
+    let err = validate(&transit(serde_json::json!({"kid": "k1"})), "billing", vault).unwrap_err();
+    assert_eq!(err.field, "signing.kid");
+}

@@ -12,6 +12,7 @@ use crate::controller::decide::secret_data::rfc3339;
 use crate::controller::model::memory::{ClientMemory, TokenMemo};
 use crate::controller::model::target::Target;
 use crate::controller::steps::exchange;
+use crate::controller::steps::keys::ResolvedKey;
 use crate::controller::steps::token;
 use crate::crd::SmartBackendClient;
 use crate::smart::SigningKey;
@@ -77,9 +78,31 @@ impl Tokens {
 #[derive(Clone)]
 pub(super) struct KeyShown<'a> {
     pub signing: &'a SigningKey,
-    pub secret_name: &'a str,
+    /// Where the key is: "in Secret ..." or "in Transit key ...".
+    pub place: String,
+    /// The key Secret, for a key held in one.
+    pub secret_name: Option<&'a str>,
     pub ring: &'a Ring,
     pub note: Option<String>,
+}
+
+impl<'a> KeyShown<'a> {
+    /// `signing` (the resolved key, or the one a rotation step made
+    /// current) shown where `key` was found.
+    pub fn new(
+        key: &'a ResolvedKey,
+        signing: &'a SigningKey,
+        ring: &'a Ring,
+        note: Option<String>,
+    ) -> Self {
+        KeyShown {
+            signing,
+            place: key.place(),
+            secret_name: key.transit.is_none().then_some(key.secret_name.as_str()),
+            ring,
+            note,
+        }
+    }
 }
 
 /// The Key condition, the key fields of the status and the published JWKS.
@@ -92,6 +115,7 @@ pub(super) fn record_key(
 ) {
     let KeyShown {
         signing,
+        place,
         secret_name,
         ring,
         note,
@@ -107,7 +131,7 @@ pub(super) fn record_key(
         },
     );
     let mut message = format!(
-        "{} key, kid {}, in Secret {secret_name}",
+        "{} key, kid {}, {place}",
         signing.algorithm(),
         signing.kid(),
     );
@@ -117,7 +141,7 @@ pub(super) fn record_key(
     draft.set(Slot::Key, State::ok(Reason::KeyReady, message));
     draft.fields.algorithm = Some(signing.algorithm());
     draft.fields.kid = Some(signing.kid().to_string());
-    draft.fields.key_secret_name = Some(secret_name.to_string());
+    draft.fields.key_secret_name = secret_name.map(str::to_string);
     draft.fields.public_jwks = Some(jwks);
     draft.fields.keys = ring.status();
     draft.fields.jwks_uri = ctx.settings.jwks_public_url.as_ref().map(|base| {

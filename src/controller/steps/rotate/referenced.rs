@@ -35,7 +35,15 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
             let published = since(next.kid(), KeyState::Next);
             ring = ring.with_next(next.public_jwk(), Vec::new(), next.algorithm(), published);
             let safe = after_all(published, &[waits.jwks_max_age, waits.margin]);
-            notes.push(if now < safe {
+            notes.push(if let Some(name) = &key.transit {
+                // The operator switches a Transit key's versions itself.
+                revisit = (now < safe).then_some(safe);
+                format!(
+                    "the new version of Transit key {name} (kid {}) is published and signs from {}",
+                    next.kid(),
+                    rfc3339(safe.max(now))
+                )
+            } else if now < safe {
                 revisit = Some(safe);
                 format!(
                     "the next key (kid {}) is published; switch spec.signing.keySecretRef to it from {}, then remove nextKeySecretRef",

@@ -158,6 +158,15 @@ pub(in crate::controller) async fn fall_back(
 /// The PEM of a key that stops signing, kept in the key Secret.
 fn pem_of(key: &SigningKey) -> Result<Vec<u8>, Failure> {
     key.private_key()
+        .ok_or_else(|| {
+            failure(
+                Reason::KeyInvalid,
+                format!(
+                    "the key kid {} is held by a key manager, not in the key Secret",
+                    key.kid()
+                ),
+            )
+        })?
         .to_pkcs8_pem()
         .map(String::into_bytes)
         .map_err(|e| failure(Reason::KeyInvalid, e.to_string()))

@@ -24,6 +24,7 @@ fn resolved(signing: &SigningKey, next: Option<&SigningKey>) -> ResolvedKey {
         ring: None,
         next: next.map(|n| Ok(n.clone())),
         learned: Default::default(),
+        transit: None,
     }
 }
 
@@ -144,5 +145,38 @@ fn a_next_key_that_cannot_be_used_is_reported_and_the_current_key_signs() {
             .note
             .unwrap()
             .contains("Secret next does not exist")
+    );
+}
+
+/// A Transit key's versions go the same way, but the operator switches
+/// them itself: the note says when the new version signs, and once it does
+/// (decide::transit chose it), the old version retires.
+#[test]
+fn a_transit_version_is_published_then_signs_and_the_old_one_retires() {
+    let (old, new) = (key(), key());
+    let in_transit = |signing: &SigningKey, next: Option<&SigningKey>| ResolvedKey {
+        transit: Some("team.billing".into()),
+        ..resolved(signing, next)
+    };
+    let alone = rotate(
+        &in_transit(&old, None),
+        &SmartBackendClientStatus::default(),
+        0,
+    );
+    let both = rotate(&in_transit(&old, Some(&new)), &status(&alone), 100);
+    assert_eq!(both.revisit, Some(t(100 + 360)));
+    let note = both.note.clone().unwrap();
+    assert!(
+        note.contains("Transit key team.billing") && note.contains("signs from"),
+        "{note}"
+    );
+    assert!(!note.contains("keySecretRef"), "{note}");
+    let switched = rotate(&in_transit(&new, None), &status(&both), 460);
+    assert_eq!(
+        states(&switched),
+        [
+            (new.kid().to_string(), KeyState::Active),
+            (old.kid().to_string(), KeyState::Retiring)
+        ]
     );
 }

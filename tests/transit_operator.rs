@@ -1,0 +1,348 @@
+//! The operator signs with a key that stays in a real OpenBao: it logs in
+//! with Kubernetes auth (a ServiceAccount token with Vault's audience,
+//! checked by OpenBao through a TokenReview against the test control
+//! plane), publishes the Transit key's public versions at its JWKS URL,
+//! and a real OAuth server (oidc-provider) verifies every assertion there.
+//! A new Transit version is published first and signs after the wait, with
+//! no refused request; no Secret in the namespace holds key material; each
+//! key-manager failure keeps the token and says what to do.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::json;
+use smart_backend_operator::controller::Settings;
+use smart_backend_operator::crd::REFRESH_REQUESTED_ANNOTATION;
+use smart_backend_operator::smart::signer::{VaultLogin, VaultSettings};
+use support::bao::{Bao, signer_policy};
+use support::cluster::{kubeconfig_path, kubectl, wait_for};
+use support::oidc::{Client, OidcServer, Registration};
+use support::operator::{Harness, condition};
+
+const SCOPE: &str = "system/Patient.rs";
+
+/// OpenBao's Kubernetes auth, pointed at the test control plane; a role
+/// `smart` for the ServiceAccount `sbo` of `namespace` (audience `vault`)
+/// with `policy`.
+async fn kubernetes_auth(bao: &Bao, namespace: &str, policy: &str) {
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let ca = std::fs::read_to_string(cluster["certificate-authority"].as_str().unwrap()).unwrap();
+    let reviewer = kubectl(&[
+        "create",
+        "token",
+        "sbo-reviewer",
+        "-n",
+        namespace,
+        "--duration=1h",
+    ]);
+    assert!(
+        reviewer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reviewer.stderr)
+    );
+    bao.call("POST", "sys/auth/kubernetes", json!({"type": "kubernetes"}))
+        .await;
+    bao.call(
+        "POST",
+        "auth/kubernetes/config",
+        json!({
+            "kubernetes_host": cluster["server"].as_str().unwrap(),
+            "kubernetes_ca_cert": ca,
+            "token_reviewer_jwt": String::from_utf8_lossy(&reviewer.stdout).trim(),
+            "disable_local_ca_jwt": true,
+        }),
+    )
+    .await;
+    bao.call("PUT", "sys/policies/acl/signer", json!({"policy": policy}))
+        .await;
+    bao.call(
+        "POST",
+        "auth/kubernetes/role/smart",
+        json!({
+            "bound_service_account_names": ["sbo"],
+            "bound_service_account_namespaces": [namespace],
+            "audience": "vault",
+            "token_policies": ["signer"],
+            "token_ttl": "1h",
+        }),
+    )
+    .await;
+}
+
+/// The ServiceAccounts: `sbo` (the operator's identity in Vault) and
+/// `sbo-reviewer`, allowed to create TokenReviews (OpenBao's reviewer).
+fn service_accounts(namespace: &str) {
+    for args in [
+        vec!["create", "serviceaccount", "sbo", "-n", namespace],
+        vec!["create", "serviceaccount", "sbo-reviewer", "-n", namespace],
+    ] {
+        let out = kubectl(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let binding = format!("{namespace}-reviewer");
+    let _ = kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        &binding,
+        "--ignore-not-found",
+    ]);
+    let out = kubectl(&[
+        "create",
+        "clusterrolebinding",
+        &binding,
+        "--clusterrole=system:auth-delegator",
+        &format!("--serviceaccount={namespace}:sbo-reviewer"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn vault_settings(bao: &Bao, jwt_file: &std::path::Path) -> impl FnOnce(&mut Settings) {
+    let address = bao.address.parse().unwrap();
+    let jwt_file = jwt_file.to_path_buf();
+    move |settings: &mut Settings| {
+        settings.vault = Some(VaultSettings {
+            address,
+            transit_mount: "transit".into(),
+            login: VaultLogin::Kubernetes {
+                mount: "kubernetes".into(),
+                role: "smart".into(),
+                jwt_file,
+            },
+            ca_bundle_pem: None,
+        });
+        // oidc-provider keeps a fetched JWK Set for at least 60 s whatever
+        // the max-age says (tests/rotation.rs): the operator must wait that.
+        settings.rotation.jwks_max_age = Duration::from_secs(60);
+        settings.rotation.margin = Duration::from_secs(2);
+    }
+}
+
+/// The operator's ServiceAccount token for Vault, as the chart projects it.
+fn write_vault_jwt(namespace: &str, path: &std::path::Path) {
+    let token = kubectl(&[
+        "create",
+        "token",
+        "sbo",
+        "-n",
+        namespace,
+        "--audience=vault",
+        "--duration=1h",
+    ]);
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    std::fs::write(path, token.stdout).unwrap();
+}
+
+/// No Secret in the namespace holds a private key, in any form.
+async fn no_key_material(h: &Harness) {
+    let secrets = h.secrets().list(&Default::default()).await.unwrap();
+    for secret in secrets.items {
+        for (name, value) in secret.data.unwrap_or_default() {
+            let text = String::from_utf8_lossy(&value.0);
+            assert!(
+                !text.contains("PRIVATE KEY") && !text.contains("\"d\""),
+                "Secret {:?} key {name} holds key material",
+                secret.metadata.name
+            );
+        }
+    }
+}
+
+fn token_of(secret: &Secret) -> String {
+    Harness::value(secret, "access_token")
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal() {
+    let bao = Bao::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("vault-token");
+    let h = Harness::with("transit-op", vault_settings(&bao, &jwt_file)).await;
+    let ns = h.ns.name.clone();
+    let key = format!("{ns}.billing");
+    service_accounts(&ns);
+    kubernetes_auth(&bao, &ns, &signer_policy(&key)).await;
+    write_vault_jwt(&ns, &jwt_file);
+    bao.create_key(&key, "ecdsa-p384").await;
+
+    let server = OidcServer::start(
+        &[Client {
+            id: "billing",
+            scope: SCOPE,
+            key: None,
+            registration: Registration::JwksUriAt(h.jwks_uri("billing")),
+        }],
+        &[SCOPE],
+        300,
+    );
+    h.apply(
+        "billing",
+        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
+               "signing": {"vaultTransit": {"key": "billing"}}}),
+    )
+    .await;
+    let sbc = h.wait_ready("billing").await;
+    let status = sbc.status.clone().unwrap();
+    assert_eq!(status.key_secret_name, None);
+    let key_condition = condition(&sbc, "KeyReady")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        key_condition.contains(&format!("in Transit key {key}")),
+        "{key_condition}"
+    );
+    let first = h.wait_secret("billing-token").await;
+    assert!(!token_of(&first).is_empty());
+    no_key_material(&h).await;
+
+    // A new version in the key manager: published first, then signing.
+    bao.call("POST", &format!("transit/keys/{key}/rotate"), json!({}))
+        .await;
+    h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "v2-published")
+        .await;
+    let published = wait_for(
+        "the new version published beside the signing one",
+        Duration::from_secs(60),
+        || async { h.sbcs().get("billing").await.ok() },
+        |sbc| sbc.status.as_ref().is_some_and(|s| s.keys.len() == 2),
+    )
+    .await;
+    let kids: Vec<(String, String)> = published
+        .status
+        .unwrap()
+        .keys
+        .iter()
+        .map(|k| (k.kid.clone(), format!("{:?}", k.state)))
+        .collect();
+    assert!(kids.iter().any(|(_, s)| s == "Next"), "{kids:?}");
+    let next_kid = kids.iter().find(|(_, s)| s == "Next").unwrap().0.clone();
+    // After the JWKS max-age (60 s here) and the margin, it signs.
+    let switched = wait_for(
+        "the new version signing",
+        Duration::from_secs(120),
+        || async { h.sbcs().get("billing").await.ok() },
+        |sbc| sbc.status.as_ref().and_then(|s| s.kid.clone()) == Some(next_kid.clone()),
+    )
+    .await;
+    let states: Vec<String> = switched
+        .status
+        .unwrap()
+        .keys
+        .iter()
+        .map(|k| format!("{:?}", k.state))
+        .collect();
+    assert!(states.contains(&"Retiring".to_string()), "{states:?}");
+    let before = token_of(&h.secret("billing-token").await.unwrap());
+    h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "v2-signs")
+        .await;
+    wait_for(
+        "a token signed by the new version",
+        Duration::from_secs(60),
+        || async { h.secret("billing-token").await },
+        |s| token_of(s) != before,
+    )
+    .await;
+    let (requests, issued) = server.stats().await;
+    assert!(requests >= 3, "{requests}");
+    assert_eq!(requests, issued, "no request was refused");
+    no_key_material(&h).await;
+}
+
+#[tokio::test]
+async fn key_manager_failures_keep_the_token_and_say_what_to_do() {
+    let bao = Bao::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("vault-token");
+    let h = Harness::with("transit-fail", vault_settings(&bao, &jwt_file)).await;
+    let ns = h.ns.name.clone();
+    let key = format!("{ns}.billing");
+    service_accounts(&ns);
+    // Allowed to read its key, not to sign with it.
+    let reader = format!(r#"path "transit/keys/{key}" {{ capabilities = ["read"] }}"#);
+    kubernetes_auth(&bao, &ns, &reader).await;
+    write_vault_jwt(&ns, &jwt_file);
+    bao.create_key(&key, "ecdsa-p384").await;
+    let server = OidcServer::start(
+        &[Client {
+            id: "billing",
+            scope: SCOPE,
+            key: None,
+            registration: Registration::JwksUriAt(h.jwks_uri("billing")),
+        }],
+        &[SCOPE],
+        300,
+    );
+    let spec = |key: &str| {
+        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
+               "signing": {"vaultTransit": {"key": key}}})
+    };
+    h.apply("billing", spec("billing")).await;
+    let denied = h
+        .wait_condition(
+            "billing",
+            "TokenReady",
+            "False",
+            Some("KeyManagerForbidden"),
+        )
+        .await;
+    let message = condition(&denied, "TokenReady").unwrap().message.clone();
+    assert!(
+        message.contains(&format!(r#"path "transit/sign/{key}/sha2-384""#)),
+        "{message}"
+    );
+
+    // Granted: the operator logs in again and signs.
+    let granted = format!(
+        "{}\npath \"transit/keys/{ns}.*\" {{ capabilities = [\"read\"] }}",
+        signer_policy(&key)
+    );
+    bao.call("PUT", "sys/policies/acl/signer", json!({"policy": granted}))
+        .await;
+    h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "granted")
+        .await;
+    h.wait_ready("billing").await;
+    let token = token_of(&h.wait_secret("billing-token").await);
+
+    // A key that does not exist is named, with how to create it.
+    h.apply("other", spec("nope")).await;
+    let gone = h
+        .wait_condition("other", "KeyReady", "False", Some("KeyManagerKeyNotFound"))
+        .await;
+    let message = condition(&gone, "KeyReady").unwrap().message.clone();
+    assert!(
+        message.contains(&format!("{ns}.nope")) && message.contains("create it"),
+        "{message}"
+    );
+
+    // Sealed: transient, the token is kept.
+    bao.seal().await;
+    h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "sealed")
+        .await;
+    let sealed = h
+        .wait_condition(
+            "billing",
+            "KeyReady",
+            "False",
+            Some("KeyManagerUnavailable"),
+        )
+        .await;
+    let message = condition(&sealed, "KeyReady").unwrap().message.clone();
+    assert!(message.contains("sealed"), "{message}");
+    assert_eq!(token_of(&h.secret("billing-token").await.unwrap()), token);
+    no_key_material(&h).await;
+}
