@@ -231,7 +231,8 @@ async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal()
         .collect();
     assert!(kids.iter().any(|(_, s)| s == "Next"), "{kids:?}");
     let next_kid = kids.iter().find(|(_, s)| s == "Next").unwrap().0.clone();
-    // After the JWKS max-age (60 s here) and the margin, it signs.
+    // After the JWKS max-age (60 s here) and the margin, a token request
+    // tries it, and the token it brings makes it the signing version.
     let switched = wait_for(
         "the new version signing",
         Duration::from_secs(120),
@@ -239,6 +240,7 @@ async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal()
         |sbc| sbc.status.as_ref().and_then(|s| s.kid.clone()) == Some(next_kid.clone()),
     )
     .await;
+    h.wait_event("billing", "KeyRotated").await;
     let states: Vec<String> = switched
         .status
         .unwrap()

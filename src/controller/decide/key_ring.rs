@@ -237,6 +237,18 @@ impl Ring {
         Some((ring.in_order(), pem))
     }
 
+    /// The ring after the server accepted the next key of a key manager:
+    /// as [`Ring::promoted`], with no private key anywhere to move.
+    pub fn promoted_elsewhere(&self, now: SystemTime) -> Self {
+        let ring = Self {
+            entries: crate::controller::decide::rotation::promote(&self.entries, whole_second(now)),
+            public: self.public.clone(),
+            next_pem: None,
+            retiring_pem: None,
+        };
+        ring.in_order()
+    }
+
     /// The ring after the server refused the key promoted last (whose PEM
     /// is `active_pem`): the retiring key signs again, and the refused key
     /// is the next key once more, tried again after a backoff. A next key

@@ -1,14 +1,11 @@
 //! Which versions of a Transit key sign and which are published: the key
 //! manager rotates (a new version), the operator publishes the new version
-//! first and lets it sign once every server can have fetched it, as for a
-//! key it generates. The state is the last status: the kid shown Active
-//! and since when the kid shown Next has been published.
+//! first (Next) and, once every server can have fetched it, tries it; the
+//! version signs from the first token it brings (the rotation step's
+//! trial), as for a key the operator generates. The state is the last
+//! status: the kid shown Active is the version that signs.
 
-use std::time::{Duration, SystemTime};
-
-use crate::checked_time::after_all;
 use crate::controller::decide::rotation::KeyState;
-use crate::controller::decide::secret_data::parse_rfc3339;
 use crate::crd::KeyStatus;
 
 /// The versions chosen.
@@ -21,15 +18,8 @@ pub struct Choice {
 }
 
 /// `versions` are the key's versions that have a public key, with their
-/// kids; `latest` the key manager's latest version; `wait` the JWKS
-/// max-age plus the margin.
-pub fn choose(
-    versions: &[(u64, String)],
-    latest: u64,
-    previous: &[KeyStatus],
-    now: SystemTime,
-    wait: Duration,
-) -> Choice {
+/// kids; `latest` the key manager's latest version.
+pub fn choose(versions: &[(u64, String)], latest: u64, previous: &[KeyStatus]) -> Choice {
     let shown = |state: KeyState| previous.iter().find(|k| k.state == state);
     let signing = |kid: &str| versions.iter().find(|(_, k)| k == kid).map(|(v, _)| *v);
     let Some(active) = shown(KeyState::Active).and_then(|k| signing(&k.kid)) else {
@@ -40,53 +30,23 @@ pub fn choose(
             next: None,
         };
     };
-    let newer = (latest > active)
-        .then(|| version_of(versions, latest))
-        .flatten();
-    let Some(latest_kid) = newer else {
-        return Choice { active, next: None };
-    };
-    let published = previous
-        .iter()
-        .find(|k| k.state == KeyState::Next && k.kid == latest_kid)
-        .and_then(|k| parse_rfc3339(&k.since));
-    match published {
-        Some(since) if now >= after_all(since, &[wait]) => Choice {
-            active: latest,
-            next: None,
-        },
-        _ => Choice {
-            active,
-            next: Some(latest),
-        },
+    let newer = latest > active && versions.iter().any(|(v, _)| *v == latest);
+    Choice {
+        active,
+        next: newer.then_some(latest),
     }
-}
-
-/// The kid of `version`.
-fn version_of(versions: &[(u64, String)], version: u64) -> Option<String> {
-    versions
-        .iter()
-        .find(|(v, _)| *v == version)
-        .map(|(_, k)| k.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::decide::secret_data::rfc3339;
 
-    const WAIT: Duration = Duration::from_secs(360);
-
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
-    }
-
-    fn shown(kid: &str, state: KeyState, since: SystemTime) -> KeyStatus {
+    fn shown(kid: &str, state: KeyState) -> KeyStatus {
         KeyStatus {
             kid: kid.into(),
             algorithm: crate::smart::SigningAlgorithm::ES384,
             state,
-            since: rfc3339(since),
+            since: "2027-01-01T00:00:00Z".into(),
         }
     }
 
@@ -96,7 +56,7 @@ mod tests {
 
     #[test]
     fn the_first_look_signs_with_the_latest_version() {
-        let choice = choose(&versions(3), 3, &[], at(0), WAIT);
+        let choice = choose(&versions(3), 3, &[]);
         assert_eq!(
             choice,
             Choice {
@@ -107,16 +67,9 @@ mod tests {
     }
 
     #[test]
-    fn a_new_version_is_published_first_and_signs_after_the_wait() {
-        let active = shown("kid-1", KeyState::Active, at(0));
-        // Just seen: published, not signing.
-        let choice = choose(
-            &versions(2),
-            2,
-            std::slice::from_ref(&active),
-            at(100),
-            WAIT,
-        );
+    fn a_new_version_is_next_until_a_trial_makes_it_active() {
+        let active = shown("kid-1", KeyState::Active);
+        let choice = choose(&versions(2), 2, std::slice::from_ref(&active));
         assert_eq!(
             choice,
             Choice {
@@ -124,12 +77,16 @@ mod tests {
                 next: Some(2)
             }
         );
-        // Published at 100 s: still waiting at 459 s, signing at 460 s.
-        let next = shown("kid-2", KeyState::Next, at(100));
-        let status = [active, next];
-        assert_eq!(choose(&versions(2), 2, &status, at(459), WAIT).active, 1);
+        // However long it has been published: only the status (a trial
+        // that brought a token) makes it sign.
+        let status = [active, shown("kid-2", KeyState::Next)];
+        assert_eq!(choose(&versions(2), 2, &status).active, 1);
+        let promoted = [
+            shown("kid-2", KeyState::Active),
+            shown("kid-1", KeyState::Retiring),
+        ];
         assert_eq!(
-            choose(&versions(2), 2, &status, at(460), WAIT),
+            choose(&versions(2), 2, &promoted),
             Choice {
                 active: 2,
                 next: None
@@ -138,13 +95,12 @@ mod tests {
     }
 
     #[test]
-    fn two_rotations_in_a_row_restart_the_wait_for_the_newest() {
+    fn two_rotations_in_a_row_publish_the_newest() {
         let status = [
-            shown("kid-1", KeyState::Active, at(0)),
-            shown("kid-2", KeyState::Next, at(0)),
+            shown("kid-1", KeyState::Active),
+            shown("kid-2", KeyState::Next),
         ];
-        // Version 3 appeared; version 2's publication does not count for it.
-        let choice = choose(&versions(3), 3, &status, at(10_000), WAIT);
+        let choice = choose(&versions(3), 3, &status);
         assert_eq!(
             choice,
             Choice {
@@ -156,19 +112,9 @@ mod tests {
 
     #[test]
     fn a_signing_version_gone_from_the_key_manager_gives_way_to_the_latest() {
-        let status = [shown("kid-0", KeyState::Active, at(0))];
-        let choice = choose(&versions(2), 2, &status, at(10), WAIT);
+        let status = [shown("kid-0", KeyState::Active)];
         assert_eq!(
-            choice,
-            Choice {
-                active: 2,
-                next: None
-            }
-        );
-        // And an up-to-date key stays as it is.
-        let status = [shown("kid-2", KeyState::Active, at(0))];
-        assert_eq!(
-            choose(&versions(2), 2, &status, at(10), WAIT),
+            choose(&versions(2), 2, &status),
             Choice {
                 active: 2,
                 next: None

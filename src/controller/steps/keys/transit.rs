@@ -4,13 +4,10 @@
 //! [`decide::transit`](crate::controller::decide::transit) from the last
 //! status. Nothing is written, and no Secret holds the key.
 
-use std::time::SystemTime;
-
 use crate::controller::Context;
 use crate::controller::decide::reason::{self, Failure, Reason};
 use crate::controller::decide::transit;
 use crate::controller::steps::keys::{KeyRequest, ResolvedKey, failure};
-use crate::controller::steps::rotate::waits;
 use crate::smart::keys::read_public_key;
 use crate::smart::signer::transit::wire::{KeyInfo, algorithm_of};
 use crate::smart::{SignerError, SigningKey};
@@ -55,15 +52,7 @@ pub(super) async fn transit_key(
         })?;
         versions.push((*version, public.thumbprint()));
     }
-    let rotation = waits(ctx);
-    let wait = rotation.jwks_max_age.saturating_add(rotation.margin);
-    let choice = transit::choose(
-        &versions,
-        info.latest_version,
-        &request.previous.keys,
-        SystemTime::now(),
-        wait,
-    );
+    let choice = transit::choose(&versions, info.latest_version, &request.previous.keys);
     let version = |v: u64| {
         transit
             .version_of(&info, Some(algorithm), Some(v), None)

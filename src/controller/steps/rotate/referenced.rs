@@ -30,18 +30,31 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
     let mut ring = Ring::single(&key.signing, since(active, KeyState::Active));
     let mut notes = Vec::new();
     let mut revisit = None;
+    let mut trial = None;
     match &key.next {
         Some(Ok(next)) if next.kid() != active => {
             let published = since(next.kid(), KeyState::Next);
             ring = ring.with_next(next.public_jwk(), Vec::new(), next.algorithm(), published);
             let safe = after_all(published, &[waits.jwks_max_age, waits.margin]);
             notes.push(if let Some(name) = &key.transit {
-                // The operator switches a Transit key's versions itself.
-                revisit = (now < safe).then_some(safe);
+                // The operator switches a Transit key's versions itself:
+                // once published long enough, a token request tries the
+                // new version, and the first token it brings promotes it.
+                let not_before = previous
+                    .key_rotation
+                    .as_ref()
+                    .and_then(|r| r.next_trial_time.as_deref())
+                    .and_then(parse_rfc3339);
+                let at = not_before.map_or(safe, |t| t.max(safe));
+                if now < at {
+                    revisit = Some(at);
+                } else {
+                    trial = Some(next.clone());
+                }
                 format!(
-                    "the new version of Transit key {name} (kid {}) is published and signs from {}",
+                    "the new version of Transit key {name} (kid {}) is published and is tried from {}",
                     next.kid(),
-                    rfc3339(safe.max(now))
+                    rfc3339(at.max(now))
                 )
             } else if now < safe {
                 revisit = Some(safe);
@@ -83,7 +96,7 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
     }
     Rotation {
         ring,
-        trial: None,
+        trial,
         revisit,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
         status: previous.key_rotation.clone(),

@@ -55,6 +55,22 @@ pub(in crate::controller) async fn promote(
         ),
     );
     let ring = &rotation.ring;
+    let waits = waits(ctx);
+    let retires = |ring: &Ring| {
+        let since = ring.find(KeyState::Retiring).map(|r| r.since);
+        since.map(|since| after_all(since, &[waits.assertion_lifetime, waits.jwks_max_age]))
+    };
+    if key.transit.is_some() {
+        // A key manager's versions: nothing to write, the status says it.
+        let ring = ring.promoted_elsewhere(SystemTime::now());
+        return Ok(Promoted {
+            revisit: retires(&ring),
+            ring,
+            status,
+            event,
+            learned: KeyMemo::default(),
+        });
+    }
     let active_pem = pem_of(&key.signing)?;
     let Some((promoted, pem)) = ring.promoted(SystemTime::now(), active_pem) else {
         return Ok(Promoted {
@@ -68,13 +84,9 @@ pub(in crate::controller) async fn promote(
     let known = recall.key_secret;
     let (ring, learned) = store(ctx, target, key, ring, promoted, Some(&pem), known).await?;
     // Come back when the retiring key may go.
-    let waits = waits(ctx);
-    let retiring = ring.find(KeyState::Retiring).map(|r| r.since);
-    let revisit =
-        retiring.map(|since| after_all(since, &[waits.assertion_lifetime, waits.jwks_max_age]));
     Ok(Promoted {
+        revisit: retires(&ring),
         ring,
-        revisit,
         status,
         event,
         learned: bound(learned, &pem, next),

@@ -149,10 +149,12 @@ fn a_next_key_that_cannot_be_used_is_reported_and_the_current_key_signs() {
 }
 
 /// A Transit key's versions go the same way, but the operator switches
-/// them itself: the note says when the new version signs, and once it does
-/// (decide::transit chose it), the old version retires.
+/// them itself: once the new version has been published long enough, the
+/// rotation hands it to the token step for a trial (a token it brings
+/// promotes it); a trial that brought none is tried again after its
+/// backoff; once it signs, the old version retires.
 #[test]
-fn a_transit_version_is_published_then_signs_and_the_old_one_retires() {
+fn a_transit_version_is_published_then_tried_and_the_old_one_retires() {
     let (old, new) = (key(), key());
     let in_transit = |signing: &SigningKey, next: Option<&SigningKey>| ResolvedKey {
         transit: Some("team.billing".into()),
@@ -165,13 +167,33 @@ fn a_transit_version_is_published_then_signs_and_the_old_one_retires() {
     );
     let both = rotate(&in_transit(&old, Some(&new)), &status(&alone), 100);
     assert_eq!(both.revisit, Some(t(100 + 360)));
+    assert!(both.trial.is_none());
     let note = both.note.clone().unwrap();
     assert!(
-        note.contains("Transit key team.billing") && note.contains("signs from"),
+        note.contains("Transit key team.billing") && note.contains("tried from"),
         "{note}"
     );
     assert!(!note.contains("keySecretRef"), "{note}");
-    let switched = rotate(&in_transit(&new, None), &status(&both), 460);
+
+    let due = rotate(&in_transit(&old, Some(&new)), &status(&both), 460);
+    assert_eq!(due.trial.as_ref().map(|k| k.kid()), Some(new.kid()));
+
+    // A trial that brought no token is tried again after its backoff.
+    let mut backing_off = status(&both);
+    backing_off.key_rotation = Some(crate::crd::KeyRotationStatus {
+        next_trial_time: Some(crate::controller::decide::secret_data::rfc3339(t(500))),
+        ..Default::default()
+    });
+    let waiting = rotate(&in_transit(&old, Some(&new)), &backing_off, 470);
+    assert!(waiting.trial.is_none());
+    assert_eq!(waiting.revisit, Some(t(500)));
+
+    // Promoted (the status shows the new version active): the old retires.
+    let promoted = SmartBackendClientStatus {
+        keys: due.ring.promoted_elsewhere(t(461)).status(),
+        ..status(&due)
+    };
+    let switched = rotate(&in_transit(&new, None), &promoted, 470);
     assert_eq!(
         states(&switched),
         [
