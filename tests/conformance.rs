@@ -163,14 +163,7 @@ async fn token_command_lets_the_key_decide_when_the_server_lists_no_algorithms()
     );
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("ec.pem");
-    std::fs::write(
-        &key_path,
-        key.private_key()
-            .expect("a key held here")
-            .to_pkcs8_pem()
-            .unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&key_path, support::pem(&key)).unwrap();
     let output = run_token_command(&[
         "--fhir-base-url",
         &server.fhir_base_url,
@@ -205,11 +198,7 @@ async fn token_command_works_for_both_algorithms_and_registrations() {
     let dir = tempfile::tempdir().unwrap();
     for (id, key, _) in &clients {
         let key_path = dir.path().join(format!("{id}.pem"));
-        let pem = key
-            .private_key()
-            .expect("a key held here")
-            .to_pkcs8_pem()
-            .unwrap();
+        let pem = support::pem(key);
         std::fs::write(&key_path, &pem).unwrap();
         let key_path = key_path.to_str().unwrap();
         let base = [
@@ -266,15 +255,7 @@ async fn an_unregistered_kid_is_refused_with_invalid_client() {
 
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("stranger.pem");
-    std::fs::write(
-        &key_path,
-        stranger
-            .private_key()
-            .expect("a key held here")
-            .to_pkcs8_pem()
-            .unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&key_path, support::pem(&stranger)).unwrap();
     let output = run_token_command(&[
         "--fhir-base-url",
         &server.fhir_base_url,

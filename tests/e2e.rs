@@ -566,11 +566,7 @@ async fn algorithm_choice_follows_metadata_and_unsupported_lists_are_explained()
         300,
         json!("omit"),
     );
-    let pem = ec
-        .private_key()
-        .expect("a key held here")
-        .to_pkcs8_pem()
-        .unwrap();
+    let pem = support::pem(&ec);
     let secret = support::key_secret("k-key", pem.as_bytes().to_vec(), true);
     h.secrets()
         .create(&PostParams::default(), &secret)

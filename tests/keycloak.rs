@@ -23,14 +23,7 @@ async fn run_token_command(
 ) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("key.pem");
-    std::fs::write(
-        &key_path,
-        key.private_key()
-            .expect("a key held here")
-            .to_pkcs8_pem()
-            .unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&key_path, support::pem(key)).unwrap();
     tokio::process::Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
         .args([
             "token",

@@ -77,12 +77,7 @@ async fn the_other_replica_takes_over_within_the_lease_and_mints_nothing_twice()
     // A referenced key registered inline: the test does not depend on
     // which replica serves the JWKS.
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let pem = key
-        .private_key()
-        .expect("a key held here")
-        .to_pkcs8_pem()
-        .unwrap()
-        .into_bytes();
+    let pem = support::pem(&key).into_bytes();
     let secret = support::key_secret("client-key", pem, true);
     ns.api::<Secret>()
         .create(&PostParams::default(), &secret)

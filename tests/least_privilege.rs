@@ -18,12 +18,7 @@ async fn a_key_secret_without_the_opt_in_label_is_not_signed_with_until_labelled
     server.serve_metadata("/fhir");
     server.on("/token", Behaviour::token("t", 600, None));
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let pem = key
-        .private_key()
-        .expect("a key held here")
-        .to_pkcs8_pem()
-        .unwrap()
-        .into_bytes();
+    let pem = support::pem(&key).into_bytes();
     let secret = support::key_secret("team-key", pem, false);
     h.secrets()
         .create(&PostParams::default(), &secret)

@@ -61,14 +61,7 @@ fn serve_ehr(server: &FaultServer, token_endpoint: &str) {
 fn key_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let key = support::signing_key(smart_backend_operator::smart::SigningAlgorithm::ES384);
     let path = dir.path().join("key.pem");
-    std::fs::write(
-        &path,
-        key.private_key()
-            .expect("a key held here")
-            .to_pkcs8_pem()
-            .unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&path, support::pem(&key)).unwrap();
     path
 }
 

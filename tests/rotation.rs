@@ -212,11 +212,7 @@ async fn a_registration_by_value_waits_for_the_new_jwks_and_says_so() {
     })
     .await;
     let key = support::signing_key(SigningAlgorithm::ES384);
-    let pem = key
-        .private_key()
-        .expect("a key held here")
-        .to_pkcs8_pem()
-        .unwrap();
+    let pem = support::pem(&key);
     let first = OidcServer::start(
         &[Client {
             id: "inline",
@@ -358,12 +354,7 @@ async fn a_provided_key_is_rotated_by_publishing_the_next_one_first() {
         support::signing_key(SigningAlgorithm::ES384),
     );
     for (name, key) in [("old-key", &old), ("new-key", &new)] {
-        let pem = key
-            .private_key()
-            .expect("a key held here")
-            .to_pkcs8_pem()
-            .unwrap()
-            .into_bytes();
+        let pem = support::pem(key).into_bytes();
         let secret = support::key_secret(name, pem, true);
         h.secrets()
             .create(&PostParams::default(), &secret)

@@ -167,35 +167,63 @@ fn token_of(secret: &Secret) -> String {
     Harness::value(secret, "access_token")
 }
 
+/// What each test starts from: OpenBao with the Transit key
+/// `<namespace>.billing` (ES384) and Kubernetes auth for the operator with
+/// the policy `policy(key)`; an operator configured for it; oidc-provider
+/// with the client `billing` registered at the operator's JWKS URL.
+struct World {
+    bao: Bao,
+    h: Harness,
+    ns: String,
+    key: String,
+    server: OidcServer,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(prefix: &str, policy: impl FnOnce(&str) -> String) -> Self {
+        let bao = Bao::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let jwt_file = dir.path().join("vault-token");
+        let h = Harness::with(prefix, vault_settings(&bao, &jwt_file)).await;
+        let ns = h.ns.name.clone();
+        let key = format!("{ns}.billing");
+        service_accounts(&ns);
+        kubernetes_auth(&bao, &ns, &policy(&key)).await;
+        write_vault_jwt(&ns, &jwt_file);
+        bao.create_key(&key, "ecdsa-p384").await;
+        let server = OidcServer::start(
+            &[Client {
+                id: "billing",
+                scope: SCOPE,
+                key: None,
+                registration: Registration::JwksUriAt(h.jwks_uri("billing")),
+            }],
+            &[SCOPE],
+            300,
+        );
+        World {
+            bao,
+            h,
+            ns,
+            key,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// A client signing with the Transit key `<namespace>.<key>`.
+    fn spec(&self, key: &str) -> serde_json::Value {
+        json!({"fhirBaseUrl": self.server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
+               "signing": {"vaultTransit": {"key": key}}})
+    }
+}
+
 #[tokio::test]
 async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal() {
-    let bao = Bao::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let jwt_file = dir.path().join("vault-token");
-    let h = Harness::with("transit-op", vault_settings(&bao, &jwt_file)).await;
-    let ns = h.ns.name.clone();
-    let key = format!("{ns}.billing");
-    service_accounts(&ns);
-    kubernetes_auth(&bao, &ns, &signer_policy(&key)).await;
-    write_vault_jwt(&ns, &jwt_file);
-    bao.create_key(&key, "ecdsa-p384").await;
-
-    let server = OidcServer::start(
-        &[Client {
-            id: "billing",
-            scope: SCOPE,
-            key: None,
-            registration: Registration::JwksUriAt(h.jwks_uri("billing")),
-        }],
-        &[SCOPE],
-        300,
-    );
-    h.apply(
-        "billing",
-        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
-               "signing": {"vaultTransit": {"key": "billing"}}}),
-    )
-    .await;
+    let w = World::new("transit-op", signer_policy).await;
+    let (bao, h, key, server) = (&w.bao, &w.h, &w.key, &w.server);
+    h.apply("billing", w.spec("billing")).await;
     let sbc = h.wait_ready("billing").await;
     let status = sbc.status.clone().unwrap();
     assert_eq!(status.key_secret_name, None);
@@ -208,7 +236,7 @@ async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal()
     );
     let first = h.wait_secret("billing-token").await;
     assert!(!token_of(&first).is_empty());
-    no_key_material(&h).await;
+    no_key_material(h).await;
 
     // A new version in the key manager: published first, then signing.
     bao.call("POST", &format!("transit/keys/{key}/rotate"), json!({}))
@@ -262,37 +290,16 @@ async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal()
     let (requests, issued) = server.stats().await;
     assert!(requests >= 3, "{requests}");
     assert_eq!(requests, issued, "no request was refused");
-    no_key_material(&h).await;
+    no_key_material(h).await;
 }
 
 #[tokio::test]
 async fn key_manager_failures_keep_the_token_and_say_what_to_do() {
-    let bao = Bao::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let jwt_file = dir.path().join("vault-token");
-    let h = Harness::with("transit-fail", vault_settings(&bao, &jwt_file)).await;
-    let ns = h.ns.name.clone();
-    let key = format!("{ns}.billing");
-    service_accounts(&ns);
     // Allowed to read its key, not to sign with it.
-    let reader = format!(r#"path "transit/keys/{key}" {{ capabilities = ["read"] }}"#);
-    kubernetes_auth(&bao, &ns, &reader).await;
-    write_vault_jwt(&ns, &jwt_file);
-    bao.create_key(&key, "ecdsa-p384").await;
-    let server = OidcServer::start(
-        &[Client {
-            id: "billing",
-            scope: SCOPE,
-            key: None,
-            registration: Registration::JwksUriAt(h.jwks_uri("billing")),
-        }],
-        &[SCOPE],
-        300,
-    );
-    let spec = |key: &str| {
-        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
-               "signing": {"vaultTransit": {"key": key}}})
-    };
+    let reader = |key: &str| format!(r#"path "transit/keys/{key}" {{ capabilities = ["read"] }}"#);
+    let w = World::new("transit-fail", reader).await;
+    let (bao, h, ns, key) = (&w.bao, &w.h, &w.ns, &w.key);
+    let spec = |key: &str| w.spec(key);
     h.apply("billing", spec("billing")).await;
     let denied = h
         .wait_condition(
@@ -311,7 +318,7 @@ async fn key_manager_failures_keep_the_token_and_say_what_to_do() {
     // Granted: the operator logs in again and signs.
     let granted = format!(
         "{}\npath \"transit/keys/{ns}.*\" {{ capabilities = [\"read\"] }}",
-        signer_policy(&key)
+        signer_policy(key)
     );
     bao.call("PUT", "sys/policies/acl/signer", json!({"policy": granted}))
         .await;
@@ -346,5 +353,5 @@ async fn key_manager_failures_keep_the_token_and_say_what_to_do() {
     let message = condition(&sealed, "KeyReady").unwrap().message.clone();
     assert!(message.contains("sealed"), "{message}");
     assert_eq!(token_of(&h.secret("billing-token").await.unwrap()), token);
-    no_key_material(&h).await;
+    no_key_material(h).await;
 }

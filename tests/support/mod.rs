@@ -28,6 +28,14 @@ pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
     addr
 }
 
+/// The PKCS#8 PEM of a key held in memory, as a key Secret or file holds it.
+pub fn pem(key: &SigningKey) -> String {
+    key.private_key()
+        .expect("a key held in memory")
+        .to_pkcs8_pem()
+        .expect("PKCS#8 PEM")
+}
+
 /// A fresh key for `alg` (2048-bit for RSA, to keep tests quick).
 pub fn signing_key(alg: SigningAlgorithm) -> SigningKey {
     PrivateKey::generate(alg, 2048)
