@@ -27,12 +27,14 @@ demo-down:
 	scripts/demo down
 
 # Benchmarks (not tests): criterion micro-benchmarks, python-jose beside
-# them, then the fleet and steady-state runs against a fresh control plane
-# per scenario (about 25 minutes; FLEET_SCENARIOS=es384-100 for one).
+# them, signing latency with keys held here and in OpenBao Transit, then
+# the fleet and steady-state runs against a fresh control plane per
+# scenario (about 30 minutes; FLEET_SCENARIOS=es384-100 for one).
 # Figures go to BENCHMARKS.md.
-bench:
+bench: signer-deps
 	cargo bench --locked --bench protocol
 	scripts/bench-python-jose
+	cargo bench --locked --bench signers
 	cargo bench --locked --bench fleet
 	scripts/bench-report
 

@@ -8,7 +8,9 @@
 //! API writes per client (from the operator's metrics, cross-checked with
 //! the API server's `apiserver_request_total`). The steady-state scenario
 //! then keeps 1,000 clients with 60-second tokens running and watches every
-//! token Secret for one found past its refresh deadline or expiry.
+//! token Secret for one found past its refresh deadline or expiry. The
+//! transit scenario signs with one OpenBao Transit key per client (a dev
+//! server on loopback; `make signer-deps`) and reports its CPU and RSS.
 //!
 //! `make bench` runs it; `scripts/bench-report` turns the JSON results in
 //! target/bench/fleet/ into BENCHMARKS.md. Choose scenarios with
@@ -18,6 +20,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "fleet/transit.rs"]
+mod transit;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -49,6 +54,8 @@ struct Scenario {
     token_lifetime: Duration,
     /// Steady-state window after all are Ready; None for a fleet run.
     steady: Option<Duration>,
+    /// Keys in OpenBao Transit instead of generated ones.
+    transit: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -62,6 +69,7 @@ fn scenarios() -> Vec<Scenario> {
         algorithm,
         token_lifetime: Duration::from_secs(3600),
         steady: None,
+        transit: false,
     };
     let all = vec![
         fleet("es384-100", 100, "ES384"),
@@ -69,11 +77,16 @@ fn scenarios() -> Vec<Scenario> {
         fleet("es384-5000", 5000, "ES384"),
         fleet("rs384-1000", 1000, "RS384"),
         Scenario {
+            transit: true,
+            ..fleet("transit-es384-1000", 1000, "ES384")
+        },
+        Scenario {
             name: "steady-1000",
             clients: 1000,
             algorithm: "ES384",
             token_lifetime: Duration::from_secs(60),
             steady: Some(Duration::from_secs(steady)),
+            transit: false,
         },
     ];
     match std::env::var("FLEET_SCENARIOS") {
@@ -128,7 +141,7 @@ struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    fn start(log: PathBuf) -> Self {
+    fn start(log: PathBuf, extra: &[String]) -> Self {
         let admin = support::process::free_port();
         let log = std::fs::File::create(log).expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
@@ -144,6 +157,7 @@ impl OperatorProcess {
                 "--health-addr",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             // FLEET_OPERATOR_ARGS: more flags, to measure a setting.
             .args(
                 std::env::var("FLEET_OPERATOR_ARGS")
@@ -465,7 +479,13 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
         .expect("create namespace");
 
     let logs = support::cluster::repo_root().join("target/bench/fleet");
-    let operator = OperatorProcess::start(logs.join(format!("{}.operator.log", scenario.name)));
+    let transit = match scenario.transit {
+        true => Some(transit::TransitFleet::start(NAMESPACE, scenario.clients).await),
+        false => None,
+    };
+    let extra = transit.as_ref().map(|t| t.operator_args()).unwrap_or_default();
+    let log = logs.join(format!("{}.operator.log", scenario.name));
+    let operator = OperatorProcess::start(log, &extra);
     let sandbox_port =
         start_sandbox(scenario.clients, operator.admin, scenario.token_lifetime).await;
     operator.wait_ready().await;
@@ -477,6 +497,7 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
     let ops_before = operator.metrics().await;
     let cpu_before = operator.cpu_seconds();
     let rss_idle = operator.rss_kib();
+    let key_manager_before = transit.as_ref().map(|t| t.usage());
 
     let sbcs: Api<SmartBackendClient> = Api::namespaced(client.clone(), NAMESPACE);
     let started = Instant::now();
@@ -485,13 +506,17 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
         .map(|i| {
             let sbcs = sbcs.clone();
             let observed = observed.clone();
+            let signing = match scenario.transit {
+                true => json!({"vaultTransit": {"key": format!("c-{i}")}}),
+                false => json!({"algorithm": scenario.algorithm}),
+            };
             let body = json!({
                 "apiVersion": "smartbackend.dev/v1alpha1", "kind": "SmartBackendClient",
                 "metadata": {"name": format!("c-{i}")},
                 "spec": {
                     "fhirBaseUrl": fhir, "clientId": format!("c-{i}"),
                     "scopes": ["system/Patient.rs"],
-                    "signing": {"algorithm": scenario.algorithm},
+                    "signing": signing,
                 },
             });
             async move {
@@ -573,6 +598,10 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
         "reconciles_put_off_per_client": (sum_metric(&ops_after, "smart_backend_reconciles_deferred_total", |_| true) - sum_metric(&ops_before, "smart_backend_reconciles_deferred_total", |_| true)) / n,
     });
 
+    if let (Some(t), Some((cpu, _))) = (&transit, key_manager_before) {
+        let (cpu_after, rss) = t.usage();
+        result["key_manager"] = json!({"cpu_seconds": cpu_after - cpu, "rss_mib": rss});
+    }
     if let Some(window) = scenario.steady {
         result["steady"] = steady_state(&client, &operator, &observed, window).await;
     }

