@@ -483,7 +483,10 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
         true => Some(transit::TransitFleet::start(NAMESPACE, scenario.clients).await),
         false => None,
     };
-    let extra = transit.as_ref().map(|t| t.operator_args()).unwrap_or_default();
+    let extra = transit
+        .as_ref()
+        .map(|t| t.operator_args())
+        .unwrap_or_default();
     let log = logs.join(format!("{}.operator.log", scenario.name));
     let operator = OperatorProcess::start(log, &extra);
     let sandbox_port =

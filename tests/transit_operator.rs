@@ -3,9 +3,10 @@
 //! checked by OpenBao through a TokenReview against the test control
 //! plane), publishes the Transit key's public versions at its JWKS URL,
 //! and a real OAuth server (oidc-provider) verifies every assertion there.
-//! A new Transit version is published first and signs after the wait, with
-//! no refused request; no Secret in the namespace holds key material; each
-//! key-manager failure keeps the token and says what to do.
+//! A new Transit version is published first and signs after the wait and a
+//! trial, through two operator restarts, with no refused request; no Secret
+//! in the namespace holds key material; each key-manager failure keeps the
+//! token and says what to do.
 
 mod support;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 use smart_backend_operator::controller::Settings;
-use smart_backend_operator::crd::REFRESH_REQUESTED_ANNOTATION;
+use smart_backend_operator::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClient};
 use smart_backend_operator::smart::signer::{VaultLogin, VaultSettings};
 use support::bao::{Bao, signer_policy};
 use support::cluster::{kubeconfig_path, kubectl, wait_for};
@@ -177,6 +178,7 @@ struct World {
     ns: String,
     key: String,
     server: OidcServer,
+    jwt_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -208,8 +210,16 @@ impl World {
             ns,
             key,
             server,
+            jwt_file,
             _dir: dir,
         }
+    }
+
+    /// The operator stopped and started again, with the same settings.
+    async fn restart(&mut self) {
+        let mut settings = support::operator::test_settings(&self.ns);
+        vault_settings(&self.bao, &self.jwt_file)(&mut settings);
+        self.h.restart(settings).await;
     }
 
     /// A client signing with the Transit key `<namespace>.<key>`.
@@ -219,78 +229,89 @@ impl World {
     }
 }
 
+/// The states the status shows, by kid.
+fn states(sbc: &SmartBackendClient) -> Vec<(String, String)> {
+    let keys = sbc
+        .status
+        .as_ref()
+        .map(|s| s.keys.clone())
+        .unwrap_or_default();
+    keys.iter()
+        .map(|k| (k.kid.clone(), format!("{:?}", k.state)))
+        .collect()
+}
+
 #[tokio::test]
 async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal() {
-    let w = World::new("transit-op", signer_policy).await;
-    let (bao, h, key, server) = (&w.bao, &w.h, &w.key, &w.server);
-    h.apply("billing", w.spec("billing")).await;
-    let sbc = h.wait_ready("billing").await;
-    let status = sbc.status.clone().unwrap();
-    assert_eq!(status.key_secret_name, None);
+    let mut w = World::new("transit-op", signer_policy).await;
+    w.h.apply("billing", w.spec("billing")).await;
+    let sbc = w.h.wait_ready("billing").await;
+    assert_eq!(sbc.status.as_ref().unwrap().key_secret_name, None);
     let key_condition = condition(&sbc, "KeyReady")
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(
-        key_condition.contains(&format!("in Transit key {key}")),
+        key_condition.contains(&format!("in Transit key {}", w.key)),
         "{key_condition}"
     );
-    let first = h.wait_secret("billing-token").await;
-    assert!(!token_of(&first).is_empty());
-    no_key_material(h).await;
+    assert!(!token_of(&w.h.wait_secret("billing-token").await).is_empty());
+    no_key_material(&w.h).await;
 
-    // A new version in the key manager: published first, then signing.
-    bao.call("POST", &format!("transit/keys/{key}/rotate"), json!({}))
+    // A new version in the key manager: published first ...
+    w.bao
+        .call("POST", &format!("transit/keys/{}/rotate", w.key), json!({}))
         .await;
-    h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "v2-published")
+    w.h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "v2-published")
         .await;
+    let sbcs = w.h.sbcs();
     let published = wait_for(
         "the new version published beside the signing one",
         Duration::from_secs(60),
-        || async { h.sbcs().get("billing").await.ok() },
-        |sbc| sbc.status.as_ref().is_some_and(|s| s.keys.len() == 2),
+        || async { sbcs.get("billing").await.ok() },
+        |sbc| states(sbc).iter().any(|(_, s)| s == "Next"),
     )
     .await;
-    let kids: Vec<(String, String)> = published
-        .status
+    let next_kid = states(&published)
+        .into_iter()
+        .find(|(_, s)| s == "Next")
         .unwrap()
-        .keys
-        .iter()
-        .map(|k| (k.kid.clone(), format!("{:?}", k.state)))
-        .collect();
-    assert!(kids.iter().any(|(_, s)| s == "Next"), "{kids:?}");
-    let next_kid = kids.iter().find(|(_, s)| s == "Next").unwrap().0.clone();
-    // After the JWKS max-age (60 s here) and the margin, a token request
-    // tries it, and the token it brings makes it the signing version.
+        .0;
+    // ... through an operator restart (its state is the status) ...
+    w.restart().await;
+    // ... and after the JWKS max-age (60 s here) and the margin, a token
+    // request tries it, and the token it brings makes it the signing one.
     let switched = wait_for(
         "the new version signing",
         Duration::from_secs(120),
-        || async { h.sbcs().get("billing").await.ok() },
+        || async { sbcs.get("billing").await.ok() },
         |sbc| sbc.status.as_ref().and_then(|s| s.kid.clone()) == Some(next_kid.clone()),
     )
     .await;
-    h.wait_event("billing", "KeyRotated").await;
-    let states: Vec<String> = switched
-        .status
-        .unwrap()
-        .keys
-        .iter()
-        .map(|k| format!("{:?}", k.state))
-        .collect();
-    assert!(states.contains(&"Retiring".to_string()), "{states:?}");
-    let before = token_of(&h.secret("billing-token").await.unwrap());
-    h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "v2-signs")
+    w.h.wait_event("billing", "KeyRotated").await;
+    assert!(
+        states(&switched).iter().any(|(_, s)| s == "Retiring"),
+        "{:?}",
+        states(&switched)
+    );
+    // Another restart: the new version goes on signing.
+    w.restart().await;
+    let before = token_of(&w.h.secret("billing-token").await.unwrap());
+    w.h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "v2-signs")
         .await;
+    let secrets = w.h.secrets();
     wait_for(
         "a token signed by the new version",
         Duration::from_secs(60),
-        || async { h.secret("billing-token").await },
+        || async { secrets.get_opt("billing-token").await.ok().flatten() },
         |s| token_of(s) != before,
     )
     .await;
-    let (requests, issued) = server.stats().await;
+    let now = sbcs.get("billing").await.unwrap();
+    assert_eq!(now.status.and_then(|s| s.kid), Some(next_kid));
+    let (requests, issued) = w.server.stats().await;
     assert!(requests >= 3, "{requests}");
     assert_eq!(requests, issued, "no request was refused");
-    no_key_material(h).await;
+    no_key_material(&w.h).await;
 }
 
 #[tokio::test]

@@ -21,7 +21,10 @@ impl TransitFleet {
         futures_util::stream::iter(0..clients)
             .map(|i| {
                 let bao = &bao;
-                async move { bao.create_key(&format!("{namespace}.c-{i}"), "ecdsa-p384").await }
+                async move {
+                    bao.create_key(&format!("{namespace}.c-{i}"), "ecdsa-p384")
+                        .await
+                }
             })
             .buffer_unordered(16)
             .collect::<Vec<()>>()
@@ -59,6 +62,9 @@ impl TransitFleet {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0.0);
-        (ticks as f64 / super::clock_ticks_per_second(), rss_kib / 1024.0)
+        (
+            ticks as f64 / super::clock_ticks_per_second(),
+            rss_kib / 1024.0,
+        )
     }
 }
