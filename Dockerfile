@@ -19,6 +19,7 @@ RUN mkdir -p src benches \
     && echo 'fn main() {}' > benches/fleet.rs \
     && echo 'fn main() {}' > benches/protocol.rs \
     && echo 'fn main() {}' > benches/chaos.rs \
+    && echo 'fn main() {}' > benches/signers.rs \
     && cargo build --release --locked --bin smart-backend-operator \
     && rm -rf src benches
 COPY src ./src
