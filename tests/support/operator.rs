@@ -154,6 +154,20 @@ impl Harness {
         );
     }
 
+    /// As [`Harness::restart`], serving on the same admin address, so that
+    /// a JWKS URL registered with a server stays valid (as a Service's
+    /// does in a cluster).
+    pub async fn restart_in_place(&mut self, settings: Settings) {
+        let op = self.operator.take().expect("operator running");
+        let addr = op.admin_addr;
+        op.stop().await.expect("operator stopped cleanly");
+        self.operator = Some(
+            Operator::start(self.ns.client.clone(), settings, addr, None)
+                .await
+                .expect("restart operator on the same address"),
+        );
+    }
+
     pub fn sbcs(&self) -> Api<SmartBackendClient> {
         self.ns.api()
     }
