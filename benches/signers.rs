@@ -14,7 +14,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smart_backend_operator::smart::signer::{Transit, TransitAuth, TransitConfig};
+use smart_backend_operator::smart::signer::{Transit, TransitConfig};
 use smart_backend_operator::smart::{
     AssertionParams, HttpClient, HttpPolicy, PrivateKey, SecretString, SigningAlgorithm, SigningKey,
 };
@@ -80,8 +80,8 @@ fn main() {
                 mount: "transit".into(),
                 key: transit_key.into(),
             };
-            let auth = TransitAuth::Token(SecretString::new(bao.root_token.clone()));
-            let transit = Arc::new(Transit::connect(http.clone(), config, auth).await.unwrap());
+            let token = SecretString::new(bao.root_token.clone());
+            let transit = Arc::new(Transit::with_token(http.clone(), config, token).unwrap());
             let remote = SigningKey::transit(transit.key(None, None, None).await.unwrap());
             out.insert(format!("{name} held in memory"), measure(&local, n).await);
             out.insert(

@@ -62,11 +62,7 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 pub async fn jwks(args: &JwksArgs) -> anyhow::Result<()> {
     let held =
         super::signer::held_key(&args.key, args.insecure_allow_http, args.kid.clone()).await?;
-    let signer = held.bind(args.alg)?;
-    let set = crate::smart::keys::JwkSet {
-        keys: vec![signer.public_jwk()],
-    };
-    println!("{}", pretty(&set)?);
+    println!("{}", pretty(&held.bind(args.alg)?.public_jwks())?);
     Ok(())
 }
 

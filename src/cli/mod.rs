@@ -17,6 +17,14 @@ use anyhow::Context;
 
 use crate::smart::PrivateKey;
 
+/// The bytes of `path`, when one is given; `what` names it in the error.
+pub(crate) fn read_optional(path: Option<&Path>, what: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|path| {
+        std::fs::read(path).with_context(|| format!("could not read {what} {}", path.display()))
+    })
+    .transpose()
+}
+
 /// Reads a private key file in any supported format.
 pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<PrivateKey> {
     let bytes = std::fs::read(path)

@@ -210,12 +210,8 @@ impl VaultArgs {
                 "--vault-address is set but not how to log in: set --vault-role (Kubernetes auth) or --vault-token-file"
             ),
         };
-        let ca_bundle_pem = match &self.vault_ca_bundle {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("could not read the Vault CA bundle {}: {e}", path.display())
-            })?),
-            None => None,
-        };
+        let ca_bundle_pem =
+            super::read_optional(self.vault_ca_bundle.as_deref(), "the Vault CA bundle")?;
         Ok(Some(VaultSettings {
             address: address.clone(),
             transit_mount: self.vault_transit_mount.clone(),

@@ -8,11 +8,9 @@ use anyhow::Context;
 use clap::Args;
 use url::Url;
 
-use crate::smart::signer::{Transit, TransitAuth, TransitConfig, TransitKey};
-use crate::smart::{
-    DestinationPolicy, HttpClient, HttpPolicy, PrivateKey, SecretString, SigningAlgorithm,
-    SigningKey,
-};
+use crate::smart::signer::session::key_manager_http;
+use crate::smart::signer::{Transit, TransitConfig, TransitKey};
+use crate::smart::{HttpPolicy, PrivateKey, SecretString, SigningAlgorithm, SigningKey};
 
 /// Where the private key is. Exactly one of `--key` and
 /// `--vault-transit-key`.
@@ -114,27 +112,18 @@ pub async fn held_key(
         .vault_address
         .clone()
         .context("--vault-address (or VAULT_ADDR) is required with --vault-transit-key")?;
-    let extra_roots_pem = match &args.vault_ca_bundle {
-        Some(path) => Some(
-            std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let http = HttpClient::new(HttpPolicy {
+    let ca_bundle = super::read_optional(args.vault_ca_bundle.as_deref(), "the Vault CA bundle")?;
+    let policy = HttpPolicy {
         allow_http,
-        extra_roots_pem,
-        destinations: DestinationPolicy {
-            allow_hosts: address.host_str().map(str::to_string).into_iter().collect(),
-            block_private: false,
-        },
         ..HttpPolicy::default()
-    })?;
+    };
+    let http = key_manager_http(&address, ca_bundle, &policy)?;
     let config = TransitConfig {
         address,
         mount: args.vault_transit_mount.clone(),
         key: name.clone(),
     };
-    let transit = Transit::connect(http, config, TransitAuth::Token(vault_token(args)?)).await?;
+    let transit = Transit::with_token(http, config, vault_token(args)?)?;
     let key = Arc::new(transit)
         .key(None, args.vault_transit_version, kid)
         .await?;

@@ -92,13 +92,7 @@ struct Report {
 }
 
 pub async fn run(args: &TokenArgs) -> anyhow::Result<()> {
-    let extra_roots_pem = match &args.ca_bundle {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("could not read {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
+    let extra_roots_pem = super::read_optional(args.ca_bundle.as_deref(), "the CA bundle")?;
     let client = HttpClient::new(HttpPolicy {
         allow_http: args.insecure_allow_http,
         extra_roots_pem,

@@ -13,7 +13,7 @@ use super::assertion::{self, AssertionError, AssertionParams, ClientAssertion};
 use super::keys::{KeyError, SigningKey};
 
 pub use session::{VaultLogin, VaultSession, VaultSettings};
-pub use transit::{Transit, TransitAuth, TransitConfig, TransitKey};
+pub use transit::{Transit, TransitConfig, TransitKey};
 
 impl SigningKey {
     /// A new assertion (fresh `jti`), signed here or by the key manager.

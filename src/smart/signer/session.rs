@@ -64,6 +64,26 @@ impl std::fmt::Debug for VaultSession {
     }
 }
 
+/// The client for a key manager at `address`: `policy`'s timeouts and http
+/// rule, the key manager's own CAs, no proxy, and its host allowed as the
+/// installation (or the person at the command line) names it, since it may
+/// be in the cluster or behind a port-forward.
+pub fn key_manager_http(
+    address: &Url,
+    ca_bundle_pem: Option<Vec<u8>>,
+    policy: &HttpPolicy,
+) -> Result<HttpClient, HttpError> {
+    HttpClient::new(HttpPolicy {
+        extra_roots_pem: ca_bundle_pem,
+        destinations: DestinationPolicy {
+            allow_hosts: address.host_str().map(str::to_string).into_iter().collect(),
+            block_private: false,
+        },
+        proxy: None,
+        ..policy.clone()
+    })
+}
+
 /// When to log in again: halfway through the lease (None: never).
 pub fn renew_at(logged_in: SystemTime, lease: Duration) -> Option<SystemTime> {
     (!lease.is_zero()).then(|| crate::checked_time::after(logged_in, lease / 2))
@@ -80,38 +100,16 @@ fn read_file(what: &str, path: &PathBuf) -> Result<SecretString, SignerError> {
 }
 
 impl VaultSession {
-    /// The session of an operator whose other requests follow `policy`:
-    /// the same timeouts and http rule; the key manager's own CAs; its host
-    /// allowed as the installation names it (it may be in the cluster).
+    /// The session of an operator whose other requests follow `policy`.
     pub fn for_operator(settings: VaultSettings, policy: &HttpPolicy) -> Result<Self, HttpError> {
-        let http = HttpClient::new(HttpPolicy {
-            extra_roots_pem: settings.ca_bundle_pem.clone(),
-            destinations: DestinationPolicy {
-                allow_hosts: settings
-                    .address
-                    .host_str()
-                    .map(str::to_string)
-                    .into_iter()
-                    .collect(),
-                block_private: false,
-            },
-            proxy: None,
-            ..policy.clone()
-        })?;
-        Ok(Self::new(http, settings))
-    }
-
-    pub fn new(http: HttpClient, settings: VaultSettings) -> Self {
-        Self {
+        let ca = settings.ca_bundle_pem.clone();
+        let http = key_manager_http(&settings.address, ca, policy)?;
+        Ok(Self {
             http,
             settings,
             held: Mutex::new(None),
             login: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    pub fn settings(&self) -> &VaultSettings {
-        &self.settings
+        })
     }
 
     fn current(&self, now: SystemTime) -> Option<SecretString> {

@@ -1,11 +1,11 @@
 //! Vault / OpenBao Transit: the private key stays in the key manager, which
 //! signs the assertion's input and shows only the public key. Three calls:
-//! log in (Kubernetes auth, or a token given), read the key, sign.
+//! log in (Kubernetes auth; or a token is given), read the key, sign.
 
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use url::Url;
 
@@ -25,41 +25,11 @@ pub struct TransitConfig {
     pub key: String,
 }
 
-/// How the operator proves who it is to the key manager.
-#[derive(Clone)]
-pub enum TransitAuth {
-    /// A token given by a person (the one-shot command) or a Secret.
-    Token(SecretString),
-    /// Kubernetes auth: a ServiceAccount token, checked by the key manager
-    /// with a TokenReview, exchanged for a Vault token held in memory.
-    Kubernetes {
-        mount: String,
-        role: String,
-        jwt: SecretString,
-    },
-}
-
-impl std::fmt::Debug for TransitAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TransitAuth::Token(_) => f.write_str("TransitAuth::Token(..)"),
-            TransitAuth::Kubernetes { mount, role, .. } => {
-                write!(
-                    f,
-                    "TransitAuth::Kubernetes {{ mount: {mount}, role: {role} }}"
-                )
-            }
-        }
-    }
-}
-
 /// A logged-in connection to one Transit key.
 pub struct Transit {
     http: HttpClient,
     config: TransitConfig,
     token: SecretString,
-    /// When the Vault token stops working (None: it does not expire).
-    token_expires: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for Transit {
@@ -94,27 +64,6 @@ fn endpoint(address: &Url, path: &[&str]) -> Result<Url, SignerError> {
 }
 
 impl Transit {
-    /// Checks the names, logs in when the auth is Kubernetes, and keeps
-    /// the resulting token in memory only.
-    pub async fn connect(
-        http: HttpClient,
-        config: TransitConfig,
-        auth: TransitAuth,
-    ) -> Result<Self, SignerError> {
-        let (token, token_expires) = match auth {
-            TransitAuth::Token(token) => (token, None),
-            TransitAuth::Kubernetes { mount, role, jwt } => {
-                let (token, lease) = login(&http, &config.address, &mount, &role, &jwt).await?;
-                let expires = (!lease.is_zero())
-                    .then(|| crate::checked_time::after(SystemTime::now(), lease));
-                (token, expires)
-            }
-        };
-        let mut transit = Self::with_token(http, config, token)?;
-        transit.token_expires = token_expires;
-        Ok(transit)
-    }
-
     /// With a Vault token already in hand (checked names, no call made).
     pub fn with_token(
         http: HttpClient,
@@ -132,17 +81,7 @@ impl Transit {
             http,
             config,
             token,
-            token_expires: None,
         })
-    }
-
-    pub fn config(&self) -> &TransitConfig {
-        &self.config
-    }
-
-    /// When the Vault token from a login stops working.
-    pub fn token_expires(&self) -> Option<SystemTime> {
-        self.token_expires
     }
 
     async fn call(
@@ -151,16 +90,7 @@ impl Transit {
         url: &Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Vec<u8>, SignerError> {
-        let response = self
-            .http
-            .json_call(url, Some((TOKEN_HEADER, &self.token)), body)
-            .await
-            .map_err(SignerError::http)?;
-        if (200..300).contains(&response.status) {
-            Ok(response.body)
-        } else {
-            Err(wire::error(call, response.status, &response.body))
-        }
+        send(&self.http, call, url, Some(&self.token), body).await
     }
 
     /// The key's type, versions and public keys.
@@ -203,27 +133,13 @@ impl Transit {
         version: Option<u64>,
         kid: Option<String>,
     ) -> Result<TransitKey, SignerError> {
-        let key = &self.config.key;
-        let unusable = |wanted: String, remedy: &str| SignerError::KeyTypeUnusable {
-            key: key.clone(),
-            kind: info.kind.clone(),
-            wanted,
-            remedy: remedy.to_string(),
-        };
-        let remedy = "ES384 needs type ecdsa-p384, RS384 needs rsa-2048, rsa-3072 or rsa-4096";
-        let own = wire::algorithm_of(&info.kind)
-            .filter(|_| info.supports_signing)
-            .ok_or_else(|| unusable("ES384 or RS384".into(), remedy))?;
-        let algorithm = algorithm.unwrap_or(own);
-        if algorithm != own {
-            return Err(unusable(algorithm.to_string(), remedy));
-        }
+        let algorithm = self.algorithm_for(info, algorithm)?;
         let version = version.unwrap_or(info.latest_version);
         let pem = info
             .public_keys
             .get(&version)
             .ok_or_else(|| SignerError::KeyNotFound {
-                key: format!("{key} version {version}"),
+                key: format!("{} version {version}", self.config.key),
                 url: self.config.address.to_string(),
                 remedy: format!(
                     "the key's versions with a public key are {:?}; name one of them",
@@ -232,13 +148,47 @@ impl Transit {
             })?;
         let (_, public) = read_public_key(pem.as_bytes())?;
         let kid = kid.unwrap_or_else(|| public.thumbprint());
-        Ok(TransitKey {
+        Ok(self.signing(version, algorithm, public, kid))
+    }
+
+    /// The algorithm the key's type signs with, which must be `wanted`
+    /// when that is given.
+    pub fn algorithm_for(
+        &self,
+        info: &wire::KeyInfo,
+        wanted: Option<SigningAlgorithm>,
+    ) -> Result<SigningAlgorithm, SignerError> {
+        let unusable = |wanted: String| SignerError::KeyTypeUnusable {
+            key: self.config.key.clone(),
+            kind: info.kind.clone(),
+            wanted,
+            remedy: "ES384 needs type ecdsa-p384, RS384 needs rsa-2048, rsa-3072 or rsa-4096"
+                .into(),
+        };
+        let own = wire::algorithm_of(&info.kind)
+            .filter(|_| info.supports_signing)
+            .ok_or_else(|| unusable("ES384 or RS384".into()))?;
+        match wanted {
+            Some(wanted) if wanted != own => Err(unusable(wanted.to_string())),
+            _ => Ok(own),
+        }
+    }
+
+    /// `version`, whose public key is `public`, signing as `kid`.
+    pub fn signing(
+        self: &Arc<Self>,
+        version: u64,
+        algorithm: SigningAlgorithm,
+        public: PublicParams,
+        kid: String,
+    ) -> TransitKey {
+        TransitKey {
             transit: Arc::clone(self),
             version,
             algorithm,
             kid,
             public,
-        })
+        }
     }
 
     async fn sign(
@@ -266,6 +216,26 @@ impl Transit {
     }
 }
 
+/// One call: the answer's body when it is a success, the error its status
+/// and body mean otherwise.
+async fn send(
+    http: &HttpClient,
+    call: &wire::Call<'_>,
+    url: &Url,
+    token: Option<&SecretString>,
+    body: Option<&serde_json::Value>,
+) -> Result<Vec<u8>, SignerError> {
+    let response = http
+        .json_call(url, token.map(|t| (TOKEN_HEADER, t)), body)
+        .await
+        .map_err(SignerError::http)?;
+    if (200..300).contains(&response.status) {
+        Ok(response.body)
+    } else {
+        Err(wire::error(call, response.status, &response.body))
+    }
+}
+
 /// Kubernetes auth: a ServiceAccount token exchanged for a Vault token and
 /// how long it lives (zero: no expiry).
 pub async fn login(
@@ -288,14 +258,8 @@ pub async fn login(
         key: None,
     };
     let body = serde_json::json!({"role": role, "jwt": jwt.expose()});
-    let response = http
-        .json_call(&url, None, Some(&body))
-        .await
-        .map_err(SignerError::http)?;
-    if !(200..300).contains(&response.status) {
-        return Err(wire::error(&call, response.status, &response.body));
-    }
-    let (token, lease) = wire::login(&response.body).map_err(|reason| SignerError::Malformed {
+    let answer = send(http, &call, &url, None, Some(&body)).await?;
+    let (token, lease) = wire::login(&answer).map_err(|reason| SignerError::Malformed {
         action: call.action,
         reason,
     })?;
@@ -319,10 +283,6 @@ impl TransitKey {
 
     pub fn kid(&self) -> &str {
         &self.kid
-    }
-
-    pub fn version(&self) -> u64 {
-        self.version
     }
 
     pub fn public(&self) -> &PublicParams {

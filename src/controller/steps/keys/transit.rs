@@ -4,12 +4,13 @@
 //! [`decide::transit`](crate::controller::decide::transit) from the last
 //! status. Nothing is written, and no Secret holds the key.
 
+use std::collections::BTreeMap;
+
 use crate::controller::Context;
 use crate::controller::decide::reason::{self, Failure, Reason};
 use crate::controller::decide::transit;
 use crate::controller::steps::keys::{KeyRequest, ResolvedKey, failure};
 use crate::smart::keys::read_public_key;
-use crate::smart::signer::transit::wire::{KeyInfo, algorithm_of};
 use crate::smart::{SignerError, SigningKey};
 
 /// A key manager's failure as the Key condition says it. A refused login
@@ -41,54 +42,9 @@ pub(super) async fn transit_key(
         .read_key()
         .await
         .map_err(|e| signer_failure(ctx, &whose, e))?;
-    let algorithm = usable_algorithm(&info, request, &whose)?;
-    let mut versions = Vec::with_capacity(info.public_keys.len());
-    for (version, pem) in &info.public_keys {
-        let (_, public) = read_public_key(pem.as_bytes()).map_err(|e| {
-            failure(
-                Reason::KeyManagerKeyUnusable,
-                format!("{whose} version {version} has a public key that cannot be used: {e}"),
-            )
-        })?;
-        versions.push((*version, public.thumbprint()));
-    }
-    let choice = transit::choose(&versions, info.latest_version, &request.previous.keys);
-    let version = |v: u64| {
-        transit
-            .version_of(&info, Some(algorithm), Some(v), None)
-            .map(SigningKey::transit)
-            .map_err(|e| signer_failure(ctx, &whose, e))
-    };
-    let active = version(choice.active)?;
-    let next = choice.next.map(version);
-    let mut resolved = ResolvedKey::new(active, "", Default::default());
-    resolved.next = next;
-    resolved.transit = Some(key.to_string());
-    Ok(resolved)
-}
-
-/// The algorithm the key's type signs with, checked against the spec and
-/// the server's list.
-fn usable_algorithm(
-    info: &KeyInfo,
-    request: &KeyRequest<'_>,
-    whose: &str,
-) -> Result<crate::smart::SigningAlgorithm, Failure> {
-    let unusable = |problem: String| failure(Reason::KeyManagerKeyUnusable, problem);
-    let Some(algorithm) = algorithm_of(&info.kind).filter(|_| info.supports_signing) else {
-        return Err(unusable(format!(
-            "{whose} is of type {}, which cannot sign ES384 or RS384: create a key of type ecdsa-p384 (ES384) or rsa-3072 (RS384)",
-            info.kind
-        )));
-    };
-    if let Some(wanted) = request.explicit_algorithm
-        && wanted != algorithm
-    {
-        return Err(unusable(format!(
-            "{whose} is of type {} and signs {algorithm}, but spec.signing.algorithm is {wanted}: remove the field or use a key of the other type",
-            info.kind
-        )));
-    }
+    let algorithm = transit
+        .algorithm_for(&info, request.explicit_algorithm)
+        .map_err(|e| signer_failure(ctx, &whose, e))?;
     if let Some(offered) = request.server_algorithms
         && !offered.iter().any(|a| a == algorithm.as_str())
     {
@@ -100,5 +56,31 @@ fn usable_algorithm(
             ),
         ));
     }
-    Ok(algorithm)
+    // Each version's public key is read once: its kid for the choice, and
+    // the key itself for the versions that sign or are published.
+    let mut publics = BTreeMap::new();
+    for (version, pem) in &info.public_keys {
+        let (_, public) = read_public_key(pem.as_bytes()).map_err(|e| {
+            failure(
+                Reason::KeyManagerKeyUnusable,
+                format!("{whose} version {version} has a public key that cannot be used: {e}"),
+            )
+        })?;
+        let kid = public.thumbprint();
+        publics.insert(*version, (public, kid));
+    }
+    let versions: Vec<(u64, String)> = publics
+        .iter()
+        .map(|(v, (_, kid))| (*v, kid.clone()))
+        .collect();
+    let choice = transit::choose(&versions, info.latest_version, &request.previous.keys);
+    // choose() names only versions that have a public key.
+    let version = |v: u64| {
+        let (public, kid) = publics[&v].clone();
+        SigningKey::transit(transit.signing(v, algorithm, public, kid))
+    };
+    let mut resolved = ResolvedKey::new(version(choice.active), "", Default::default());
+    resolved.next = choice.next.map(|v| Ok(version(v)));
+    resolved.transit = Some(key.to_string());
+    Ok(resolved)
 }
