@@ -82,7 +82,7 @@ fn main() {
             };
             let token = SecretString::new(bao.root_token.clone());
             let transit = Arc::new(Transit::with_token(http.clone(), config, token).unwrap());
-            let remote = SigningKey::transit(transit.key(None, None, None).await.unwrap());
+            let remote = SigningKey::remote(transit.key(None, None, None).await.unwrap());
             out.insert(format!("{name} held in memory"), measure(&local, n).await);
             out.insert(
                 format!("{name} in OpenBao Transit"),

@@ -113,8 +113,10 @@ pub struct SmartBackendClientSpec {
     /// How client assertions are signed, and with which key.
     #[serde(default)]
     #[x_kube(validation = Rule::new(
-        "!has(self.vaultTransit) || !(has(self.keySecretRef) || has(self.nextKeySecretRef) || has(self.rsaKeySize) || has(self.generatedKeyPolicy) || has(self.rotation) || has(self.kid))"
-    ).message("vaultTransit names a key that stays in the key manager: it cannot be combined with keySecretRef, nextKeySecretRef, rsaKeySize, generatedKeyPolicy, rotation (rotate the Transit key itself) or kid (each version has its own)"))]
+        "!(has(self.vaultTransit) || has(self.awsKms)) || !(has(self.keySecretRef) || has(self.nextKeySecretRef) || has(self.rsaKeySize) || has(self.generatedKeyPolicy) || has(self.rotation) || has(self.kid))"
+    ).message("vaultTransit and awsKms name a key that stays in the key manager: they cannot be combined with keySecretRef, nextKeySecretRef, rsaKeySize, generatedKeyPolicy, rotation (rotate in the key manager) or kid (each key has its own)"))]
+    #[x_kube(validation = Rule::new("!(has(self.vaultTransit) && has(self.awsKms))")
+        .message("name one key manager: vaultTransit or awsKms"))]
     pub signing: SigningSpec,
 
     /// The Secret the access token is written to.
@@ -164,6 +166,13 @@ pub struct SigningSpec {
     /// vault.*); this names the key. Instead of keySecretRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_transit: Option<VaultTransitSpec>,
+
+    /// Sign in AWS KMS instead: the private key never leaves KMS and no
+    /// Secret holds it. The installation names the region, the endpoint and
+    /// the credentials (chart values aws.*); this names the key by its
+    /// alias. Instead of keySecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_kms: Option<AwsKmsSpec>,
 
     /// Key id in the assertion header and the published JWKS. Default: the
     /// RFC 7638 thumbprint of the public key.
@@ -219,6 +228,30 @@ pub struct VaultTransitSpec {
         regex(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
     )]
     pub key: String,
+}
+
+/// A name within the namespace's KMS aliases.
+const KMS_NAME: &str = r"^[A-Za-z0-9_-]+$";
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsKmsSpec {
+    /// The key's alias after the namespace: the operator signs with the key
+    /// the alias alias/<prefix>/<namespace>/<key> names (the prefix is the
+    /// installation's, smartbackend unless set), so that no namespace can
+    /// sign with another's key. Its spec decides the algorithm:
+    /// ECC_NIST_P384 signs ES384, RSA_2048/3072/4096 sign RS384.
+    #[schemars(length(min = 1, max = 64), regex(pattern = KMS_NAME))]
+    pub key: String,
+
+    /// To rotate: the alias (after the namespace) of the new key. It is
+    /// published first and, once every server can have seen it, tried; it
+    /// signs from the first token it brings, and the old key stays
+    /// published until nothing it signed is valid. Then set key to it and
+    /// remove this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = KMS_NAME))]
+    pub next_key: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

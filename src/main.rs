@@ -19,7 +19,7 @@ enum Command {
     /// Generate a private key and print its public JWK Set.
     Keygen(cli::keys::KeygenArgs),
     /// Print the public JWK Set of an existing private key.
-    Jwks(cli::keys::JwksArgs),
+    Jwks(Box<cli::keys::JwksArgs>),
     /// Run the operator (controllers and the admin server).
     Run(Box<cli::run::RunArgs>),
     /// Run a local SMART authorization server for development and demos.

@@ -4,6 +4,7 @@
 //! `run` function; `main.rs` only dispatches.
 
 pub mod check;
+pub mod key_managers;
 pub mod keys;
 pub mod plugin;
 pub mod run;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+pub use super::key_managers::{AwsArgs, VaultArgs};
 use crate::controller::{self, SecretAccess, SecretGrant, Settings, Timing};
 pub use crate::runtime::{LeaderElection, Operator};
 use crate::smart::HttpPolicy;
@@ -154,71 +155,8 @@ pub struct RunArgs {
     pub lease_duration: Duration,
     #[command(flatten)]
     pub vault: VaultArgs,
-}
-
-/// Vault / OpenBao, for clients that sign with a Transit key
-/// (`spec.signing.vaultTransit`). The installation names the server and
-/// the login; a resource names only its key, so no tenant can send the
-/// operator's credential elsewhere.
-#[derive(Clone, Debug, Args)]
-pub struct VaultArgs {
-    /// The Vault or OpenBao server, e.g. https://vault.vault.svc:8200.
-    /// Unset: clients cannot sign with Transit keys.
-    #[arg(long, env = "SBO_VAULT_ADDRESS")]
-    pub vault_address: Option<Url>,
-    /// Where Transit is mounted.
-    #[arg(long, env = "SBO_VAULT_TRANSIT_MOUNT", default_value = "transit")]
-    pub vault_transit_mount: String,
-    /// The Kubernetes auth role the operator logs in with.
-    #[arg(long, env = "SBO_VAULT_ROLE")]
-    pub vault_role: Option<String>,
-    /// Where the Kubernetes auth method is mounted.
-    #[arg(long, env = "SBO_VAULT_AUTH_MOUNT", default_value = "kubernetes")]
-    pub vault_auth_mount: String,
-    /// The ServiceAccount token for the Kubernetes login: a projected token
-    /// with Vault's audience (the chart mounts one), read at each login.
-    #[arg(
-        long,
-        env = "SBO_VAULT_JWT_FILE",
-        default_value = "/var/run/secrets/smartbackend.dev/vault/token"
-    )]
-    pub vault_jwt_file: std::path::PathBuf,
-    /// Log in with a Vault token from this file instead of a role
-    /// (development and tests).
-    #[arg(long, env = "SBO_VAULT_TOKEN_FILE", conflicts_with = "vault_role")]
-    pub vault_token_file: Option<std::path::PathBuf>,
-    /// PEM bundle of the CAs that issued Vault's certificate.
-    #[arg(long, env = "SBO_VAULT_CA_BUNDLE")]
-    pub vault_ca_bundle: Option<std::path::PathBuf>,
-}
-
-impl VaultArgs {
-    /// The Vault settings, or why they are incomplete.
-    pub fn settings(&self) -> anyhow::Result<Option<crate::smart::signer::VaultSettings>> {
-        use crate::smart::signer::{VaultLogin, VaultSettings};
-        let Some(address) = &self.vault_address else {
-            return Ok(None);
-        };
-        let login = match (&self.vault_role, &self.vault_token_file) {
-            (Some(role), _) => VaultLogin::Kubernetes {
-                mount: self.vault_auth_mount.clone(),
-                role: role.clone(),
-                jwt_file: self.vault_jwt_file.clone(),
-            },
-            (None, Some(path)) => VaultLogin::TokenFile(path.clone()),
-            (None, None) => anyhow::bail!(
-                "--vault-address is set but not how to log in: set --vault-role (Kubernetes auth) or --vault-token-file"
-            ),
-        };
-        let ca_bundle_pem =
-            super::read_optional(self.vault_ca_bundle.as_deref(), "the Vault CA bundle")?;
-        Ok(Some(VaultSettings {
-            address: address.clone(),
-            transit_mount: self.vault_transit_mount.clone(),
-            login,
-            ca_bundle_pem,
-        }))
-    }
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 impl RunArgs {
@@ -280,6 +218,7 @@ impl RunArgs {
                 skew_warning: self.clock_skew_warning,
             },
             vault: self.vault.settings()?,
+            kms: self.aws.settings(self.insecure_allow_http)?,
         })
     }
 

@@ -1,5 +1,5 @@
 //! The key a one-shot command signs with: a private key file, or a key
-//! that stays in Vault / OpenBao Transit.
+//! that stays in Vault / OpenBao Transit or in AWS KMS.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,20 +9,20 @@ use clap::Args;
 use url::Url;
 
 use crate::smart::signer::session::key_manager_http;
-use crate::smart::signer::{Transit, TransitConfig, TransitKey};
+use crate::smart::signer::{Kms, RemoteKey, Transit, TransitConfig};
 use crate::smart::{HttpPolicy, PrivateKey, SecretString, SigningAlgorithm, SigningKey};
 
-/// Where the private key is. Exactly one of `--key` and
-/// `--vault-transit-key`.
+/// Where the private key is. Exactly one of `--key`, `--vault-transit-key`
+/// and `--aws-kms-key`.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// Private key file: PKCS#8, PKCS#1 or SEC1 PEM, or a private JWK.
-    #[arg(long, required_unless_present = "vault_transit_key")]
+    #[arg(long, required_unless_present_any = ["vault_transit_key", "aws_kms_key"])]
     pub key: Option<PathBuf>,
     /// Sign with this Vault / OpenBao Transit key instead of a key file;
     /// the private key never leaves the key manager. The token is read from
     /// VAULT_TOKEN (or BAO_TOKEN), or from --vault-token-file.
-    #[arg(long, conflicts_with = "key", requires = "vault_address")]
+    #[arg(long, conflicts_with_all = ["key", "aws_kms_key"], requires = "vault_address")]
     pub vault_transit_key: Option<String>,
     /// The Vault or OpenBao server, e.g. https://vault.example.org:8200.
     #[arg(long, env = "VAULT_ADDR")]
@@ -40,13 +40,27 @@ pub struct KeyArgs {
     /// it is not publicly trusted.
     #[arg(long)]
     pub vault_ca_bundle: Option<PathBuf>,
+    /// Sign with this AWS KMS key (key id, ARN, alias/NAME or alias ARN)
+    /// instead of a key file; the private key never leaves KMS.
+    /// Credentials and region come from the standard AWS chain
+    /// (environment, profile, web identity, instance profile).
+    #[arg(long, conflicts_with = "key")]
+    pub aws_kms_key: Option<String>,
+    /// The AWS region (instead of AWS_REGION or the profile's).
+    #[arg(long)]
+    pub aws_region: Option<String>,
+    /// Another KMS endpoint, e.g. a VPC endpoint (instead of
+    /// AWS_ENDPOINT_URL_KMS).
+    #[arg(long)]
+    pub aws_kms_endpoint: Option<Url>,
 }
 
 /// The key in hand, before the algorithm is chosen.
 pub enum HeldKey {
     /// A key from a file, with the `kid` to publish (None: the thumbprint).
     File(PrivateKey, Option<String>),
-    Transit(TransitKey),
+    /// In Transit or KMS.
+    Remote(RemoteKey),
 }
 
 impl HeldKey {
@@ -54,7 +68,7 @@ impl HeldKey {
     pub fn algorithm(&self) -> SigningAlgorithm {
         match self {
             HeldKey::File(key, _) => key.algorithm(),
-            HeldKey::Transit(key) => key.algorithm(),
+            HeldKey::Remote(key) => key.algorithm(),
         }
     }
 
@@ -64,15 +78,15 @@ impl HeldKey {
             HeldKey::File(key, kid) => {
                 Ok(key.into_signing_key(algorithm, kid)?.for_one_signature())
             }
-            HeldKey::Transit(key) => {
+            HeldKey::Remote(key) => {
                 let wanted = algorithm.unwrap_or(key.algorithm());
                 anyhow::ensure!(
                     wanted == key.algorithm(),
-                    "{wanted} was chosen, but the Transit key signs {}: choose --alg {} or a key of another type",
+                    "{wanted} was chosen, but the key manager's key signs {}: choose --alg {} or a key of another type",
                     key.algorithm(),
                     key.algorithm()
                 );
-                Ok(SigningKey::transit(key))
+                Ok(SigningKey::remote(key))
             }
         }
     }
@@ -91,7 +105,7 @@ fn vault_token(args: &KeyArgs) -> anyhow::Result<SecretString> {
         .context("no Vault token: set VAULT_TOKEN (or BAO_TOKEN), or pass --vault-token-file")
 }
 
-/// Reads the key file, or reads the Transit key's public half (its `kid`
+/// Reads the key file, or reads the key manager's public half (its `kid`
 /// is the RFC 7638 thumbprint unless `kid` is given).
 /// The key manager is the one the person running the command names, so
 /// its host is allowed as named (a port-forward on loopback included);
@@ -101,11 +115,24 @@ pub async fn held_key(
     allow_http: bool,
     kid: Option<String>,
 ) -> anyhow::Result<HeldKey> {
+    if let Some(key_id) = &args.aws_kms_key {
+        let endpoint = args.aws_kms_endpoint.as_ref();
+        if let Some(url) = endpoint {
+            anyhow::ensure!(
+                url.scheme() == "https" || allow_http,
+                "--aws-kms-endpoint {url} is not HTTPS: pass --insecure-allow-http to call it anyway"
+            );
+        }
+        let timeout = HttpPolicy::default().request_timeout;
+        let kms = Kms::connect(args.aws_region.clone(), endpoint, timeout).await;
+        let key = Arc::new(kms).key(key_id, None, kid).await?;
+        return Ok(HeldKey::Remote(key.into()));
+    }
     let Some(name) = &args.vault_transit_key else {
         let path = args
             .key
             .as_ref()
-            .context("--key or --vault-transit-key is required")?;
+            .context("--key, --vault-transit-key or --aws-kms-key is required")?;
         return Ok(HeldKey::File(super::read_key_file(path)?, kid));
     };
     let address = args
@@ -127,5 +154,5 @@ pub async fn held_key(
     let key = Arc::new(transit)
         .key(None, args.vault_transit_version, kid)
         .await?;
-    Ok(HeldKey::Transit(key))
+    Ok(HeldKey::Remote(key.into()))
 }

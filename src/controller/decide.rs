@@ -11,19 +11,19 @@
 //! rotation step), [`draft`] (a failure's condition and retry, Ready),
 //! [`validate`] (the spec), [`reason`] (every condition reason),
 //! [`key_ring`] and [`secret_data`] (what the operator's Secrets hold),
-//! [`transit`] (which versions of a key manager's key sign).
+//! [`key_manager`] (which of a key manager's keys sign).
 
 pub(crate) mod clock;
 pub(crate) mod conditions;
 pub(crate) mod draft;
 pub(crate) mod events;
+pub(crate) mod key_manager;
 pub(crate) mod key_ring;
 pub mod reason;
 pub mod rotation;
 pub mod schedule;
 pub(crate) mod scopes;
 pub mod secret_data;
-pub(crate) mod transit;
 pub mod validate;
 pub(crate) mod wait;
 

@@ -68,6 +68,8 @@ pub struct Context {
     term_started: Mutex<Option<SystemTime>>,
     /// The login to Vault / OpenBao, when the operator is configured for it.
     pub(crate) vault: Option<crate::smart::signer::VaultSession>,
+    /// The AWS KMS client, when the operator is configured for it.
+    pub(crate) kms: Option<crate::smart::signer::KmsSession>,
     /// What the Secret watches would show, set by the mocked-API tests
     /// (which run no watches).
     #[cfg(test)]
@@ -89,6 +91,10 @@ impl Context {
             )?),
             None => None,
         };
+        let kms = settings
+            .kms
+            .clone()
+            .map(|kms| crate::smart::signer::KmsSession::new(kms, settings.http.request_timeout));
         let reporter = Reporter {
             controller: "smart-backend-operator".into(),
             instance: Some(settings.instance.clone()),
@@ -113,6 +119,7 @@ impl Context {
             stores: RwLock::new(Vec::new()),
             term_started: Mutex::new(None),
             vault,
+            kms,
             #[cfg(test)]
             watched_versions: Mutex::default(),
         })

@@ -1,19 +1,72 @@
 //! Signing with a key that never leaves a key manager (Vault or OpenBao
-//! Transit), beside keys held in this process: a [`SigningKey`] of either
+//! Transit, AWS KMS), beside keys held in this process: a [`SigningKey`] of any
 //! kind has an algorithm, a `kid` and a public JWK to publish, and signs an
 //! assertion with [`SigningKey::sign_assertion`]. A remote signature is
 //! made over the network, so signing is async and its failures say whether
 //! they may pass.
 
+pub mod kms;
 pub mod session;
 pub mod transit;
 
 use super::HttpError;
+use super::SigningAlgorithm;
 use super::assertion::{self, AssertionError, AssertionParams, ClientAssertion};
-use super::keys::{KeyError, SigningKey};
+use super::keys::{KeyError, PublicParams, SigningKey};
 
+pub use kms::{Kms, KmsKey, KmsSession, KmsSettings};
 pub use session::{VaultLogin, VaultSession, VaultSettings};
 pub use transit::{Transit, TransitConfig, TransitKey};
+
+/// A key a key manager holds: what it publishes and how it signs.
+#[derive(Clone, Debug)]
+pub enum RemoteKey {
+    Transit(TransitKey),
+    Kms(KmsKey),
+}
+
+impl From<TransitKey> for RemoteKey {
+    fn from(key: TransitKey) -> Self {
+        RemoteKey::Transit(key)
+    }
+}
+
+impl From<KmsKey> for RemoteKey {
+    fn from(key: KmsKey) -> Self {
+        RemoteKey::Kms(key)
+    }
+}
+
+impl RemoteKey {
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        match self {
+            RemoteKey::Transit(key) => key.algorithm(),
+            RemoteKey::Kms(key) => key.algorithm(),
+        }
+    }
+
+    pub fn kid(&self) -> &str {
+        match self {
+            RemoteKey::Transit(key) => key.kid(),
+            RemoteKey::Kms(key) => key.kid(),
+        }
+    }
+
+    pub fn public(&self) -> &PublicParams {
+        match self {
+            RemoteKey::Transit(key) => key.public(),
+            RemoteKey::Kms(key) => key.public(),
+        }
+    }
+
+    /// The JOSE signature of `input`, made by the key manager.
+    pub async fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignerError> {
+        match self {
+            RemoteKey::Transit(key) => key.sign(input).await,
+            RemoteKey::Kms(key) => key.sign(input).await,
+        }
+    }
+}
 
 impl SigningKey {
     /// A new assertion (fresh `jti`), signed here or by the key manager.
@@ -22,7 +75,7 @@ impl SigningKey {
         &self,
         params: &AssertionParams<'_>,
     ) -> Result<ClientAssertion, SignerError> {
-        match self.transit_key() {
+        match self.remote_key() {
             None => Ok(assertion::sign(self, params)?),
             Some(key) => {
                 let unsigned = assertion::prepare(key.algorithm(), key.kid(), params)?;
@@ -40,7 +93,7 @@ pub enum SignerError {
     #[error(
         "the key manager could not be reached: {0}; the current token is kept and signing is retried"
     )]
-    Unreachable(#[source] HttpError),
+    Unreachable(String),
     #[error("the key manager cannot be called: {0}")]
     Address(#[source] HttpError),
     #[error("{0}")]
@@ -90,7 +143,7 @@ impl SignerError {
     /// not.
     pub fn http(e: HttpError) -> Self {
         if e.is_transient() {
-            SignerError::Unreachable(e)
+            SignerError::Unreachable(e.to_string())
         } else {
             SignerError::Address(e)
         }

@@ -9,6 +9,8 @@ use crate::crd::{GeneratedKeyPolicy, SecretTemplate, SmartBackendClient};
 use crate::smart::keys::{DEFAULT_RSA_BITS, RSA_GENERATE_BITS};
 use crate::smart::{MetadataSource, SigningAlgorithm};
 
+mod remote;
+
 /// Where the signing key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySource {
@@ -27,6 +29,10 @@ pub enum KeySource {
     },
     /// A Vault / OpenBao Transit key, `<namespace>.<key>`.
     Transit { key: String },
+    /// AWS KMS keys by their names in the namespace's aliases (the alias
+    /// is built with the installation's prefix): the one that signs, and
+    /// the next one to publish.
+    Kms { key: String, next: Option<String> },
 }
 
 /// A spec whose every field has been checked and parsed.
@@ -114,6 +120,8 @@ pub struct Rules {
     /// Whether the operator is configured to sign with Vault / OpenBao
     /// Transit (`--vault-address`).
     pub vault: bool,
+    /// Whether it is configured to sign with AWS KMS (`--aws-kms`).
+    pub kms: bool,
 }
 
 impl Rules {
@@ -123,48 +131,9 @@ impl Rules {
             allow_http: false,
             rotation_floor: Duration::from_secs(300 + 60 + 240),
             vault: false,
+            kms: false,
         }
     }
-}
-
-/// A Transit key: only where the operator is configured for Vault, alone
-/// (no key Secret, generated-key setting or rotation beside it), and named
-/// under the resource's namespace.
-fn transit_key(
-    sbc: &SmartBackendClient,
-    transit: &crate::crd::VaultTransitSpec,
-    rules: &Rules,
-) -> Result<KeySource, InvalidSpec> {
-    let field = "signing.vaultTransit";
-    if !rules.vault {
-        return Err(invalid(
-            field,
-            "this operator is not configured for Vault or OpenBao: install it with vault.address and vault.role set (or --vault-address and --vault-role), or sign with a key Secret",
-        ));
-    }
-    let signing = &sbc.spec.signing;
-    if signing.key_secret_ref.is_some()
-        || signing.next_key_secret_ref.is_some()
-        || signing.rsa_key_size.is_some()
-        || signing.generated_key_policy.is_some()
-        || signing.rotation.is_some()
-    {
-        return Err(invalid(
-            field,
-            "cannot be combined with keySecretRef, nextKeySecretRef, rsaKeySize, generatedKeyPolicy or rotation: rotate the Transit key itself",
-        ));
-    }
-    if signing.kid.is_some() {
-        return Err(invalid(
-            "signing.kid",
-            "cannot be combined with vaultTransit: each version of a Transit key is published under its own kid (its thumbprint)",
-        ));
-    }
-    let namespace = sbc.metadata.namespace.as_deref().unwrap_or("default");
-    let key = format!("{namespace}.{}", transit.key);
-    crate::smart::signer::transit::wire::check_path("the Transit key", &key, false)
-        .map_err(|problem| invalid("signing.vaultTransit.key", problem))?;
-    Ok(KeySource::Transit { key })
 }
 
 /// The longest `rotation.every`: ten years.
@@ -237,7 +206,8 @@ pub fn validate(
         return Err(invalid("signing.rsaKeySize", "must be 2048, 3072 or 4096"));
     }
     let key = match (&spec.signing.vault_transit, &spec.signing.key_secret_ref) {
-        (Some(transit), _) => transit_key(sbc, transit, &rules)?,
+        (Some(transit), _) => remote::transit_key(sbc, transit, &rules)?,
+        (None, _) if let Some(kms) = &spec.signing.aws_kms => remote::kms_key(sbc, kms, &rules)?,
         (None, Some(r)) => KeySource::Referenced {
             secret_name: r.name.clone(),
             key: r.key.clone(),

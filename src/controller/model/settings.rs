@@ -47,6 +47,8 @@ pub struct Settings {
     pub rotation: RotationTiming,
     /// Vault / OpenBao, for clients that sign with a Transit key.
     pub vault: Option<crate::smart::signer::VaultSettings>,
+    /// AWS KMS, for clients that sign with a KMS key.
+    pub kms: Option<crate::smart::signer::KmsSettings>,
 }
 
 impl Settings {
@@ -61,6 +63,7 @@ impl Settings {
                 .saturating_add(waits.margin)
                 .saturating_add(lifetime),
             vault: self.vault.is_some(),
+            kms: self.kms.is_some(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl Default for Settings {
             secret_grant: None,
             rotation: RotationTiming::default(),
             vault: None,
+            kms: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use kube::api::{Api, PostParams};
 use crate::controller::decide;
 use crate::controller::decide::reason::{Failure, Reason};
 mod adopt;
+mod kms;
 mod referenced;
 mod transit;
 
@@ -39,8 +40,10 @@ pub struct ResolvedKey {
     pub next: Option<Result<SigningKey, Failure>>,
     /// What the client's memory keeps of this step.
     pub learned: KeyMemo,
-    /// For a key in Vault / OpenBao Transit: its name there (and no Secret).
-    pub transit: Option<String>,
+    /// For a key in a key manager (and no Secret): which, e.g. "Transit
+    /// key team.billing". The operator then switches to the next key itself
+    /// (after a trial), as for a key it generates.
+    pub key_manager: Option<String>,
 }
 
 impl ResolvedKey {
@@ -53,14 +56,14 @@ impl ResolvedKey {
             ring: None,
             next: None,
             learned,
-            transit: None,
+            key_manager: None,
         }
     }
 
     /// Where the key is, for the Key condition.
     pub fn place(&self) -> String {
-        match &self.transit {
-            Some(name) => format!("in Transit key {name} (not in any Secret)"),
+        match &self.key_manager {
+            Some(name) => format!("in {name} (not in any Secret)"),
             None => format!("in Secret {}", self.secret_name),
         }
     }
@@ -128,6 +131,9 @@ pub async fn resolve(
             Ok(resolved)
         }
         KeySource::Transit { key } => transit::transit_key(ctx, request, key).await,
+        KeySource::Kms { key, next } => {
+            kms::kms_key(ctx, target, request, key, next.as_deref()).await
+        }
         KeySource::Generated {
             secret_name,
             policy,

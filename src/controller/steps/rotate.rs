@@ -144,7 +144,9 @@ pub(in crate::controller) async fn advance(
             }
             let rsa_bits = match &observed.spec.key {
                 KeySource::Generated { rsa_bits, .. } => *rsa_bits,
-                KeySource::Referenced { .. } | KeySource::Transit { .. } => 0,
+                KeySource::Referenced { .. }
+                | KeySource::Transit { .. }
+                | KeySource::Kms { .. } => 0,
             };
             let (next, pem) = keys::generate(algorithm, rsa_bits).await?;
             let next = next

@@ -8,15 +8,15 @@ use std::sync::Arc;
 
 use super::{JwkSet, PrivateKey, PublicJwk, PublicParams, Signer};
 use crate::smart::SigningAlgorithm;
-use crate::smart::signer::TransitKey;
+use crate::smart::signer::RemoteKey;
 
 /// Where the private half is.
 #[derive(Clone)]
 enum Material {
     /// In memory, parsed once for signing.
     Held { key: PrivateKey, signer: Signer },
-    /// In Vault / OpenBao Transit: one version of a key there.
-    Transit(TransitKey),
+    /// In a key manager (one version of a Transit key, or a KMS key).
+    Remote(RemoteKey),
 }
 
 /// A key bound to its algorithm and `kid`, ready to sign assertions.
@@ -44,13 +44,14 @@ impl SigningKey {
         }
     }
 
-    /// A Transit key version: it signs in the key manager.
-    pub fn transit(key: TransitKey) -> Self {
+    /// A key manager's key: it signs there.
+    pub fn remote(key: impl Into<RemoteKey>) -> Self {
+        let key = key.into();
         SigningKey {
             algorithm: key.algorithm(),
             kid: key.kid().to_string(),
             public: key.public().clone(),
-            material: Material::Transit(key),
+            material: Material::Remote(key),
         }
     }
 
@@ -67,7 +68,7 @@ impl SigningKey {
     pub fn private_key(&self) -> Option<&PrivateKey> {
         match &self.material {
             Material::Held { key, .. } => Some(key),
-            Material::Transit(_) => None,
+            Material::Remote(_) => None,
         }
     }
 
@@ -75,14 +76,14 @@ impl SigningKey {
     pub(crate) fn held_signer(&self) -> Option<&Signer> {
         match &self.material {
             Material::Held { signer, .. } => Some(signer),
-            Material::Transit(_) => None,
+            Material::Remote(_) => None,
         }
     }
 
-    /// The Transit key version, for a key that signs there.
-    pub(crate) fn transit_key(&self) -> Option<&TransitKey> {
+    /// The key manager's key, for a key that signs there.
+    pub(crate) fn remote_key(&self) -> Option<&RemoteKey> {
         match &self.material {
-            Material::Transit(key) => Some(key),
+            Material::Remote(key) => Some(key),
             Material::Held { .. } => None,
         }
     }
@@ -117,7 +118,7 @@ impl fmt::Debug for SigningKey {
             .field("kid", &self.kid);
         match &self.material {
             Material::Held { key, .. } => out.field("key", key),
-            Material::Transit(key) => out.field("transit", key),
+            Material::Remote(key) => out.field("remote", key),
         };
         out.finish()
     }

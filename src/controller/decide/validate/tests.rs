@@ -178,6 +178,7 @@ fn a_rotation_period_outside_one_rotation_and_ten_years_is_refused_by_name() {
 fn a_transit_key_is_named_under_the_namespace_and_stands_alone() {
     let vault = Rules {
         vault: true,
+        kms: false,
         ..Rules::https_only()
     };
     let transit = |extra: serde_json::Value| {
@@ -216,4 +217,52 @@ fn a_transit_key_is_named_under_the_namespace_and_stands_alone() {
     }
     let err = validate(&transit(serde_json::json!({"kid": "k1"})), "billing", vault).unwrap_err();
     assert_eq!(err.field, "signing.kid");
+}
+
+#[test]
+fn a_kms_key_is_named_by_alias_under_the_namespace_and_stands_alone() {
+    let kms = Rules {
+        kms: true,
+        ..Rules::https_only()
+    };
+    let client = |spec: serde_json::Value| {
+        let mut s = sbc(|s| s["signing"] = serde_json::json!({"awsKms": spec}));
+        s.metadata.namespace = Some("team-a".into());
+        s
+    };
+    let v = validate(
+        &client(serde_json::json!({"key": "billing", "nextKey": "billing-2"})),
+        "billing",
+        kms,
+    )
+    .unwrap();
+    assert_eq!(
+        v.key,
+        KeySource::Kms {
+            key: "billing".into(),
+            next: Some("billing-2".into())
+        }
+    );
+    let err = validate(
+        &client(serde_json::json!({"key": "billing"})),
+        "billing",
+        Rules::https_only(),
+    )
+    .unwrap_err();
+    assert!(err.problem.contains("aws.kms.enabled"), "{err}");
+    for (spec, field) in [
+        (serde_json::json!({"key": "../x"}), "signing.awsKms.key"),
+        (serde_json::json!({"key": "a/b"}), "signing.awsKms.key"),
+        (
+            serde_json::json!({"key": "a", "nextKey": "a"}),
+            "signing.awsKms.nextKey",
+        ),
+    ] {
+        let err = validate(&client(spec.clone()), "billing", kms).unwrap_err();
+        assert_eq!(err.field, field, "{spec}");
+    }
+    let mut beside = client(serde_json::json!({"key": "billing"}));
+    beside.spec.signing.rotation = Some(Default::default());
+    let err = validate(&beside, "billing", kms).unwrap_err();
+    assert!(err.problem.contains("awsKms.nextKey"), "{err}");
 }

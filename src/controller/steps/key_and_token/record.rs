@@ -78,7 +78,7 @@ impl Tokens {
 #[derive(Clone)]
 pub(super) struct KeyShown<'a> {
     pub signing: &'a SigningKey,
-    /// Where the key is: "in Secret ..." or "in Transit key ...".
+    /// Where the key is: "in Secret ..." or "in Transit key ...", ....
     pub place: String,
     /// The key Secret, for a key held in one.
     pub secret_name: Option<&'a str>,
@@ -98,7 +98,10 @@ impl<'a> KeyShown<'a> {
         KeyShown {
             signing,
             place: key.place(),
-            secret_name: key.transit.is_none().then_some(key.secret_name.as_str()),
+            secret_name: key
+                .key_manager
+                .is_none()
+                .then_some(key.secret_name.as_str()),
             ring,
             note,
         }

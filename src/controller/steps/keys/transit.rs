@@ -1,14 +1,14 @@
 //! A key that stays in Vault / OpenBao Transit: its versions and public
 //! keys are read from the key manager at each refresh; the version that
 //! signs and the one published ahead of it are chosen by
-//! [`decide::transit`](crate::controller::decide::transit) from the last
+//! [`decide::key_manager`](crate::controller::decide::key_manager) from the last
 //! status. Nothing is written, and no Secret holds the key.
 
 use std::collections::BTreeMap;
 
 use crate::controller::Context;
+use crate::controller::decide::key_manager;
 use crate::controller::decide::reason::{self, Failure, Reason};
-use crate::controller::decide::transit;
 use crate::controller::steps::keys::{KeyRequest, ResolvedKey, failure};
 use crate::smart::keys::read_public_key;
 use crate::smart::{SignerError, SigningKey};
@@ -22,6 +22,25 @@ pub(in crate::controller) fn signer_failure(ctx: &Context, whose: &str, e: Signe
         vault.forget();
     }
     failure(reason::for_signer_error(&e), format!("{whose}: {e}"))
+}
+
+/// The server accepts what a key manager's key signs.
+pub(super) fn accepted(
+    request: &KeyRequest<'_>,
+    whose: &str,
+    algorithm: crate::smart::SigningAlgorithm,
+    another: &str,
+) -> Result<(), Failure> {
+    match request.server_algorithms {
+        Some(offered) if !offered.iter().any(|a| a == algorithm.as_str()) => Err(failure(
+            Reason::KeyAlgorithmNotAccepted,
+            format!(
+                "{whose} signs {algorithm}, but the server accepts only {}: use {another} the server accepts",
+                offered.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn transit_key(
@@ -45,17 +64,7 @@ pub(super) async fn transit_key(
     let algorithm = transit
         .algorithm_for(&info, request.explicit_algorithm)
         .map_err(|e| signer_failure(ctx, &whose, e))?;
-    if let Some(offered) = request.server_algorithms
-        && !offered.iter().any(|a| a == algorithm.as_str())
-    {
-        return Err(failure(
-            Reason::KeyAlgorithmNotAccepted,
-            format!(
-                "{whose} signs {algorithm}, but the server accepts only {}: use a Transit key of a type the server accepts",
-                offered.join(", ")
-            ),
-        ));
-    }
+    accepted(request, &whose, algorithm, "a Transit key of a type")?;
     // Each version's public key is read once: its kid for the choice, and
     // the key itself for the versions that sign or are published.
     let mut publics = BTreeMap::new();
@@ -73,14 +82,14 @@ pub(super) async fn transit_key(
         .iter()
         .map(|(v, (_, kid))| (*v, kid.clone()))
         .collect();
-    let choice = transit::choose(&versions, info.latest_version, &request.previous.keys);
+    let choice = key_manager::choose(&versions, info.latest_version, &request.previous.keys);
     // choose() names only versions that have a public key.
     let version = |v: u64| {
         let (public, kid) = publics[&v].clone();
-        SigningKey::transit(transit.signing(v, algorithm, public, kid))
+        SigningKey::remote(transit.signing(v, algorithm, public, kid))
     };
     let mut resolved = ResolvedKey::new(version(choice.active), "", Default::default());
     resolved.next = choice.next.map(|v| Ok(version(v)));
-    resolved.transit = Some(key.to_string());
+    resolved.key_manager = Some(format!("Transit key {key}"));
     Ok(resolved)
 }

@@ -36,10 +36,10 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
             let published = since(next.kid(), KeyState::Next);
             ring = ring.with_next(next.public_jwk(), Vec::new(), next.algorithm(), published);
             let safe = after_all(published, &[waits.jwks_max_age, waits.margin]);
-            notes.push(if let Some(name) = &key.transit {
-                // The operator switches a Transit key's versions itself:
-                // once published long enough, a token request tries the
-                // new version, and the first token it brings promotes it.
+            notes.push(if let Some(name) = &key.key_manager {
+                // The operator switches a key manager's keys itself: once
+                // published long enough, a token request tries the new
+                // key, and the first token it brings promotes it.
                 let not_before = previous
                     .key_rotation
                     .as_ref()
@@ -52,7 +52,7 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
                     trial = Some(next.clone());
                 }
                 format!(
-                    "the new version of Transit key {name} (kid {}) is published and is tried from {}",
+                    "the next key of {name} (kid {}) is published and is tried from {}",
                     next.kid(),
                     rfc3339(at.max(now))
                 )

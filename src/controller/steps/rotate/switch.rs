@@ -60,7 +60,7 @@ pub(in crate::controller) async fn promote(
         let since = ring.find(KeyState::Retiring).map(|r| r.since);
         since.map(|since| after_all(since, &[waits.assertion_lifetime, waits.jwks_max_age]))
     };
-    if key.transit.is_some() {
+    if key.key_manager.is_some() {
         // A key manager's versions: nothing to write, the status says it.
         let ring = ring.promoted_elsewhere(SystemTime::now());
         return Ok(Promoted {

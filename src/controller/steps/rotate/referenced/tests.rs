@@ -24,7 +24,7 @@ fn resolved(signing: &SigningKey, next: Option<&SigningKey>) -> ResolvedKey {
         ring: None,
         next: next.map(|n| Ok(n.clone())),
         learned: Default::default(),
-        transit: None,
+        key_manager: None,
     }
 }
 
@@ -157,7 +157,7 @@ fn a_next_key_that_cannot_be_used_is_reported_and_the_current_key_signs() {
 fn a_transit_version_is_published_then_tried_and_the_old_one_retires() {
     let (old, new) = (key(), key());
     let in_transit = |signing: &SigningKey, next: Option<&SigningKey>| ResolvedKey {
-        transit: Some("team.billing".into()),
+        key_manager: Some("Transit key team.billing".into()),
         ..resolved(signing, next)
     };
     let alone = rotate(

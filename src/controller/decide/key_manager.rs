@@ -1,9 +1,9 @@
-//! Which versions of a Transit key sign and which are published: the key
-//! manager rotates (a new version), the operator publishes the new version
-//! first (Next) and, once every server can have fetched it, tries it; the
-//! version signs from the first token it brings (the rotation step's
+//! Which of a key manager's keys sign and which are published: a new key
+//! (a Transit key's new version, or the KMS key named as next) is
+//! published first (Next) and, once every server can have fetched it,
+//! tried; it signs from the first token it brings (the rotation step's
 //! trial), as for a key the operator generates. The state is the last
-//! status: the kid shown Active is the version that signs.
+//! status: the kid shown Active is the key that signs.
 
 use crate::controller::decide::rotation::KeyState;
 use crate::crd::KeyStatus;
@@ -34,6 +34,31 @@ pub fn choose(versions: &[(u64, String)], latest: u64, previous: &[KeyStatus]) -
     Choice {
         active,
         next: newer.then_some(latest),
+    }
+}
+
+/// One of two named keys: the one the spec says signs, or its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Named {
+    Key,
+    Next,
+}
+
+/// For keys named in the spec (AWS KMS's `key` and `nextKey`), by kid: which
+/// signs, and which is published ahead of it. The next key signs once the
+/// status shows it Active (a trial brought a token); until the spec names
+/// it as `key`, the old key is then left to retire.
+pub fn choose_named(
+    key: &str,
+    next: Option<&str>,
+    previous: &[KeyStatus],
+) -> (Named, Option<Named>) {
+    let active = previous.iter().find(|k| k.state == KeyState::Active);
+    match next {
+        Some(next) if next == key => (Named::Key, None),
+        Some(next) if active.is_some_and(|a| a.kid == next) => (Named::Next, None),
+        Some(_) => (Named::Key, Some(Named::Next)),
+        None => (Named::Key, None),
     }
 }
 
@@ -108,6 +133,24 @@ mod tests {
                 next: Some(3)
             }
         );
+    }
+
+    #[test]
+    fn a_named_next_key_is_published_then_signs_once_a_trial_promoted_it() {
+        assert_eq!(choose_named("a", None, &[]), (Named::Key, None));
+        let signing = [shown("a", KeyState::Active)];
+        assert_eq!(
+            choose_named("a", Some("b"), &signing),
+            (Named::Key, Some(Named::Next))
+        );
+        let published = [shown("a", KeyState::Active), shown("b", KeyState::Next)];
+        assert_eq!(choose_named("a", Some("b"), &published).0, Named::Key);
+        let promoted = [shown("b", KeyState::Active), shown("a", KeyState::Retiring)];
+        assert_eq!(choose_named("a", Some("b"), &promoted), (Named::Next, None));
+        // The spec then names the new key alone.
+        assert_eq!(choose_named("b", None, &promoted), (Named::Key, None));
+        // The same key named twice (the same kid under two aliases).
+        assert_eq!(choose_named("a", Some("a"), &signing), (Named::Key, None));
     }
 
     #[test]

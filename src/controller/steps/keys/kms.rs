@@ -1,0 +1,65 @@
+//! A key that stays in AWS KMS: the keys the namespace's aliases name are
+//! read from KMS at each refresh (their public keys); which signs and which
+//! is published ahead of it is chosen by
+//! [`decide::key_manager::choose_named`](crate::controller::decide::key_manager::choose_named)
+//! from the last status. Nothing is written, and no Secret holds the key.
+
+use crate::controller::Context;
+use crate::controller::decide::key_manager::{Named, choose_named};
+use crate::controller::decide::reason::{Failure, Reason};
+use crate::controller::model::target::Target;
+use crate::controller::steps::keys::transit::{accepted, signer_failure};
+use crate::controller::steps::keys::{KeyRequest, ResolvedKey, failure};
+use crate::smart::SigningKey;
+
+pub(super) async fn kms_key(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &KeyRequest<'_>,
+    key: &str,
+    next: Option<&str>,
+) -> Result<ResolvedKey, Failure> {
+    let Some(session) = &ctx.kms else {
+        return Err(failure(
+            Reason::InvalidSpec,
+            "spec.signing.awsKms: this operator is not configured for AWS KMS (aws.kms.enabled)"
+                .into(),
+        ));
+    };
+    let kms = session.kms().await;
+    let alias = |name: &str| session.settings().alias(target.namespace, name);
+    let (key_alias, next_alias) = (alias(key), next.map(alias));
+    let whose = format!("the AWS KMS key {key_alias}");
+    let algorithm = request.explicit_algorithm;
+    let current = kms.key(&key_alias, algorithm, None).await;
+    let current = current.map_err(|e| signer_failure(ctx, &whose, e))?;
+    accepted(request, &whose, current.algorithm(), "a KMS key of a spec")?;
+    let next = match &next_alias {
+        None => None,
+        Some(next_alias) => {
+            let whose = format!("the next AWS KMS key {next_alias}");
+            let next = kms.key(next_alias, algorithm, None).await;
+            let next = next.map_err(|e| signer_failure(ctx, &whose, e));
+            Some(next.and_then(|n| {
+                accepted(request, &whose, n.algorithm(), "a KMS key of a spec")?;
+                Ok(n)
+            }))
+        }
+    };
+    let next_kid = match &next {
+        Some(Ok(n)) => Some(n.kid()),
+        _ => None,
+    };
+    let (signs, ahead) = choose_named(current.kid(), next_kid, &request.previous.keys);
+    let (active, published, name) = match (signs, next) {
+        (Named::Next, Some(Ok(next))) => (next, None, next_alias.unwrap_or_default()),
+        // Both names lead to the same key: nothing to publish ahead.
+        (_, Some(Ok(_))) if ahead.is_none() => (current, None, key_alias),
+        // A next key that cannot be used is reported; the key signs on.
+        (_, next) => (current, next, key_alias),
+    };
+    let mut resolved = ResolvedKey::new(SigningKey::remote(active), "", Default::default());
+    resolved.next = published.map(|n| n.map(SigningKey::remote));
+    resolved.key_manager = Some(format!("AWS KMS key {name}"));
+    Ok(resolved)
+}
