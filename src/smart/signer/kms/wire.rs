@@ -99,7 +99,7 @@ pub fn error(f: &Failed<'_>, body: &str) -> SignerError {
         "SignatureDoesNotMatch" | "InvalidClientTokenId" | "UnrecognizedClient"
         | "ExpiredToken" | "InvalidSignature" | "IncompleteSignature" | "MissingAuthenticationToken" => {
             SignerError::Credential(format!(
-                "AWS refused the operator's credentials ({code}) to {}: check the credential source (IRSA or Pod Identity role, environment, instance profile) and the clock",
+                "AWS refused the credentials in use ({code}) to {}: check the credential source (IRSA or Pod Identity role, environment, instance profile) and the clock",
                 f.action
             ))
         }

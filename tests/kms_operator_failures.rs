@@ -1,0 +1,90 @@
+//! Each AWS KMS failure the operator meets keeps the token and says what to
+//! do: a missing `kms:Sign` names the action to grant (and signing resumes
+//! once granted, with no restart), a missing alias names what to create.
+//! Apart from tests/kms_operator.rs because the operator's credentials are
+//! the process's environment.
+
+mod support;
+
+use serde_json::json;
+use smart_backend_operator::crd::REFRESH_REQUESTED_ANNOTATION;
+use smart_backend_operator::smart::signer::KmsSettings;
+use support::moto::Moto;
+use support::oidc::{Client, OidcServer, Registration};
+use support::operator::{Harness, condition};
+
+const SCOPE: &str = "system/Patient.rs";
+
+#[tokio::test]
+async fn kms_failures_keep_the_token_and_say_what_to_do() {
+    let moto = Moto::start();
+    let (id, secret) = moto.user("operator", "kms:GetPublicKey");
+    // SAFETY: set before the operator (the only reader) starts, in a binary
+    // whose one test does this once.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", id);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
+        std::env::remove_var("AWS_SESSION_TOKEN");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let endpoint = moto.endpoint.parse().unwrap();
+    let h = Harness::with("kms-fail", move |settings| {
+        settings.kms = Some(KmsSettings {
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint),
+            alias_prefix: "sbo".into(),
+        });
+    })
+    .await;
+    let ns = h.ns.name.clone();
+    moto.create_key("ECC_NIST_P384", &format!("alias/sbo/{ns}/billing"));
+    let server = OidcServer::start(
+        &[Client {
+            id: "billing",
+            scope: SCOPE,
+            key: None,
+            registration: Registration::JwksUriAt(h.jwks_uri("billing")),
+        }],
+        &[SCOPE],
+        300,
+    );
+    let spec = |key: &str| {
+        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
+               "signing": {"awsKms": {"key": key}}})
+    };
+    h.apply("billing", spec("billing")).await;
+    let denied = h
+        .wait_condition(
+            "billing",
+            "TokenReady",
+            "False",
+            Some("KeyManagerForbidden"),
+        )
+        .await;
+    let message = condition(&denied, "TokenReady").unwrap().message.clone();
+    assert!(message.contains("allow kms:Sign"), "{message}");
+
+    // Granted: the next try signs.
+    moto.grant("operator", "kms:GetPublicKey,kms:Sign");
+    h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "granted")
+        .await;
+    h.wait_ready("billing").await;
+    let token = h.wait_secret("billing-token").await;
+
+    // An alias that does not exist is named, with what to create.
+    h.apply("other", spec("nope")).await;
+    let gone = h
+        .wait_condition("other", "KeyReady", "False", Some("KeyManagerKeyNotFound"))
+        .await;
+    let message = condition(&gone, "KeyReady").unwrap().message.clone();
+    assert!(
+        message.contains(&format!("alias/sbo/{ns}/nope")) && message.contains("create it"),
+        "{message}"
+    );
+    // The working client's token was kept throughout.
+    assert_eq!(
+        Harness::value(&h.secret("billing-token").await.unwrap(), "access_token"),
+        Harness::value(&token, "access_token")
+    );
+    assert_eq!(server.stats().await, (1, 1));
+}
