@@ -1,7 +1,9 @@
 //! Signing latency per assertion: a key held in the operator's memory
 //! beside a key that stays in OpenBao Transit (a dev server on loopback,
 //! so the figure is the key manager's own cost plus one local HTTP round
-//! trip; a Vault across a network adds its latency). ES384 and RS384
+//! trip; a Vault across a network adds its latency) and one in AWS KMS as
+//! moto serves it on loopback (SigV4 signed and checked; moto is Python, so
+//! this is the client's cost plus a slow local server, not AWS's latency). ES384 and RS384
 //! (RSA-3072) each; every assertion is prepared, signed and finished as the
 //! operator does it (`SigningKey::sign_assertion`).
 //!
@@ -14,7 +16,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smart_backend_operator::smart::signer::{Transit, TransitConfig};
+use smart_backend_operator::smart::signer::{Kms, Transit, TransitConfig};
 use smart_backend_operator::smart::{
     AssertionParams, HttpClient, HttpPolicy, PrivateKey, SecretString, SigningAlgorithm, SigningKey,
 };
@@ -56,6 +58,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
+    let moto = support::moto::Moto::start();
+    moto.create_key("ECC_NIST_P384", "alias/bench/es");
+    moto.create_key("RSA_3072", "alias/bench/rs");
+    let (id, secret) = moto.user("bench", "kms:GetPublicKey,kms:Sign");
+    // SAFETY: set before any thread of this process reads the environment.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", id);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let result = runtime.block_on(async {
         let bao = support::bao::Bao::start().await;
@@ -67,11 +79,16 @@ fn main() {
             ..HttpPolicy::default()
         })
         .unwrap();
+        let endpoint = moto.endpoint.parse().unwrap();
+        let timeout = Duration::from_secs(15);
+        let kms = Arc::new(Kms::connect(Some("us-east-1".into()), Some(&endpoint), timeout).await);
         let mut out = serde_json::Map::new();
         for (name, algorithm, bits, transit_key) in [
             ("ES384", SigningAlgorithm::ES384, 0, "es"),
             ("RS384", SigningAlgorithm::RS384, 3072, "rs"),
         ] {
+            let alias = format!("alias/bench/{transit_key}");
+            let in_kms = SigningKey::remote(kms.key(&alias, None, None).await.unwrap());
             let local = PrivateKey::generate(algorithm, bits)
                 .and_then(|k| k.into_signing_key(Some(algorithm), None))
                 .unwrap();
@@ -87,6 +104,10 @@ fn main() {
             out.insert(
                 format!("{name} in OpenBao Transit"),
                 measure(&remote, n).await,
+            );
+            out.insert(
+                format!("{name} in AWS KMS (moto)"),
+                measure(&in_kms, n).await,
             );
         }
         serde_json::json!({"assertions_per_signer": n, "latency": out})
