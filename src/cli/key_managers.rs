@@ -132,3 +132,51 @@ impl AwsArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(prefix: &str, endpoint: Option<&str>, region: Option<&str>) -> AwsArgs {
+        AwsArgs {
+            aws_kms: true,
+            aws_region: region.map(Into::into),
+            aws_kms_endpoint: endpoint.map(|e| e.parse().unwrap()),
+            aws_kms_alias_prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn the_kms_settings_are_the_installations_and_checked() {
+        let fine = args(
+            "/smartbackend/",
+            Some("https://kms.vpce.example"),
+            Some("eu-west-1"),
+        );
+        let settings = fine.settings(false).unwrap().unwrap();
+        assert_eq!(
+            settings.alias("team-a", "billing"),
+            "alias/smartbackend/team-a/billing"
+        );
+        let off = AwsArgs {
+            aws_kms: false,
+            ..fine
+        };
+        assert!(off.settings(false).unwrap().is_none());
+        let http = args("sbo", Some("http://127.0.0.1:4566"), None);
+        assert!(
+            http.settings(false)
+                .unwrap_err()
+                .to_string()
+                .contains("not HTTPS")
+        );
+        assert!(http.settings(true).is_ok());
+        for prefix in ["aws", "a b", "x.y"] {
+            assert!(
+                args(prefix, None, None).settings(false).is_err(),
+                "{prefix}"
+            );
+        }
+        assert!(args("sbo", None, Some("EU West")).settings(false).is_err());
+    }
+}
