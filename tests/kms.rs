@@ -10,10 +10,9 @@ mod support;
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use support::key_managers::{SCOPE, assert_public_sets, server_knowing};
 use support::moto::{Credentials, Moto};
-use support::oidc::{Client, OidcServer, Registration};
-
-const SCOPE: &str = "system/Patient.rs";
+use support::oidc::OidcServer;
 const SIGNER: &str = "kms:GetPublicKey,kms:Sign";
 
 /// The binary with only the AWS settings given here.
@@ -85,28 +84,8 @@ async fn both_algorithms_sign_in_kms_and_the_server_accepts_them() {
     // A key named by its ARN is the same key.
     let rsa = jwks(&moto, &env, &rsa_arn);
     assert_eq!(rsa, jwks(&moto, &env, "alias/test/rsa"));
-    assert_eq!(ec["keys"][0]["alg"], "ES384");
-    assert_eq!(ec["keys"][0]["crv"], "P-384");
-    assert_eq!(rsa["keys"][0]["alg"], "RS384");
-    assert!(ec["keys"][0].get("d").is_none() && rsa["keys"][0].get("d").is_none());
-    let server = OidcServer::start(
-        &[
-            Client {
-                id: "kms-ec",
-                scope: SCOPE,
-                key: None,
-                registration: Registration::InlineJwks(ec.clone()),
-            },
-            Client {
-                id: "kms-rsa",
-                scope: SCOPE,
-                key: None,
-                registration: Registration::InlineJwks(rsa.clone()),
-            },
-        ],
-        &[SCOPE],
-        300,
-    );
+    assert_public_sets(&ec, &rsa);
+    let server = server_knowing(&[("kms-ec", &ec), ("kms-rsa", &rsa)]);
     for (id, key, set, alg) in [
         ("kms-ec", "alias/test/ec", &ec, "ES384"),
         ("kms-rsa", "alias/test/rsa", &rsa, "RS384"),
@@ -139,16 +118,7 @@ async fn a_web_identity_signs_as_irsa_would() {
         ("AWS_ENDPOINT_URL_STS", moto.endpoint.as_str()),
     ];
     let set = jwks(&moto, &env, "alias/test/ec");
-    let server = OidcServer::start(
-        &[Client {
-            id: "irsa",
-            scope: SCOPE,
-            key: None,
-            registration: Registration::InlineJwks(set),
-        }],
-        &[SCOPE],
-        300,
-    );
+    let server = server_knowing(&[("irsa", &set)]);
     let output = token(&moto, &env, "alias/test/ec", &server, "irsa");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(server.stats().await, (1, 1));

@@ -15,17 +15,17 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 use smart_backend_operator::controller::Settings;
-use smart_backend_operator::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClient};
+use smart_backend_operator::crd::REFRESH_REQUESTED_ANNOTATION;
 use smart_backend_operator::smart::signer::KmsSettings;
 use support::cluster::wait_for;
+use support::key_managers::{
+    SCOPE, no_key_material, server_fetching, token_of, wait_next_published, wait_promoted,
+};
 use support::moto::Moto;
-use support::oidc::{Client, OidcServer, Registration};
+use support::oidc::OidcServer;
 use support::operator::{Harness, condition};
-
-const SCOPE: &str = "system/Patient.rs";
 
 fn kms_settings(moto: &Moto) -> impl FnOnce(&mut Settings) + use<> {
     let endpoint = moto.endpoint.parse().unwrap();
@@ -42,50 +42,6 @@ fn kms_settings(moto: &Moto) -> impl FnOnce(&mut Settings) + use<> {
     }
 }
 
-/// The operator's credentials: a user allowed `actions`, in this process's
-/// environment (the SDK's standard chain reads it at the first use).
-fn operator_user(moto: &Moto, actions: &str) {
-    let (id, secret) = moto.user("operator", actions);
-    // SAFETY: set before the operator (the only reader) starts, in a binary
-    // whose one test does this once.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", id);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
-        std::env::remove_var("AWS_SESSION_TOKEN");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
-}
-
-/// No Secret in the namespace holds a private key, in any form.
-async fn no_key_material(h: &Harness) {
-    let secrets = h.secrets().list(&Default::default()).await.unwrap();
-    for secret in secrets.items {
-        for (name, value) in secret.data.unwrap_or_default() {
-            let text = String::from_utf8_lossy(&value.0);
-            assert!(
-                !text.contains("PRIVATE KEY") && !text.contains("\"d\""),
-                "Secret {:?} key {name} holds key material",
-                secret.metadata.name
-            );
-        }
-    }
-}
-
-fn token_of(secret: &Secret) -> String {
-    Harness::value(secret, "access_token")
-}
-
-fn states(sbc: &SmartBackendClient) -> Vec<(String, String)> {
-    let keys = sbc
-        .status
-        .as_ref()
-        .map(|s| s.keys.clone())
-        .unwrap_or_default();
-    keys.iter()
-        .map(|k| (k.kid.clone(), format!("{:?}", k.state)))
-        .collect()
-}
-
 fn spec(server: &OidcServer, kms: serde_json::Value) -> serde_json::Value {
     json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
            "signing": {"awsKms": kms}})
@@ -94,21 +50,12 @@ fn spec(server: &OidcServer, kms: serde_json::Value) -> serde_json::Value {
 #[tokio::test]
 async fn an_operator_signs_in_kms_and_rotates_to_the_next_key_with_no_refusal() {
     let moto = Moto::start();
-    operator_user(&moto, "kms:GetPublicKey,kms:Sign");
+    moto.operator_user("kms:GetPublicKey,kms:Sign");
     let mut h = Harness::with("kms-op", kms_settings(&moto)).await;
     let ns = h.ns.name.clone();
     let alias = |name: &str| format!("alias/smartbackend/{ns}/{name}");
     moto.create_key("ECC_NIST_P384", &alias("billing"));
-    let server = OidcServer::start(
-        &[Client {
-            id: "billing",
-            scope: SCOPE,
-            key: None,
-            registration: Registration::JwksUriAt(h.jwks_uri("billing")),
-        }],
-        &[SCOPE],
-        300,
-    );
+    let server = server_fetching(&h, "billing");
     h.apply("billing", spec(&server, json!({"key": "billing"})))
         .await;
     let sbc = h.wait_ready("billing").await;
@@ -130,38 +77,14 @@ async fn an_operator_signs_in_kms_and_rotates_to_the_next_key_with_no_refusal() 
         spec(&server, json!({"key": "billing", "nextKey": "billing-2"})),
     )
     .await;
-    let sbcs = h.sbcs();
-    let published = wait_for(
-        "the next key published beside the signing one",
-        Duration::from_secs(60),
-        || async { sbcs.get("billing").await.ok() },
-        |sbc| states(sbc).iter().any(|(_, s)| s == "Next"),
-    )
-    .await;
-    let next_kid = states(&published)
-        .into_iter()
-        .find(|(_, s)| s == "Next")
-        .unwrap()
-        .0;
+    let next_kid = wait_next_published(&h).await;
     // ... through an operator restart (its state is the status) ...
     let mut settings = support::operator::test_settings(&ns);
     kms_settings(&moto)(&mut settings);
     h.restart_in_place(settings).await;
     // ... and after the JWKS max-age (60 s here) and the margin, a token
     // request tries it, and the token it brings makes it the signing one.
-    let switched = wait_for(
-        "the next key signing",
-        Duration::from_secs(120),
-        || async { sbcs.get("billing").await.ok() },
-        |sbc| sbc.status.as_ref().and_then(|s| s.kid.clone()) == Some(next_kid.clone()),
-    )
-    .await;
-    h.wait_event("billing", "KeyRotated").await;
-    assert!(
-        states(&switched).iter().any(|(_, s)| s == "Retiring"),
-        "{:?}",
-        states(&switched)
-    );
+    wait_promoted(&h, &next_kid).await;
     // The spec then names the new key alone: it goes on signing.
     h.apply("billing", spec(&server, json!({"key": "billing-2"})))
         .await;
@@ -176,7 +99,7 @@ async fn an_operator_signs_in_kms_and_rotates_to_the_next_key_with_no_refusal() 
         |s| token_of(s) != before,
     )
     .await;
-    let now = sbcs.get("billing").await.unwrap();
+    let now = h.sbcs().get("billing").await.unwrap();
     assert_eq!(now.status.and_then(|s| s.kid), Some(next_kid));
     let (requests, issued) = server.stats().await;
     assert!(requests >= 3, "{requests}");

@@ -9,24 +9,14 @@ mod support;
 use serde_json::json;
 use smart_backend_operator::crd::REFRESH_REQUESTED_ANNOTATION;
 use smart_backend_operator::smart::signer::KmsSettings;
+use support::key_managers::{SCOPE, server_fetching};
 use support::moto::Moto;
-use support::oidc::{Client, OidcServer, Registration};
 use support::operator::{Harness, condition};
-
-const SCOPE: &str = "system/Patient.rs";
 
 #[tokio::test]
 async fn kms_failures_keep_the_token_and_say_what_to_do() {
     let moto = Moto::start();
-    let (id, secret) = moto.user("operator", "kms:GetPublicKey");
-    // SAFETY: set before the operator (the only reader) starts, in a binary
-    // whose one test does this once.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", id);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
-        std::env::remove_var("AWS_SESSION_TOKEN");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
+    moto.operator_user("kms:GetPublicKey");
     let endpoint = moto.endpoint.parse().unwrap();
     let h = Harness::with("kms-fail", move |settings| {
         settings.kms = Some(KmsSettings {
@@ -38,16 +28,7 @@ async fn kms_failures_keep_the_token_and_say_what_to_do() {
     .await;
     let ns = h.ns.name.clone();
     moto.create_key("ECC_NIST_P384", &format!("alias/sbo/{ns}/billing"));
-    let server = OidcServer::start(
-        &[Client {
-            id: "billing",
-            scope: SCOPE,
-            key: None,
-            registration: Registration::JwksUriAt(h.jwks_uri("billing")),
-        }],
-        &[SCOPE],
-        300,
-    );
+    let server = server_fetching(&h, "billing");
     let spec = |key: &str| {
         json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
                "signing": {"awsKms": {"key": key}}})

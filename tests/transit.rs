@@ -9,9 +9,8 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use support::bao::{Bao, signer_policy};
-use support::oidc::{Client, OidcServer, Registration};
-
-const SCOPE: &str = "system/Patient.rs";
+use support::key_managers::{SCOPE, assert_public_sets, server_knowing};
+use support::oidc::OidcServer;
 
 fn command(bao: &Bao, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
@@ -81,28 +80,8 @@ async fn both_algorithms_sign_in_transit_and_the_server_accepts_them() {
         .await;
     let ec = jwks(&bao, &signer, "ec");
     let rsa = jwks(&bao, &signer, "rsa");
-    assert_eq!(ec["keys"][0]["alg"], "ES384");
-    assert_eq!(ec["keys"][0]["crv"], "P-384");
-    assert_eq!(rsa["keys"][0]["alg"], "RS384");
-    assert!(ec["keys"][0].get("d").is_none() && rsa["keys"][0].get("d").is_none());
-    let server = OidcServer::start(
-        &[
-            Client {
-                id: "transit-ec",
-                scope: SCOPE,
-                key: None,
-                registration: Registration::InlineJwks(ec.clone()),
-            },
-            Client {
-                id: "transit-rsa",
-                scope: SCOPE,
-                key: None,
-                registration: Registration::InlineJwks(rsa.clone()),
-            },
-        ],
-        &[SCOPE],
-        300,
-    );
+    assert_public_sets(&ec, &rsa);
+    let server = server_knowing(&[("transit-ec", &ec), ("transit-rsa", &rsa)]);
     for (id, key, set, alg) in [
         ("transit-ec", "ec", &ec, "ES384"),
         ("transit-rsa", "rsa", &rsa, "RS384"),
@@ -128,16 +107,7 @@ async fn a_rotated_transit_key_signs_with_the_version_asked_for() {
     bao.call("POST", "transit/keys/ec/rotate", json!({})).await;
     let second = jwks(&bao, &signer, "ec");
     assert_ne!(first["keys"][0]["kid"], second["keys"][0]["kid"]);
-    let server = OidcServer::start(
-        &[Client {
-            id: "c",
-            scope: SCOPE,
-            key: None,
-            registration: Registration::InlineJwks(first),
-        }],
-        &[SCOPE],
-        300,
-    );
+    let server = server_knowing(&[("c", &first)]);
     let latest = token(&bao, &signer, "ec", &server, "c");
     assert!(!latest.status.success(), "version 2 is not registered");
     let pinned = token_with(

@@ -12,17 +12,17 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 use smart_backend_operator::controller::Settings;
-use smart_backend_operator::crd::{REFRESH_REQUESTED_ANNOTATION, SmartBackendClient};
+use smart_backend_operator::crd::REFRESH_REQUESTED_ANNOTATION;
 use smart_backend_operator::smart::signer::{VaultLogin, VaultSettings};
 use support::bao::{Bao, signer_policy};
 use support::cluster::{kubeconfig_path, kubectl, wait_for};
-use support::oidc::{Client, OidcServer, Registration};
+use support::key_managers::{
+    SCOPE, no_key_material, server_fetching, token_of, wait_next_published, wait_promoted,
+};
+use support::oidc::OidcServer;
 use support::operator::{Harness, condition};
-
-const SCOPE: &str = "system/Patient.rs";
 
 /// OpenBao's Kubernetes auth, pointed at the test control plane; a role
 /// `smart` for the ServiceAccount `sbo` of `namespace` (audience `vault`)
@@ -149,25 +149,6 @@ fn write_vault_jwt(namespace: &str, path: &std::path::Path) {
     std::fs::write(path, token.stdout).unwrap();
 }
 
-/// No Secret in the namespace holds a private key, in any form.
-async fn no_key_material(h: &Harness) {
-    let secrets = h.secrets().list(&Default::default()).await.unwrap();
-    for secret in secrets.items {
-        for (name, value) in secret.data.unwrap_or_default() {
-            let text = String::from_utf8_lossy(&value.0);
-            assert!(
-                !text.contains("PRIVATE KEY") && !text.contains("\"d\""),
-                "Secret {:?} key {name} holds key material",
-                secret.metadata.name
-            );
-        }
-    }
-}
-
-fn token_of(secret: &Secret) -> String {
-    Harness::value(secret, "access_token")
-}
-
 /// What each test starts from: OpenBao with the Transit key
 /// `<namespace>.billing` (ES384) and Kubernetes auth for the operator with
 /// the policy `policy(key)`; an operator configured for it; oidc-provider
@@ -194,16 +175,7 @@ impl World {
         kubernetes_auth(&bao, &ns, &policy(&key)).await;
         write_vault_jwt(&ns, &jwt_file);
         bao.create_key(&key, "ecdsa-p384").await;
-        let server = OidcServer::start(
-            &[Client {
-                id: "billing",
-                scope: SCOPE,
-                key: None,
-                registration: Registration::JwksUriAt(h.jwks_uri("billing")),
-            }],
-            &[SCOPE],
-            300,
-        );
+        let server = server_fetching(&h, "billing");
         World {
             bao,
             h,
@@ -230,18 +202,6 @@ impl World {
     }
 }
 
-/// The states the status shows, by kid.
-fn states(sbc: &SmartBackendClient) -> Vec<(String, String)> {
-    let keys = sbc
-        .status
-        .as_ref()
-        .map(|s| s.keys.clone())
-        .unwrap_or_default();
-    keys.iter()
-        .map(|k| (k.kid.clone(), format!("{:?}", k.state)))
-        .collect()
-}
-
 #[tokio::test]
 async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal() {
     let mut w = World::new("transit-op", signer_policy).await;
@@ -264,36 +224,12 @@ async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal()
         .await;
     w.h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "v2-published")
         .await;
-    let sbcs = w.h.sbcs();
-    let published = wait_for(
-        "the new version published beside the signing one",
-        Duration::from_secs(60),
-        || async { sbcs.get("billing").await.ok() },
-        |sbc| states(sbc).iter().any(|(_, s)| s == "Next"),
-    )
-    .await;
-    let next_kid = states(&published)
-        .into_iter()
-        .find(|(_, s)| s == "Next")
-        .unwrap()
-        .0;
+    let next_kid = wait_next_published(&w.h).await;
     // ... through an operator restart (its state is the status) ...
     w.restart().await;
     // ... and after the JWKS max-age (60 s here) and the margin, a token
     // request tries it, and the token it brings makes it the signing one.
-    let switched = wait_for(
-        "the new version signing",
-        Duration::from_secs(120),
-        || async { sbcs.get("billing").await.ok() },
-        |sbc| sbc.status.as_ref().and_then(|s| s.kid.clone()) == Some(next_kid.clone()),
-    )
-    .await;
-    w.h.wait_event("billing", "KeyRotated").await;
-    assert!(
-        states(&switched).iter().any(|(_, s)| s == "Retiring"),
-        "{:?}",
-        states(&switched)
-    );
+    wait_promoted(&w.h, &next_kid).await;
     // Another restart: the new version goes on signing.
     w.restart().await;
     let before = token_of(&w.h.secret("billing-token").await.unwrap());
@@ -307,7 +243,7 @@ async fn an_operator_signs_in_transit_and_rotates_its_versions_with_no_refusal()
         |s| token_of(s) != before,
     )
     .await;
-    let now = sbcs.get("billing").await.unwrap();
+    let now = w.h.sbcs().get("billing").await.unwrap();
     assert_eq!(now.status.and_then(|s| s.kid), Some(next_kid));
     let (requests, issued) = w.server.stats().await;
     assert!(requests >= 3, "{requests}");

@@ -126,7 +126,7 @@ pub async fn held_key(
         let timeout = HttpPolicy::default().request_timeout;
         let kms = Kms::connect(args.aws_region.clone(), endpoint, timeout).await;
         let key = Arc::new(kms).key(key_id, None, kid).await?;
-        return Ok(HeldKey::Remote(key.into()));
+        return Ok(HeldKey::Remote(key));
     }
     let Some(name) = &args.vault_transit_key else {
         let path = args
@@ -154,5 +154,5 @@ pub async fn held_key(
     let key = Arc::new(transit)
         .key(None, args.vault_transit_version, kid)
         .await?;
-    Ok(HeldKey::Remote(key.into()))
+    Ok(HeldKey::Remote(key))
 }

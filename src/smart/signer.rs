@@ -9,61 +9,70 @@ pub mod kms;
 pub mod session;
 pub mod transit;
 
+use std::sync::Arc;
+
 use super::HttpError;
 use super::SigningAlgorithm;
 use super::assertion::{self, AssertionError, AssertionParams, ClientAssertion};
 use super::keys::{KeyError, PublicParams, SigningKey};
 
-pub use kms::{Kms, KmsKey, KmsSession, KmsSettings};
+pub use kms::{Kms, KmsSession, KmsSettings};
 pub use session::{VaultLogin, VaultSession, VaultSettings};
-pub use transit::{Transit, TransitConfig, TransitKey};
+pub use transit::{Transit, TransitConfig};
+
+/// Where a key manager's key signs.
+#[derive(Clone, Debug)]
+enum Place {
+    /// One version of a Transit key.
+    Transit { transit: Arc<Transit>, version: u64 },
+    /// A KMS key, by its id (an ARN from AWS), and as the user named it.
+    Kms {
+        kms: Arc<Kms>,
+        key_id: String,
+        named: String,
+    },
+}
 
 /// A key a key manager holds: what it publishes and how it signs.
 #[derive(Clone, Debug)]
-pub enum RemoteKey {
-    Transit(TransitKey),
-    Kms(KmsKey),
-}
-
-impl From<TransitKey> for RemoteKey {
-    fn from(key: TransitKey) -> Self {
-        RemoteKey::Transit(key)
-    }
-}
-
-impl From<KmsKey> for RemoteKey {
-    fn from(key: KmsKey) -> Self {
-        RemoteKey::Kms(key)
-    }
+pub struct RemoteKey {
+    place: Place,
+    algorithm: SigningAlgorithm,
+    kid: String,
+    public: PublicParams,
 }
 
 impl RemoteKey {
-    pub fn algorithm(&self) -> SigningAlgorithm {
-        match self {
-            RemoteKey::Transit(key) => key.algorithm(),
-            RemoteKey::Kms(key) => key.algorithm(),
+    fn new(place: Place, algorithm: SigningAlgorithm, kid: String, public: PublicParams) -> Self {
+        RemoteKey {
+            place,
+            algorithm,
+            kid,
+            public,
         }
+    }
+
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
     }
 
     pub fn kid(&self) -> &str {
-        match self {
-            RemoteKey::Transit(key) => key.kid(),
-            RemoteKey::Kms(key) => key.kid(),
-        }
+        &self.kid
     }
 
     pub fn public(&self) -> &PublicParams {
-        match self {
-            RemoteKey::Transit(key) => key.public(),
-            RemoteKey::Kms(key) => key.public(),
-        }
+        &self.public
     }
 
     /// The JOSE signature of `input`, made by the key manager.
     pub async fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignerError> {
-        match self {
-            RemoteKey::Transit(key) => key.sign(input).await,
-            RemoteKey::Kms(key) => key.sign(input).await,
+        match &self.place {
+            Place::Transit { transit, version } => {
+                transit.sign(*version, self.algorithm, input).await
+            }
+            Place::Kms { kms, key_id, named } => {
+                kms.sign(key_id, named, self.algorithm, input).await
+            }
         }
     }
 }

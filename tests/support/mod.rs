@@ -7,6 +7,7 @@ pub mod bao;
 pub mod cluster;
 pub mod fault_server;
 pub mod helm;
+pub mod key_managers;
 pub mod keycloak;
 pub mod moto;
 pub mod node;

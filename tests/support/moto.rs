@@ -108,6 +108,21 @@ impl Moto {
         credentials(&self.run(&["user", name, actions]))
     }
 
+    /// The operator's credentials: the user `operator`, allowed `actions`,
+    /// in this process's environment (the SDK's standard chain reads it at
+    /// the first use). For a binary whose one test calls this once, before
+    /// it starts an operator.
+    pub fn operator_user(&self, actions: &str) {
+        let (id, secret) = self.user("operator", actions);
+        // SAFETY: no other thread reads the environment yet (see above).
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", id);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
+            std::env::remove_var("AWS_SESSION_TOKEN");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+    }
+
     /// The actions `name` is allowed from now on.
     pub fn grant(&self, name: &str, actions: &str) {
         self.run(&["grant", name, actions]);

@@ -45,8 +45,7 @@ impl SigningKey {
     }
 
     /// A key manager's key: it signs there.
-    pub fn remote(key: impl Into<RemoteKey>) -> Self {
-        let key = key.into();
+    pub fn remote(key: RemoteKey) -> Self {
         SigningKey {
             algorithm: key.algorithm(),
             kid: key.kid().to_string(),

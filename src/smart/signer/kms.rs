@@ -16,9 +16,9 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use url::Url;
 
-use super::SignerError;
+use super::{Place, RemoteKey, SignerError};
 use crate::smart::SigningAlgorithm;
-use crate::smart::keys::{PublicParams, read_public_key};
+use crate::smart::keys::read_public_key;
 
 /// How the operator reaches KMS: the installation's, never a resource's
 /// (a resource that chose the endpoint could send the operator's signed
@@ -120,7 +120,7 @@ impl Kms {
         key_id: &str,
         algorithm: Option<SigningAlgorithm>,
         kid: Option<String>,
-    ) -> Result<KmsKey, SignerError> {
+    ) -> Result<RemoteKey, SignerError> {
         let action = format!("read the public key of AWS KMS key {key_id}");
         let answer = self.client.get_public_key().key_id(key_id).send().await;
         let out = answer.map_err(|e| failure(&action, key_id, "kms:GetPublicKey", &e))?;
@@ -162,14 +162,37 @@ impl Kms {
         let der = out.public_key().ok_or_else(|| malformed("no public key"))?;
         let (_, public) = read_public_key(der.as_ref())?;
         let id = out.key_id().ok_or_else(|| malformed("no key id"))?;
-        Ok(KmsKey {
+        let place = Place::Kms {
             kms: Arc::clone(self),
             key_id: id.to_string(),
             named: key_id.to_string(),
-            algorithm: own,
-            kid: kid.unwrap_or_else(|| public.thumbprint()),
-            public,
-        })
+        };
+        let kid = kid.unwrap_or_else(|| public.thumbprint());
+        Ok(RemoteKey::new(place, own, kid, public))
+    }
+
+    /// A signature by the key `key_id` (`named` so by the user).
+    pub(super) async fn sign(
+        &self,
+        key_id: &str,
+        named: &str,
+        algorithm: SigningAlgorithm,
+        input: &[u8],
+    ) -> Result<Vec<u8>, SignerError> {
+        let action = format!("sign with AWS KMS key {named}");
+        let answer = self
+            .client
+            .sign()
+            .key_id(key_id)
+            .message(Blob::new(input))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::from(wire::kms_algorithm(algorithm)))
+            .send()
+            .await;
+        let out = answer.map_err(|e| failure(&action, named, "kms:Sign", &e))?;
+        let signature = out.signature().map(|b| b.as_ref()).unwrap_or_default();
+        wire::jose_signature(algorithm, signature)
+            .map_err(|reason| SignerError::Malformed { action, reason })
     }
 }
 
@@ -209,66 +232,4 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
         network,
     };
     wire::error(&failed, &body)
-}
-
-/// A KMS key: what it publishes and how it signs.
-#[derive(Clone)]
-pub struct KmsKey {
-    kms: Arc<Kms>,
-    /// The key's id (an ARN from AWS), which signs.
-    key_id: String,
-    /// As the user named it (an alias), for messages.
-    named: String,
-    algorithm: SigningAlgorithm,
-    kid: String,
-    public: PublicParams,
-}
-
-impl std::fmt::Debug for KmsKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsKey")
-            .field("key_id", &self.key_id)
-            .field("named", &self.named)
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
-
-impl KmsKey {
-    pub fn algorithm(&self) -> SigningAlgorithm {
-        self.algorithm
-    }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    pub fn public(&self) -> &PublicParams {
-        &self.public
-    }
-
-    /// The key's id in KMS (an ARN from AWS).
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
-
-    pub async fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let action = format!("sign with AWS KMS key {}", self.named);
-        let answer = self
-            .kms
-            .client
-            .sign()
-            .key_id(&self.key_id)
-            .message(Blob::new(input))
-            .message_type(MessageType::Raw)
-            .signing_algorithm(SigningAlgorithmSpec::from(wire::kms_algorithm(
-                self.algorithm,
-            )))
-            .send()
-            .await;
-        let out = answer.map_err(|e| failure(&action, &self.named, "kms:Sign", &e))?;
-        let signature = out.signature().map(|b| b.as_ref()).unwrap_or_default();
-        wire::jose_signature(self.algorithm, signature)
-            .map_err(|reason| SignerError::Malformed { action, reason })
-    }
 }

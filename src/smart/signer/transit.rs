@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::SignerError;
+use super::{Place, RemoteKey, SignerError};
 use crate::smart::keys::{PublicParams, read_public_key};
 use crate::smart::{HttpClient, SecretString, SigningAlgorithm};
 
@@ -120,7 +120,7 @@ impl Transit {
         algorithm: Option<SigningAlgorithm>,
         version: Option<u64>,
         kid: Option<String>,
-    ) -> Result<TransitKey, SignerError> {
+    ) -> Result<RemoteKey, SignerError> {
         let info = self.read_key().await?;
         self.version_of(&info, algorithm, version, kid)
     }
@@ -132,7 +132,7 @@ impl Transit {
         algorithm: Option<SigningAlgorithm>,
         version: Option<u64>,
         kid: Option<String>,
-    ) -> Result<TransitKey, SignerError> {
+    ) -> Result<RemoteKey, SignerError> {
         let algorithm = self.algorithm_for(info, algorithm)?;
         let version = version.unwrap_or(info.latest_version);
         let pem = info
@@ -181,17 +181,15 @@ impl Transit {
         algorithm: SigningAlgorithm,
         public: PublicParams,
         kid: String,
-    ) -> TransitKey {
-        TransitKey {
+    ) -> RemoteKey {
+        let place = Place::Transit {
             transit: Arc::clone(self),
             version,
-            algorithm,
-            kid,
-            public,
-        }
+        };
+        RemoteKey::new(place, algorithm, kid, public)
     }
 
-    async fn sign(
+    pub(super) async fn sign(
         &self,
         version: u64,
         algorithm: SigningAlgorithm,
@@ -264,32 +262,4 @@ pub async fn login(
         reason,
     })?;
     Ok((SecretString::new(token), lease))
-}
-
-/// One version of a Transit key: what it publishes and how it signs.
-#[derive(Clone, Debug)]
-pub struct TransitKey {
-    transit: Arc<Transit>,
-    version: u64,
-    algorithm: SigningAlgorithm,
-    kid: String,
-    public: PublicParams,
-}
-
-impl TransitKey {
-    pub fn algorithm(&self) -> SigningAlgorithm {
-        self.algorithm
-    }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    pub fn public(&self) -> &PublicParams {
-        &self.public
-    }
-
-    pub async fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignerError> {
-        self.transit.sign(self.version, self.algorithm, input).await
-    }
 }
