@@ -50,6 +50,10 @@ fn bad_values_fail_at_install_time_with_a_clear_message() {
             vec!["--set", "vault.address=https://vault.example.org"],
             "vault.role is required",
         ),
+        (
+            vec!["--set", "aws.kms.endpoint=http://kms.internal"],
+            "/aws/kms/endpoint",
+        ),
     ] {
         let output = helm(&[&["template", "x", CHART], values.as_slice()].concat());
         assert!(!output.status.success(), "{values:?} must be refused");
@@ -96,6 +100,17 @@ fn the_public_jwks_url_and_the_selector_come_from_the_values() {
         "mountPath: /var/run/secrets/smartbackend.dev/vault",
     ] {
         assert!(vault.contains(expected), "{expected}: {vault}");
+    }
+    // AWS KMS: off by default; on, the flags that name the region and the
+    // alias prefix (credentials come from the pod's standard chain).
+    assert!(!render(&[]).contains("--aws-kms"));
+    let kms = render(&["aws.kms.enabled=true", "aws.kms.region=eu-west-1"]);
+    for expected in [
+        "- --aws-kms\n",
+        "- --aws-kms-alias-prefix=smartbackend",
+        "- --aws-region=eu-west-1",
+    ] {
+        assert!(kms.contains(expected), "{expected}: {kms}");
     }
     assert!(
         render(&["watch.selector=tier in (a\\,b)"]).contains("- \"--selector=tier in (a,b)\""),

@@ -1,6 +1,7 @@
 //! Each AWS KMS failure the operator meets keeps the token and says what to
 //! do: a missing `kms:Sign` names the action to grant (and signing resumes
-//! once granted, with no restart), a missing alias names what to create.
+//! once granted, with no restart), a missing alias names what to create, a
+//! missing next key is reported while the key signs on.
 //! Apart from tests/kms_operator.rs because the operator's credentials are
 //! the process's environment.
 
@@ -60,6 +61,32 @@ async fn kms_failures_keep_the_token_and_say_what_to_do() {
     let message = condition(&gone, "KeyReady").unwrap().message.clone();
     assert!(
         message.contains(&format!("alias/sbo/{ns}/nope")) && message.contains("create it"),
+        "{message}"
+    );
+    // A next key that does not exist is reported; the key signs on.
+    h.apply(
+        "billing",
+        json!({"fhirBaseUrl": server.fhir_base_url, "clientId": "billing", "scopes": [SCOPE],
+               "signing": {"awsKms": {"key": "billing", "nextKey": "gone"}}}),
+    )
+    .await;
+    let sbcs = h.sbcs();
+    let reported = support::cluster::wait_for(
+        "the missing next key reported",
+        std::time::Duration::from_secs(60),
+        || async { sbcs.get("billing").await.ok() },
+        |sbc| {
+            condition(sbc, "KeyReady").is_some_and(|c| {
+                c.status == "True"
+                    && c.message
+                        .contains("(spec.signing.awsKms.nextKey) is not published")
+            })
+        },
+    )
+    .await;
+    let message = condition(&reported, "KeyReady").unwrap().message.clone();
+    assert!(
+        message.contains(&format!("alias/sbo/{ns}/gone")),
         "{message}"
     );
     // The working client's token was kept throughout.

@@ -242,7 +242,9 @@ fn instance_name() -> String {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,reqwest=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,kube=warn,hyper=warn,reqwest=warn,aws_config=warn,aws_smithy_runtime=warn",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

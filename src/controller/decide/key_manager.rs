@@ -44,21 +44,26 @@ pub enum Named {
     Next,
 }
 
-/// For keys named in the spec (AWS KMS's `key` and `nextKey`), by kid: which
-/// signs, and which is published ahead of it. The next key signs once the
-/// status shows it Active (a trial brought a token); until the spec names
-/// it as `key`, the old key is then left to retire.
+/// For keys named in the spec (AWS KMS's `key` and `nextKey`), by kid (None:
+/// the key could not be read): which signs, and which is published ahead
+/// of it. The next key signs once the status shows it Active (a trial
+/// brought a token), even if the old key is gone by then; until the spec
+/// names it as `key`, the old key is left to retire. None: nothing can sign.
 pub fn choose_named(
-    key: &str,
+    key: Option<&str>,
     next: Option<&str>,
     previous: &[KeyStatus],
-) -> (Named, Option<Named>) {
-    let active = previous.iter().find(|k| k.state == KeyState::Active);
-    match next {
-        Some(next) if next == key => (Named::Key, None),
-        Some(next) if active.is_some_and(|a| a.kid == next) => (Named::Next, None),
-        Some(_) => (Named::Key, Some(Named::Next)),
-        None => (Named::Key, None),
+) -> Option<(Named, Option<Named>)> {
+    let active = previous
+        .iter()
+        .find(|k| k.state == KeyState::Active)
+        .map(|k| k.kid.as_str());
+    match (key, next) {
+        (Some(key), Some(next)) if key == next => Some((Named::Key, None)),
+        (_, Some(next)) if active == Some(next) => Some((Named::Next, None)),
+        (Some(_), Some(_)) => Some((Named::Key, Some(Named::Next))),
+        (Some(_), None) => Some((Named::Key, None)),
+        (None, _) => None,
     }
 }
 
@@ -137,20 +142,33 @@ mod tests {
 
     #[test]
     fn a_named_next_key_is_published_then_signs_once_a_trial_promoted_it() {
-        assert_eq!(choose_named("a", None, &[]), (Named::Key, None));
+        let choose = |key, next, status: &[KeyStatus]| choose_named(key, next, status);
+        assert_eq!(choose(Some("a"), None, &[]), Some((Named::Key, None)));
         let signing = [shown("a", KeyState::Active)];
-        assert_eq!(
-            choose_named("a", Some("b"), &signing),
-            (Named::Key, Some(Named::Next))
-        );
+        let ahead = Some((Named::Key, Some(Named::Next)));
+        assert_eq!(choose(Some("a"), Some("b"), &signing), ahead);
         let published = [shown("a", KeyState::Active), shown("b", KeyState::Next)];
-        assert_eq!(choose_named("a", Some("b"), &published).0, Named::Key);
+        assert_eq!(choose(Some("a"), Some("b"), &published), ahead);
         let promoted = [shown("b", KeyState::Active), shown("a", KeyState::Retiring)];
-        assert_eq!(choose_named("a", Some("b"), &promoted), (Named::Next, None));
+        assert_eq!(
+            choose(Some("a"), Some("b"), &promoted),
+            Some((Named::Next, None))
+        );
+        // The old key gone before the spec names the new one alone.
+        assert_eq!(
+            choose(None, Some("b"), &promoted),
+            Some((Named::Next, None))
+        );
         // The spec then names the new key alone.
-        assert_eq!(choose_named("b", None, &promoted), (Named::Key, None));
+        assert_eq!(choose(Some("b"), None, &promoted), Some((Named::Key, None)));
         // The same key named twice (the same kid under two aliases).
-        assert_eq!(choose_named("a", Some("a"), &signing), (Named::Key, None));
+        assert_eq!(
+            choose(Some("a"), Some("a"), &signing),
+            Some((Named::Key, None))
+        );
+        // The key that signs cannot be read, and no next key signs yet.
+        assert_eq!(choose(None, Some("b"), &signing), None);
+        assert_eq!(choose(None, None, &signing), None);
     }
 
     #[test]

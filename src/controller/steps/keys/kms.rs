@@ -11,6 +11,7 @@ use crate::controller::model::target::Target;
 use crate::controller::steps::keys::transit::{accepted, signer_failure};
 use crate::controller::steps::keys::{KeyRequest, ResolvedKey, failure};
 use crate::smart::SigningKey;
+use crate::smart::signer::RemoteKey;
 
 pub(super) async fn kms_key(
     ctx: &Context,
@@ -32,8 +33,12 @@ pub(super) async fn kms_key(
     let whose = format!("the AWS KMS key {key_alias}");
     let algorithm = request.explicit_algorithm;
     let current = kms.key(&key_alias, algorithm, None).await;
-    let current = current.map_err(|e| signer_failure(ctx, &whose, e))?;
-    accepted(request, &whose, current.algorithm(), "a KMS key of a spec")?;
+    let current = current
+        .map_err(|e| signer_failure(ctx, &whose, e))
+        .and_then(|c| {
+            accepted(request, &whose, c.algorithm(), "a KMS key of a spec")?;
+            Ok(c)
+        });
     let next = match &next_alias {
         None => None,
         Some(next_alias) => {
@@ -46,17 +51,22 @@ pub(super) async fn kms_key(
             }))
         }
     };
-    let next_kid = match &next {
-        Some(Ok(n)) => Some(n.kid()),
-        _ => None,
-    };
-    let (signs, ahead) = choose_named(current.kid(), next_kid, &request.previous.keys);
-    let (active, published, name) = match (signs, next) {
-        (Named::Next, Some(Ok(next))) => (next, None, next_alias.unwrap_or_default()),
-        // Both names lead to the same key: nothing to publish ahead.
-        (_, Some(Ok(_))) if ahead.is_none() => (current, None, key_alias),
+    let kid = |key: &Result<RemoteKey, Failure>| key.as_ref().ok().map(|k| k.kid().to_string());
+    let key_kid = kid(&current);
+    let next_kid = next.as_ref().and_then(kid);
+    let choice = choose_named(
+        key_kid.as_deref(),
+        next_kid.as_deref(),
+        &request.previous.keys,
+    );
+    let (active, published, name) = match (choice, current, next) {
+        (Some((Named::Next, _)), _, Some(Ok(next))) => (next, None, next_alias.unwrap_or_default()),
+        (_, Err(e), _) => return Err(e),
+        (Some((_, Some(Named::Next))), Ok(current), next) => (current, next, key_alias),
         // A next key that cannot be used is reported; the key signs on.
-        (_, next) => (current, next, key_alias),
+        (_, Ok(current), Some(Err(failure))) => (current, Some(Err(failure)), key_alias),
+        // No next key, or both names lead to the same key.
+        (_, Ok(current), _) => (current, None, key_alias),
     };
     let mut resolved = ResolvedKey::new(SigningKey::remote(active), "", Default::default());
     resolved.next = published.map(|n| n.map(SigningKey::remote));

@@ -74,7 +74,11 @@ pub(super) fn rotation(key: &ResolvedKey, observed: &Observed<'_>, waits: &Waits
             "nextKeySecretRef holds the key that already signs: point it at the new key".into(),
         ),
         Some(Err(failure)) => notes.push(format!(
-            "the next key (spec.signing.nextKeySecretRef) is not published: {}",
+            "the next key ({}) is not published: {}",
+            match key.key_manager {
+                Some(_) => "spec.signing.awsKms.nextKey",
+                None => "spec.signing.nextKeySecretRef",
+            },
             failure.message
         )),
         None => {}
