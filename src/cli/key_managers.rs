@@ -109,10 +109,8 @@ impl AwsArgs {
             "--aws-kms-alias-prefix is longer than 100 characters"
         );
         if let Some(url) = &self.aws_kms_endpoint {
-            anyhow::ensure!(
-                url.scheme() == "https" || allow_http,
-                "--aws-kms-endpoint {url} is not HTTPS: use https (plain http only with --insecure-allow-http)"
-            );
+            crate::smart::signer::kms::check_endpoint(url, allow_http)
+                .map_err(anyhow::Error::msg)?;
         }
         let region = self.aws_region.clone().filter(|r| !r.trim().is_empty());
         if let Some(region) = &region {

@@ -9,7 +9,7 @@ use clap::Args;
 use url::Url;
 
 use crate::smart::signer::session::key_manager_http;
-use crate::smart::signer::{Kms, RemoteKey, Transit, TransitConfig};
+use crate::smart::signer::{Kms, RemoteKey, Transit, TransitConfig, kms};
 use crate::smart::{HttpPolicy, PrivateKey, SecretString, SigningAlgorithm, SigningKey};
 
 /// Where the private key is. Exactly one of `--key`, `--vault-transit-key`
@@ -118,10 +118,7 @@ pub async fn held_key(
     if let Some(key_id) = &args.aws_kms_key {
         let endpoint = args.aws_kms_endpoint.as_ref();
         if let Some(url) = endpoint {
-            anyhow::ensure!(
-                url.scheme() == "https" || allow_http,
-                "--aws-kms-endpoint {url} is not HTTPS: pass --insecure-allow-http to call it anyway"
-            );
+            kms::check_endpoint(url, allow_http).map_err(anyhow::Error::msg)?;
         }
         let timeout = HttpPolicy::default().request_timeout;
         let kms = Kms::connect(args.aws_region.clone(), endpoint, timeout).await;

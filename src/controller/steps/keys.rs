@@ -10,10 +10,11 @@ use crate::controller::decide::reason::{Failure, Reason};
 mod adopt;
 mod kms;
 mod referenced;
+mod remote;
 mod transit;
 
 use adopt::adopt;
-pub(in crate::controller) use transit::signer_failure;
+pub(in crate::controller) use remote::signer_failure;
 
 use crate::controller::Context;
 use crate::controller::decide::key_ring::Ring;

@@ -43,6 +43,18 @@ impl KmsSettings {
     }
 }
 
+/// Another KMS endpoint is HTTPS unless plain http is allowed
+/// (`--insecure-allow-http`).
+pub fn check_endpoint(url: &Url, allow_http: bool) -> Result<(), String> {
+    if url.scheme() == "https" || allow_http {
+        Ok(())
+    } else {
+        Err(format!(
+            "--aws-kms-endpoint {url} is not HTTPS: use https, or pass --insecure-allow-http to call it anyway"
+        ))
+    }
+}
+
 /// The operator's KMS client, made at the first use (reading the standard
 /// configuration is async) and shared by every client after that.
 pub struct KmsSession {

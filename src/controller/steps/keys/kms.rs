@@ -4,11 +4,11 @@
 //! [`decide::key_manager::choose_named`](crate::controller::decide::key_manager::choose_named)
 //! from the last status. Nothing is written, and no Secret holds the key.
 
+use super::remote::{accepted, signer_failure};
 use crate::controller::Context;
 use crate::controller::decide::key_manager::{Named, choose_named};
 use crate::controller::decide::reason::{Failure, Reason};
 use crate::controller::model::target::Target;
-use crate::controller::steps::keys::transit::{accepted, signer_failure};
 use crate::controller::steps::keys::{KeyRequest, ResolvedKey, failure};
 use crate::smart::SigningKey;
 use crate::smart::signer::RemoteKey;
@@ -30,27 +30,25 @@ pub(super) async fn kms_key(
     let kms = session.kms().await;
     let alias = |name: &str| session.settings().alias(target.namespace, name);
     let (key_alias, next_alias) = (alias(key), next.map(alias));
+    // A key's public half, usable for the spec's and the server's
+    // algorithms; the key and the next one are read at once.
+    let read = |alias: String, whose: String| async move {
+        let key = kms.key(&alias, request.explicit_algorithm, None).await;
+        let key = key.map_err(|e| signer_failure(ctx, &whose, e))?;
+        accepted(request, &whose, key.algorithm(), "a KMS key of a spec")?;
+        Ok::<_, Failure>(key)
+    };
     let whose = format!("the AWS KMS key {key_alias}");
-    let algorithm = request.explicit_algorithm;
-    let current = kms.key(&key_alias, algorithm, None).await;
-    let current = current
-        .map_err(|e| signer_failure(ctx, &whose, e))
-        .and_then(|c| {
-            accepted(request, &whose, c.algorithm(), "a KMS key of a spec")?;
-            Ok(c)
-        });
-    let next = match &next_alias {
-        None => None,
-        Some(next_alias) => {
-            let whose = format!("the next AWS KMS key {next_alias}");
-            let next = kms.key(next_alias, algorithm, None).await;
-            let next = next.map_err(|e| signer_failure(ctx, &whose, e));
-            Some(next.and_then(|n| {
-                accepted(request, &whose, n.algorithm(), "a KMS key of a spec")?;
-                Ok(n)
-            }))
+    let next_read = async {
+        match &next_alias {
+            None => None,
+            Some(alias) => {
+                let whose = format!("the next AWS KMS key {alias}");
+                Some(read(alias.clone(), whose).await)
+            }
         }
     };
+    let (current, next) = tokio::join!(read(key_alias.clone(), whose), next_read);
     let kid = |key: &Result<RemoteKey, Failure>| key.as_ref().ok().map(|k| k.kid().to_string());
     let key_kid = kid(&current);
     let next_kid = next.as_ref().and_then(kid);
