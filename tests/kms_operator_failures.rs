@@ -10,7 +10,7 @@ mod support;
 use serde_json::json;
 use smart_backend_operator::crd::REFRESH_REQUESTED_ANNOTATION;
 use smart_backend_operator::smart::signer::KmsSettings;
-use support::key_managers::{SCOPE, server_fetching};
+use support::key_managers::{SCOPE, failed_with, server_fetching};
 use support::moto::Moto;
 use support::operator::{Harness, condition};
 
@@ -35,15 +35,7 @@ async fn kms_failures_keep_the_token_and_say_what_to_do() {
                "signing": {"awsKms": {"key": key}}})
     };
     h.apply("billing", spec("billing")).await;
-    let denied = h
-        .wait_condition(
-            "billing",
-            "TokenReady",
-            "False",
-            Some("KeyManagerForbidden"),
-        )
-        .await;
-    let message = condition(&denied, "TokenReady").unwrap().message.clone();
+    let message = failed_with(&h, "billing", "TokenReady", "KeyManagerForbidden").await;
     assert!(message.contains("allow kms:Sign"), "{message}");
 
     // Granted: the next try signs.
@@ -55,10 +47,7 @@ async fn kms_failures_keep_the_token_and_say_what_to_do() {
 
     // An alias that does not exist is named, with what to create.
     h.apply("other", spec("nope")).await;
-    let gone = h
-        .wait_condition("other", "KeyReady", "False", Some("KeyManagerKeyNotFound"))
-        .await;
-    let message = condition(&gone, "KeyReady").unwrap().message.clone();
+    let message = failed_with(&h, "other", "KeyReady", "KeyManagerKeyNotFound").await;
     assert!(
         message.contains(&format!("alias/sbo/{ns}/nope")) && message.contains("create it"),
         "{message}"

@@ -19,7 +19,8 @@ use smart_backend_operator::smart::signer::{VaultLogin, VaultSettings};
 use support::bao::{Bao, signer_policy};
 use support::cluster::{kubeconfig_path, kubectl, wait_for};
 use support::key_managers::{
-    SCOPE, no_key_material, server_fetching, token_of, wait_next_published, wait_promoted,
+    SCOPE, failed_with, no_key_material, server_fetching, token_of, wait_next_published,
+    wait_promoted,
 };
 use support::oidc::OidcServer;
 use support::operator::{Harness, condition};
@@ -259,15 +260,7 @@ async fn key_manager_failures_keep_the_token_and_say_what_to_do() {
     let (bao, h, ns, key) = (&w.bao, &w.h, &w.ns, &w.key);
     let spec = |key: &str| w.spec(key);
     h.apply("billing", spec("billing")).await;
-    let denied = h
-        .wait_condition(
-            "billing",
-            "TokenReady",
-            "False",
-            Some("KeyManagerForbidden"),
-        )
-        .await;
-    let message = condition(&denied, "TokenReady").unwrap().message.clone();
+    let message = failed_with(h, "billing", "TokenReady", "KeyManagerForbidden").await;
     assert!(
         message.contains(&format!(r#"path "transit/sign/{key}/sha2-384""#)),
         "{message}"
@@ -287,10 +280,7 @@ async fn key_manager_failures_keep_the_token_and_say_what_to_do() {
 
     // A key that does not exist is named, with how to create it.
     h.apply("other", spec("nope")).await;
-    let gone = h
-        .wait_condition("other", "KeyReady", "False", Some("KeyManagerKeyNotFound"))
-        .await;
-    let message = condition(&gone, "KeyReady").unwrap().message.clone();
+    let message = failed_with(h, "other", "KeyReady", "KeyManagerKeyNotFound").await;
     assert!(
         message.contains(&format!("{ns}.nope")) && message.contains("create it"),
         "{message}"
@@ -300,15 +290,7 @@ async fn key_manager_failures_keep_the_token_and_say_what_to_do() {
     bao.seal().await;
     h.annotate("billing", REFRESH_REQUESTED_ANNOTATION, "sealed")
         .await;
-    let sealed = h
-        .wait_condition(
-            "billing",
-            "KeyReady",
-            "False",
-            Some("KeyManagerUnavailable"),
-        )
-        .await;
-    let message = condition(&sealed, "KeyReady").unwrap().message.clone();
+    let message = failed_with(h, "billing", "KeyReady", "KeyManagerUnavailable").await;
     assert!(message.contains("sealed"), "{message}");
     assert_eq!(token_of(&h.secret("billing-token").await.unwrap()), token);
     no_key_material(h).await;

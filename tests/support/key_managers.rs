@@ -111,3 +111,14 @@ pub async fn wait_promoted(h: &Harness, kid: &str) {
         states(&switched)
     );
 }
+
+/// Waits until `name`'s `condition` is False for `reason`; its message.
+pub async fn failed_with(h: &Harness, name: &str, condition: &str, reason: &str) -> String {
+    let sbc = h
+        .wait_condition(name, condition, "False", Some(reason))
+        .await;
+    super::operator::condition(&sbc, condition)
+        .expect("the condition")
+        .message
+        .clone()
+}
