@@ -339,9 +339,23 @@ async fn the_operator_gets_a_token_over_https_through_a_private_ca_bundle() {
         "right-ca",
     )
     .await;
-    let sbc = h
-        .wait_condition("trusted", "Discovered", "True", None)
-        .await;
+    // The bundle's own change may bring a successful look before the
+    // request is seen: wait for the look that handled the request.
+    let sbcs = h.sbcs();
+    let sbc = support::cluster::wait_for(
+        "the right CA's request handled, with discovery working",
+        Duration::from_secs(60),
+        || async { sbcs.get("trusted").await.ok() },
+        |sbc| {
+            let handled = sbc
+                .status
+                .as_ref()
+                .and_then(|s| s.handled_refresh_request.as_deref());
+            handled == Some("right-ca")
+                && condition(sbc, "Discovered").is_some_and(|c| c.status == "True")
+        },
+    )
+    .await;
     assert_eq!(
         sbc.status.unwrap().handled_refresh_request.as_deref(),
         Some("right-ca")
