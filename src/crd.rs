@@ -314,6 +314,49 @@ pub struct TokenSpec {
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 128)").message("each parameter name is at most 128 characters"))]
     #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 2048}))]
     pub extra_params: Option<BTreeMap<String, String>>,
+
+    /// Where the token goes: `Secret` (the token Secret; the default),
+    /// `CSI` (only into the memory of pods that mount it with the
+    /// smartbackend.dev CSI driver: no Secret, nothing in etcd) or
+    /// `SecretAndCSI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<TokenDelivery>,
+
+    /// CSI delivery only: the service accounts whose pods may mount the
+    /// token. Default: any pod in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+        )
+    )]
+    pub consumers: Option<Vec<String>>,
+}
+
+/// Where a token is delivered.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenDelivery {
+    /// The token Secret, which pods mount or read.
+    #[default]
+    Secret,
+    /// The CSI driver's volumes only: the token is never written to the API.
+    #[serde(rename = "CSI")]
+    Csi,
+    /// Both.
+    #[serde(rename = "SecretAndCSI")]
+    SecretAndCsi,
+}
+
+impl TokenDelivery {
+    pub fn secret(self) -> bool {
+        matches!(self, Self::Secret | Self::SecretAndCsi)
+    }
+
+    pub fn csi(self) -> bool {
+        matches!(self, Self::Csi | Self::SecretAndCsi)
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -33,6 +33,9 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// The kubectl plugin (also installed as `kubectl-smart`).
     Kubectl(cli::plugin::PluginArgs),
+    /// Run the CSI node plugin that puts tokens into pods' memory (the
+    /// chart's DaemonSet).
+    CsiNode(cli::csi_node::CsiNodeArgs),
 }
 
 /// Installed as `kubectl-smart`, the binary is the kubectl plugin.
@@ -62,6 +65,7 @@ async fn main() -> std::process::ExitCode {
         Command::Jwks(args) => cli::keys::jwks(args).await,
         Command::Token(args) => cli::token::run(args).await,
         Command::Kubectl(args) => cli::plugin::run(args).await,
+        Command::CsiNode(args) => cli::csi_node::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! The running operator: the admin server and the JWKS cache on every
 //! replica, the Lease, and the controllers while this replica leads.
 
+mod delivery;
 mod lease;
 
 use std::net::SocketAddr;
@@ -50,12 +51,21 @@ impl Operator {
         controller::check_selector(&client, &settings).await?;
         let metrics = Arc::new(Metrics::default());
         let jwks = Arc::new(JwksDirectory::default());
-        let ctx = Arc::new(Context::new(
+        let mut ctx = Context::new(
             client.clone(),
             settings.clone(),
             metrics.clone(),
             jwks.clone(),
-        )?);
+        )?;
+        let delivery = match &settings.delivery {
+            Some(wanted) => {
+                let (delivery, listener) = delivery::bind(wanted, leader.as_ref()).await?;
+                ctx.delivery = Some(delivery.clone());
+                Some((delivery, listener))
+            }
+            None => None,
+        };
+        let ctx = Arc::new(ctx);
         let ready = Arc::new(AtomicBool::new(false));
         let listener = TcpListener::bind(admin_addr)
             .await
@@ -89,6 +99,16 @@ impl Operator {
             let admin = tokio::spawn(crate::admin::serve::serve(listener, app, admin_stop));
             let probes = probe_listener.map(|listener| {
                 tokio::spawn(crate::admin::serve::serve(listener, probe_app, probe_stop))
+            });
+            let delivering = delivery.map(|(delivery, listener)| {
+                let stop = wait_true(stopped.clone());
+                let app = crate::token_delivery::server::router(delivery.clone(), client.clone());
+                tokio::spawn(crate::admin::serve::serve_tls(
+                    listener,
+                    app,
+                    stop,
+                    delivery.tls(),
+                ))
             });
             let cache = tokio::spawn(controller::watch_for_jwks(
                 client.clone(),
@@ -128,6 +148,9 @@ impl Operator {
                 None => Ok(()),
             };
             cache.abort();
+            if let Some(delivering) = delivering {
+                delivering.abort();
+            }
             if result.is_err() {
                 // Stopping by itself: nothing will ask the admin server to
                 // stop, and the probes must not go on answering.

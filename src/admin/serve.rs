@@ -87,12 +87,46 @@ impl Drop for PeerSlot {
     }
 }
 
+/// Like [`serve`], over TLS: the handshake must also end within the
+/// header timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+    tls: tokio_rustls::TlsAcceptor,
+) {
+    let caps = Caps {
+        total: MAX_CONNECTIONS,
+        per_peer: MAX_CONNECTIONS_PER_PEER,
+    };
+    accept_loop(
+        listener,
+        app,
+        shutdown,
+        HEADER_READ_TIMEOUT,
+        caps,
+        Some(tls),
+    )
+    .await
+}
+
 pub async fn serve_with(
     listener: TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()>,
     header_timeout: Duration,
     caps: Caps,
+) {
+    accept_loop(listener, app, shutdown, header_timeout, caps, None).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+    header_timeout: Duration,
+    caps: Caps,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let permits = Arc::new(Semaphore::new(caps.total));
     let peers = Peers::default();
@@ -116,14 +150,28 @@ pub async fn serve_with(
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _held = (permit, slot);
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
+            match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
+                }
+                Some(tls) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_timeout, tls.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
+                }
+            }
         });
     }
 }

@@ -4,6 +4,8 @@
 //! `run` function; `main.rs` only dispatches.
 
 pub mod check;
+pub mod csi_node;
+pub mod delivery;
 pub mod key_managers;
 pub mod keys;
 pub mod plugin;

@@ -157,6 +157,8 @@ pub struct RunArgs {
     pub vault: VaultArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
+    #[command(flatten)]
+    pub delivery: super::delivery::DeliveryArgs,
 }
 
 impl RunArgs {
@@ -219,6 +221,9 @@ impl RunArgs {
             },
             vault: self.vault.settings()?,
             kms: self.aws.settings(self.insecure_allow_http)?,
+            delivery: self
+                .delivery
+                .settings(&self.lease_namespace, &self.lease_name),
         })
     }
 
@@ -240,7 +245,7 @@ fn instance_name() -> String {
     std::env::var("POD_NAME").unwrap_or_else(|_| "smart-backend-operator".into())
 }
 
-fn init_tracing(format: LogFormat) {
+pub(super) fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,kube=warn,hyper=warn,reqwest=warn,aws_config=warn,aws_smithy_runtime=warn",
@@ -289,7 +294,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

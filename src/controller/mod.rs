@@ -70,6 +70,8 @@ pub struct Context {
     pub(crate) vault: Option<crate::smart::signer::VaultSession>,
     /// The AWS KMS client, when the operator is configured for it.
     pub(crate) kms: Option<crate::smart::signer::KmsSession>,
+    /// Token delivery to CSI node plugins, when configured.
+    pub delivery: Option<Arc<crate::token_delivery::Delivery>>,
     /// What the Secret watches would show, set by the mocked-API tests
     /// (which run no watches).
     #[cfg(test)]
@@ -120,6 +122,7 @@ impl Context {
             term_started: Mutex::new(None),
             vault,
             kms,
+            delivery: None,
             #[cfg(test)]
             watched_versions: Mutex::default(),
         })
@@ -222,6 +225,9 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         *self.term_started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Some(delivery) = &self.delivery {
+            delivery.step_down();
+        }
     }
 
     /// The maps keyed by what users write (servers, CA bundles, metadata

@@ -149,6 +149,9 @@ pub(crate) async fn lead(
         // Nothing learned in an earlier term is trusted: another leader
         // may have written since.
         ctx.forget_leader_state();
+        if let Some(delivery) = &ctx.delivery {
+            delivery.lead(ctx.client.clone());
+        }
         metrics.leader.set(1);
         let mut controllers =
             tokio::spawn(controller::run(ctx.clone(), wait_true(stopped.clone())));

@@ -5,6 +5,7 @@
 pub mod api_proxy;
 pub mod bao;
 pub mod cluster;
+pub mod csi;
 pub mod fault_server;
 pub mod helm;
 pub mod key_managers;

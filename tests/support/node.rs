@@ -42,6 +42,17 @@ pub async fn host_ip(client: &kube::Client) -> String {
 /// pods, with one client whose keys it fetches from `jwks_uri` (which may
 /// be a pod's address). Returns its base URL.
 pub async fn sandbox(ip: &str, client_id: &str, scope: &str, jwks_uri: String) -> String {
+    sandbox_with(ip, client_id, scope, jwks_uri, Duration::from_secs(300)).await
+}
+
+/// [`sandbox`] with tokens of `lifetime`.
+pub async fn sandbox_with(
+    ip: &str,
+    client_id: &str,
+    scope: &str,
+    jwks_uri: String,
+    lifetime: Duration,
+) -> String {
     let listener = tokio::net::TcpListener::bind((ip, 0))
         .await
         .expect("listen on the pod network address");
@@ -63,7 +74,7 @@ pub async fn sandbox(ip: &str, client_id: &str, scope: &str, jwks_uri: String) -
     let sandbox = Sandbox::new(
         SandboxConfig {
             base_url: base.clone(),
-            token_lifetime: Duration::from_secs(300),
+            token_lifetime: lifetime,
             clients: vec![SandboxClient {
                 client_id: client_id.into(),
                 jwks_uri: Some(jwks_uri),

@@ -159,26 +159,16 @@ pub fn build_token_secret(input: &TokenSecretInput<'_>) -> Secret {
     annotations.insert(INPUTS_ANNOTATION.into(), input.inputs_hash.to_string());
     annotations.insert(RELOADER_IGNORE.into(), "true".into());
     meta.owner_references = Some(vec![input.owner.clone()]);
-    let token = input.token.access_token.expose();
-    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
-    let mut data = BTreeMap::from([
-        ("access_token".to_string(), bytes(token)),
-        (
-            "authorization".to_string(),
-            bytes(&format!("Bearer {token}")),
-        ),
-        ("token_type".to_string(), bytes("Bearer")),
-        ("expires_at".to_string(), bytes(&expires_at)),
-        (
-            "fhir_base_url".to_string(),
-            bytes(spec.fhir_base_url.as_str()),
-        ),
-    ]);
-    // The granted scopes only when the server stated them: repeating the
-    // request would claim a grant nobody made.
-    if let Some(scope) = &input.token.scope {
-        data.insert("scope".to_string(), bytes(scope));
-    }
+    // The same keys as a CSI volume's files.
+    let data = crate::token_delivery::wire::token_files(
+        input.token.access_token.expose(),
+        &expires_at,
+        spec.fhir_base_url.as_str(),
+        input.token.scope.as_deref(),
+    )
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), ByteString(value.into_bytes())))
+    .collect::<BTreeMap<_, _>>();
     Secret {
         metadata: meta,
         type_: Some("Opaque".into()),

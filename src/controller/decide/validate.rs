@@ -9,6 +9,7 @@ use crate::crd::{GeneratedKeyPolicy, SecretTemplate, SmartBackendClient};
 use crate::smart::keys::{DEFAULT_RSA_BITS, RSA_GENERATE_BITS};
 use crate::smart::{MetadataSource, SigningAlgorithm};
 
+mod delivery;
 mod remote;
 
 /// Where the signing key comes from.
@@ -57,6 +58,11 @@ pub struct ValidSpec {
     pub rotate_every: Option<Duration>,
     pub extra_params: Vec<(String, String)>,
     pub ca_bundle: Option<(String, String)>,
+    /// Whether the token goes to the Secret.
+    pub to_secret: bool,
+    /// The service accounts whose pods may mount the token through the CSI
+    /// driver (empty: any in the namespace), when it goes there.
+    pub to_csi: Option<Vec<String>>,
 }
 
 /// A field that cannot work, and how to fix it.
@@ -122,6 +128,8 @@ pub struct Rules {
     pub vault: bool,
     /// Whether it is configured to sign with AWS KMS (`--aws-kms`).
     pub kms: bool,
+    /// Whether it delivers tokens to the CSI driver (`--csi-listen-addr`).
+    pub csi: bool,
 }
 
 impl Rules {
@@ -132,6 +140,7 @@ impl Rules {
             rotation_floor: Duration::from_secs(300 + 60 + 240),
             vault: false,
             kms: false,
+            csi: false,
         }
     }
 }
@@ -268,6 +277,7 @@ pub fn validate(
             ),
         ));
     }
+    let (to_secret, to_csi) = delivery::delivery(sbc, &rules)?;
     Ok(ValidSpec {
         fhir_base_url,
         metadata,
@@ -289,6 +299,8 @@ pub fn validate(
             .as_ref()
             .and_then(|t| t.ca_bundle_secret_ref.as_ref())
             .map(|r| (r.name.clone(), r.key.clone())),
+        to_secret,
+        to_csi,
     })
 }
 

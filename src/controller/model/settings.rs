@@ -49,6 +49,8 @@ pub struct Settings {
     pub vault: Option<crate::smart::signer::VaultSettings>,
     /// AWS KMS, for clients that sign with a KMS key.
     pub kms: Option<crate::smart::signer::KmsSettings>,
+    /// Token delivery to the CSI driver's node plugins.
+    pub delivery: Option<crate::token_delivery::DeliverySettings>,
 }
 
 impl Settings {
@@ -64,6 +66,7 @@ impl Settings {
                 .saturating_add(lifetime),
             vault: self.vault.is_some(),
             kms: self.kms.is_some(),
+            csi: self.delivery.is_some(),
         }
     }
 }
@@ -182,6 +185,7 @@ impl Default for Settings {
             rotation: RotationTiming::default(),
             vault: None,
             kms: None,
+            delivery: None,
         }
     }
 }

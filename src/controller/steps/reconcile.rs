@@ -105,6 +105,9 @@ async fn reconcile_client(
 ) -> Result<Requeue, Failed> {
     if obj.meta().deletion_timestamp.is_some() {
         ctx.jwks.remove(ids.namespace, ids.name);
+        if let Some(delivery) = &ctx.delivery {
+            delivery.tokens.forget(ids.namespace, ids.name);
+        }
         ctx.forget(ids.uid);
         return Ok(Requeue::OnChange);
     }
@@ -392,6 +395,10 @@ async fn observe_token_secret(
     sbc: &SmartBackendClient,
     memory: &mut ClientMemory,
 ) -> Result<(Option<KnownTokenSecret>, Option<Secret>), Failure> {
+    if !spec.to_secret {
+        // CSI only: no token Secret to read.
+        return Ok((None, None));
+    }
     let name = &spec.token_secret_name;
     let generation = sbc.metadata.generation;
     if let Some(known) = token::known(ctx, memory.recall(), target, name, generation) {

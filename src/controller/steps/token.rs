@@ -24,6 +24,8 @@ use crate::crd::FIELD_MANAGER;
 
 pub(in crate::controller) use crate::controller::steps::exchange::Inputs;
 
+mod deliver;
+
 /// The token Secret as this process last wrote or read it, when the watch
 /// shows that version still and the resource's generation is the same.
 pub(in crate::controller) fn known(
@@ -129,10 +131,15 @@ pub(in crate::controller) async fn refresh(
     let timing = &ctx.settings.timing;
     let inputs_hash =
         secret_data::token_inputs_hash(spec, inputs.token_endpoint.as_str(), key.kid());
-    let stored = inputs
-        .known
-        .clone()
-        .or_else(|| inputs.existing.and_then(secret_data::read_token_secret));
+    // Where the token is kept: the Secret, or (CSI only) the leader's memory.
+    let stored = if spec.to_secret {
+        inputs
+            .known
+            .clone()
+            .or_else(|| inputs.existing.and_then(secret_data::read_token_secret))
+    } else {
+        deliver::held(ctx, target)
+    };
     let requested = wait::pending_refresh_request(recall.handled_refresh, target, previous);
 
     // A token attempt that failed is retried when its backoff ends, even if
@@ -225,38 +232,6 @@ async fn obtain(
         }
     };
 
-    let secret = secret_data::build_token_secret(&TokenSecretInput {
-        spec,
-        namespace: target.namespace,
-        client_name: target.name,
-        owner: target.owner.clone(),
-        token: &token,
-        issued_at,
-        inputs_hash,
-    });
-    match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
-        Ok(version) => {
-            memo.secret = known_at(inputs, version, secret_data::read_token_secret(&secret));
-        }
-        Err(error) => {
-            // Keep the token: the next attempt writes it instead of minting another.
-            memo.pending = Pending::Keep(PendingToken {
-                token: token.clone(),
-                issued_at,
-                inputs_hash: inputs_hash.to_string(),
-            });
-            let mut failure = Failure::api(
-                Reason::TokenSecretWriteFailed,
-                "patch",
-                target.namespace,
-                &spec.token_secret_name,
-                &error,
-            );
-            failure.message = format!("a token was obtained, but {}", failure.message);
-            return Step::fail(failure, memo);
-        }
-    }
-
     let next = schedule::refresh_at(
         issued_at,
         token.expires_at,
@@ -264,6 +239,13 @@ async fn obtain(
         timing,
         stable_jitter(target.uid, issued_at),
     );
+    deliver::put(ctx, target, spec, &token, issued_at, inputs_hash, next);
+    if spec.to_secret
+        && let Err(failure) = write(ctx, inputs, &token, issued_at, inputs_hash, &mut memo).await
+    {
+        return Step::fail(failure, memo);
+    }
+
     let (state, events) = scopes::obtained(spec, previous, &token, next);
     if state.reason == Reason::ScopeNarrowed {
         ctx.metrics.scope_narrowed.inc();
@@ -317,6 +299,7 @@ async fn keep(
         }
         memo.secret = known_at(inputs, version, Some(stored.clone()));
     }
+    deliver::keep(ctx, target, spec, inputs.existing, stored, refresh_at);
     memo.expires_at = Some(stored.expires_at);
     let validity = format!(
         "token valid until {}; next refresh at {}",
@@ -336,6 +319,51 @@ async fn keep(
         result: Ok(Outcome::Good(good)),
         memo,
     }
+}
+
+/// Writes the token Secret. A token that cannot be written is kept in
+/// memory: the next attempt writes it instead of minting another.
+async fn write(
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    token: &crate::smart::AccessToken,
+    issued_at: SystemTime,
+    inputs_hash: &str,
+    memo: &mut TokenMemo,
+) -> Result<(), Failure> {
+    let (target, spec) = (inputs.target, inputs.spec);
+    let secret = secret_data::build_token_secret(&TokenSecretInput {
+        spec,
+        namespace: target.namespace,
+        client_name: target.name,
+        owner: target.owner.clone(),
+        token,
+        issued_at,
+        inputs_hash,
+    });
+    match apply_secret(ctx, target.namespace, &spec.token_secret_name, &secret).await {
+        Ok(version) => {
+            memo.secret = known_at(inputs, version, secret_data::read_token_secret(&secret));
+        }
+        Err(error) => {
+            // Keep the token: the next attempt writes it instead of minting another.
+            memo.pending = Pending::Keep(PendingToken {
+                token: token.clone(),
+                issued_at,
+                inputs_hash: inputs_hash.to_string(),
+            });
+            let mut failure = Failure::api(
+                Reason::TokenSecretWriteFailed,
+                "patch",
+                target.namespace,
+                &spec.token_secret_name,
+                &error,
+            );
+            failure.message = format!("a token was obtained, but {}", failure.message);
+            return Err(failure);
+        }
+    }
+    Ok(())
 }
 
 fn usable_pending(ctx: &Context, recall: Recall<'_>, inputs_hash: &str) -> Option<PendingToken> {

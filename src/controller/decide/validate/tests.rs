@@ -179,6 +179,7 @@ fn a_transit_key_is_named_under_the_namespace_and_stands_alone() {
     let vault = Rules {
         vault: true,
         kms: false,
+        csi: false,
         ..Rules::https_only()
     };
     let transit = |extra: serde_json::Value| {
@@ -223,6 +224,7 @@ fn a_transit_key_is_named_under_the_namespace_and_stands_alone() {
 fn a_kms_key_is_named_by_alias_under_the_namespace_and_stands_alone() {
     let kms = Rules {
         kms: true,
+        csi: false,
         ..Rules::https_only()
     };
     let client = |spec: serde_json::Value| {
