@@ -12,7 +12,12 @@ WORKDIR /src
 # Dependencies first, in a layer of their own: a change to the sources
 # rebuilds only this crate. Cargo.toml names the bench targets, so stand-ins
 # for them (and for the crate) let cargo resolve and build the dependencies.
-COPY Cargo.toml Cargo.lock ./
+# The CSI plugin's .proto files, staged by scripts/protos (this stage has
+# no Go to fetch them; see build.rs).
+COPY target/proto /proto
+ENV SBO_PROTO_DIR=/proto
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

@@ -24,6 +24,9 @@ mod support;
 #[path = "fleet/transit.rs"]
 mod transit;
 
+#[path = "fleet/csi.rs"]
+mod csi;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -56,6 +59,10 @@ struct Scenario {
     steady: Option<Duration>,
     /// Keys in OpenBao Transit instead of generated ones.
     transit: bool,
+    /// Tokens delivered by CSI (no Secret), and a leader change once all
+    /// are Ready: how many token requests the new leader makes, and how
+    /// soon every client has a token again.
+    csi: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -70,6 +77,7 @@ fn scenarios() -> Vec<Scenario> {
         token_lifetime: Duration::from_secs(3600),
         steady: None,
         transit: false,
+        csi: false,
     };
     let all = vec![
         fleet("es384-100", 100, "ES384"),
@@ -87,6 +95,11 @@ fn scenarios() -> Vec<Scenario> {
             token_lifetime: Duration::from_secs(60),
             steady: Some(Duration::from_secs(steady)),
             transit: false,
+            csi: false,
+        },
+        Scenario {
+            csi: true,
+            ..fleet("csi-leader-change-1000", 1000, "ES384")
         },
     ];
     match std::env::var("FLEET_SCENARIOS") {
@@ -142,7 +155,11 @@ struct OperatorProcess {
 
 impl OperatorProcess {
     fn start(log: PathBuf, extra: &[String]) -> Self {
-        let admin = support::process::free_port();
+        Self::start_on(log, extra, support::process::free_port())
+    }
+
+    /// On a given admin port: the sandbox fetches the JWKS there.
+    fn start_on(log: PathBuf, extra: &[String], admin: u16) -> Self {
         let log = std::fs::File::create(log).expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_smart-backend-operator"))
             .args([
@@ -483,10 +500,13 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
         true => Some(transit::TransitFleet::start(NAMESPACE, scenario.clients).await),
         false => None,
     };
-    let extra = transit
+    let mut extra = transit
         .as_ref()
         .map(|t| t.operator_args())
         .unwrap_or_default();
+    if scenario.csi {
+        extra.extend(csi::operator_args());
+    }
     let log = logs.join(format!("{}.operator.log", scenario.name));
     let operator = OperatorProcess::start(log, &extra);
     let sandbox_port =
@@ -513,6 +533,7 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
                 true => json!({"vaultTransit": {"key": format!("c-{i}")}}),
                 false => json!({"algorithm": scenario.algorithm}),
             };
+            let delivery = if scenario.csi { "CSI" } else { "Secret" };
             let body = json!({
                 "apiVersion": "smartbackend.dev/v1alpha1", "kind": "SmartBackendClient",
                 "metadata": {"name": format!("c-{i}")},
@@ -520,6 +541,7 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
                     "fhirBaseUrl": fhir, "clientId": format!("c-{i}"),
                     "scopes": ["system/Patient.rs"],
                     "signing": signing,
+                    "token": {"delivery": delivery},
                 },
             });
             async move {
@@ -607,6 +629,18 @@ async fn run(scenario: &Scenario) -> serde_json::Value {
     }
     if let Some(window) = scenario.steady {
         result["steady"] = steady_state(&client, &operator, &observed, window).await;
+    }
+    if scenario.csi {
+        let log = logs.join(format!("{}.new-leader.log", scenario.name));
+        let admin = operator.admin;
+        drop(operator);
+        let (new_leader, measured) = csi::leader_change(scenario.clients, || {
+            OperatorProcess::start_on(log, &extra, admin)
+        })
+        .await;
+        result["leader_change"] = measured;
+        drop(new_leader);
+        return result;
     }
     drop(operator);
     result

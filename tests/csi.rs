@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use support::cluster::wait_for;
 use support::csi::{self, NodePlugin};
 use support::node;
@@ -25,30 +24,6 @@ const REPUBLISH: Duration = Duration::from_secs(150);
 
 /// One driver registration per node: the tests take turns.
 static NODE_PLUGIN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn short_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Prints "<hash> <ok|refused>" each time the token file changes, after
-/// one FHIR call with it.
-const WORKLOAD: &str = r#"
-last=""
-while true; do
-  token=$(cat /var/run/secrets/smart/access_token)
-  hash=$(printf %s "$token" | sha256sum | cut -c1-16)
-  if [ "$hash" != "$last" ]; then
-    if wget -q -O /dev/null --header "$(cat /var/run/secrets/smart/authorization | sed 's/^/Authorization: /')" "$FHIR/Patient"; then
-      echo "$hash ok"
-    else
-      echo "$hash refused"
-    fi
-    last=$hash
-  fi
-  sleep 1
-done
-"#;
 
 async fn logs(pods: &Api<Pod>, name: &str) -> Option<String> {
     pods.logs(name, &LogParams::default()).await.ok()
@@ -101,10 +76,9 @@ async fn a_pod_reads_its_token_from_memory_and_each_new_one_without_a_restart() 
     );
 
     let pods: Api<Pod> = h.ns.api();
-    let env = json!([{"name": "FHIR", "value": fhir}]);
     pods.create(
         &PostParams::default(),
-        &csi::workload("web", "app", "web", WORKLOAD, env.clone()),
+        &csi::workload("web", "app", "web", &fhir),
     )
     .await
     .expect("create the workload pod");
@@ -118,7 +92,7 @@ async fn a_pod_reads_its_token_from_memory_and_each_new_one_without_a_restart() 
     let pod = pods.get("web").await.expect("pod");
     let first = csi::token_on_host(&pod).expect("the token in the pod's volume");
     assert!(
-        first_logs.contains(&format!("{} ok", short_hash(&first))),
+        first_logs.contains(&format!("{} ok", node::short_hash(&first))),
         "{first_logs}"
     );
 
@@ -145,7 +119,7 @@ async fn a_pod_reads_its_token_from_memory_and_each_new_one_without_a_restart() 
     // naming the same client, stay un-started with an event that says why.
     pods.create(
         &PostParams::default(),
-        &csi::workload("batch", "app", "batch", WORKLOAD, env.clone()),
+        &csi::workload("batch", "app", "batch", &fhir),
     )
     .await
     .expect("create the batch pod");
@@ -154,7 +128,7 @@ async fn a_pod_reads_its_token_from_memory_and_each_new_one_without_a_restart() 
     other_pods
         .create(
             &PostParams::default(),
-            &csi::workload("stranger", "app", "default", WORKLOAD, env.clone()),
+            &csi::workload("stranger", "app", "default", &fhir),
         )
         .await
         .expect("create the pod in another namespace");
@@ -203,7 +177,7 @@ async fn a_pod_reads_its_token_from_memory_and_each_new_one_without_a_restart() 
         "the pod to call with the new token",
         WAIT,
         || logs(&pods, "web"),
-        seen(short_hash(&second)),
+        seen(node::short_hash(&second)),
     )
     .await;
 
@@ -232,7 +206,7 @@ async fn a_pod_reads_its_token_from_memory_and_each_new_one_without_a_restart() 
         "the pod to call with the new leader's token",
         WAIT,
         || logs(&pods, "web"),
-        seen(short_hash(&third)),
+        seen(node::short_hash(&third)),
     )
     .await;
     let logs_now = logs(&pods, "web").await.unwrap_or_default();
@@ -262,4 +236,185 @@ async fn a_pod_reads_its_token_from_memory_and_each_new_one_without_a_restart() 
     )
     .await;
     plugin.stop().await;
+}
+
+/// The chart's values for the built image on the test node, watching only
+/// `namespace`, with the CSI driver on.
+fn chart_values(namespace: &str, ip: &str) -> Vec<String> {
+    let kubelet_dir = csi::kubelet_dir();
+    vec![
+        "image.repository=smart-backend-operator".into(),
+        "image.tag=dev".into(),
+        "image.pullPolicy=Never".into(),
+        "watch.mode=namespaced".into(),
+        format!("watch.namespaces={{{namespace}}}"),
+        "tolerations[0].operator=Exists".into(),
+        format!("tolerations[0].key={}", node::TAINT_KEY),
+        "operator.insecureAllowHttp=true".into(),
+        format!("operator.extraArgs={{--allow-host,{ip}}}"),
+        "csi.enabled=true".into(),
+        format!("csi.kubeletDir={}", kubelet_dir.display()),
+        "csi.tolerations[0].operator=Exists".into(),
+        format!("csi.tolerations[0].key={}", node::TAINT_KEY),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_runs_the_node_plugin_as_a_daemonset_and_a_pod_reads_its_token() {
+    let _turn = NODE_PLUGIN.lock().await;
+    let ns = support::cluster::TestNamespace::new("csi-chart").await;
+    let client = ns.client.clone();
+    support::operator::install_crd(&client).await;
+    // The chart makes the CSIDriver object; the in-process test's goes.
+    let drivers: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(client.clone());
+    let _ = drivers
+        .delete(smart_backend_operator::csi::DRIVER, &Default::default())
+        .await;
+    wait_for(
+        "the earlier CSIDriver object to go",
+        WAIT,
+        || async {
+            Some(
+                drivers
+                    .get_opt(smart_backend_operator::csi::DRIVER)
+                    .await
+                    .ok()?
+                    .is_none(),
+            )
+        },
+        |gone| *gone,
+    )
+    .await;
+    let ip = node::host_ip(&client).await;
+    let release = support::helm::release_name("csi", &ns.name);
+    support::helm::install(&release, &ns.name, &chart_values(&ns.name, &ip));
+    let pods: Api<Pod> = ns.api();
+    let selector = format!(
+        "app.kubernetes.io/instance={release},app.kubernetes.io/name=smart-backend-operator"
+    );
+    let running = wait_for(
+        "the operator and node plugin pods to run",
+        WAIT * 3,
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let running: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .collect();
+            Some(running)
+        },
+        |running| running.len() == 2,
+    )
+    .await;
+    let operator = running
+        .iter()
+        .find(|p| {
+            !p.metadata
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .contains("csi-node")
+        })
+        .expect("the operator pod");
+    let pod_ip = operator
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("pod IP");
+    let jwks_uri = format!("http://{pod_ip}:8080/jwks/{}/app", ns.name);
+    let base = node::sandbox(&ip, "app", SCOPE, jwks_uri).await;
+    let fhir = format!("{base}/fhir");
+    let sbcs: Api<smart_backend_operator::crd::SmartBackendClient> = ns.api();
+    let body = json!({
+        "apiVersion": "smartbackend.dev/v1alpha1",
+        "kind": "SmartBackendClient",
+        "metadata": {"name": "app"},
+        "spec": {"fhirBaseUrl": fhir, "clientId": "app", "scopes": [SCOPE], "token": {"delivery": "CSI"}},
+    });
+    sbcs.patch(
+        "app",
+        &kube::api::PatchParams::apply("csi-tests").force(),
+        &kube::api::Patch::Apply(&body),
+    )
+    .await
+    .expect("apply the client");
+    wait_for(
+        "the client to be Ready through the operator pod",
+        WAIT * 2,
+        || async { sbcs.get_opt("app").await.ok().flatten() },
+        |sbc| support::operator::condition(sbc, "Ready").is_some_and(|c| c.status == "True"),
+    )
+    .await;
+
+    pods.create(
+        &PostParams::default(),
+        &csi::workload("web", "app", "default", &fhir),
+    )
+    .await
+    .expect("create the workload pod");
+    let seen_logs = wait_for(
+        "the pod to call the FHIR server with the token the DaemonSet's plugin wrote",
+        WAIT * 3,
+        || logs(&pods, "web"),
+        |l| l.contains(" ok"),
+    )
+    .await;
+    let pod = pods.get("web").await.expect("pod");
+    let token = csi::token_on_host(&pod).expect("the token in the pod's volume");
+    assert!(
+        seen_logs.contains(&format!("{} ok", node::short_hash(&token))),
+        "{seen_logs}"
+    );
+    let secrets: Api<Secret> = ns.api();
+    assert!(
+        secrets.get_opt("app-token").await.expect("read").is_none(),
+        "no token Secret"
+    );
+    // What the node plugin costs, as the kernel counts it.
+    let plugin = running
+        .iter()
+        .find(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .contains("csi-node")
+        })
+        .and_then(pods_status_container_id)
+        .expect("the plugin's container");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node::container_pid(&plugin)))
+        .unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or_default();
+    eprintln!("node plugin serving one volume: {rss}");
+
+    // The plugin goes with the release; the pod's files were its only copy.
+    pods.delete("web", &Default::default())
+        .await
+        .expect("delete the pod");
+    let uninstalled = support::helm::helm(&[
+        "uninstall",
+        &release,
+        "-n",
+        &ns.name,
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(
+        uninstalled.status.success(),
+        "{}",
+        support::helm::text(&uninstalled)
+    );
+}
+
+fn pods_status_container_id(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    status.container_id.clone()
 }

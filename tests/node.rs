@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams, PostParams};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use support::cluster::wait_for;
 use support::node;
 use support::operator::{Harness, WAIT};
@@ -24,64 +23,13 @@ const REFRESH_LEAD: Duration = Duration::from_secs(150);
 /// How long the pod runs before the refresh.
 const SETTLE: Duration = Duration::from_secs(15);
 
-/// The first 16 hex digits of a token's SHA-256: what the workload logs
-/// instead of the token.
-fn short_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Prints "<hash> <ok|refused>" each time the mounted token changes, after
-/// one FHIR call with it.
-const WORKLOAD: &str = r#"
-last=""
-while true; do
-  token=$(cat /var/run/secrets/smart/access_token)
-  hash=$(printf %s "$token" | sha256sum | cut -c1-16)
-  if [ "$hash" != "$last" ]; then
-    if wget -q -O /dev/null --header "Authorization: Bearer $token" "$FHIR/Patient"; then
-      echo "$hash ok"
-    else
-      echo "$hash refused"
-    fi
-    last=$hash
-  fi
-  sleep 1
-done
-"#;
-
 fn workload_pod(fhir: &str) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "workload"},
-        "spec": {
-            "nodeName": node::NODE,
-            "restartPolicy": "Never",
-            "dnsPolicy": "Default",
-            "tolerations": [node::toleration()],
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}
-            },
-            "containers": [{
-                "name": "app",
-                "image": "localhost/busybox:node",
-                "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", WORKLOAD],
-                "env": [{"name": "FHIR", "value": fhir}],
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]}
-                },
-                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/smart", "readOnly": true}]
-            }],
-            "volumes": [{"name": "token", "secret": {"secretName": "app-token"}}]
-        }
-    }))
-    .expect("pod")
+    node::workload_pod(
+        "workload",
+        "default",
+        fhir,
+        json!({"secret": {"secretName": "app-token"}}),
+    )
 }
 
 async fn logs(pods: &Api<Pod>) -> Option<String> {
@@ -126,7 +74,7 @@ async fn a_workload_pod_reads_each_new_token_from_its_mounted_secret_without_a_r
         "the pod to call the FHIR server with the first token",
         WAIT * 2,
         || logs(&pods),
-        seen(short_hash(&first)),
+        seen(node::short_hash(&first)),
     )
     .await;
 
@@ -152,7 +100,7 @@ async fn a_workload_pod_reads_each_new_token_from_its_mounted_secret_without_a_r
         "the pod to call the FHIR server with the new token",
         REFRESH_LEAD,
         || logs(&pods),
-        seen(short_hash(&second)),
+        seen(node::short_hash(&second)),
     )
     .await;
     eprintln!(

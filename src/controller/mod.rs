@@ -389,8 +389,8 @@ async fn unlisted_at(
 /// longer served): a pass over the watch caches, cheap at any fleet size.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Drops per-client memory and published JWKS of clients that no longer
-/// exist. A deleted resource without finalizers is never reconciled again,
+/// Drops per-client memory, published JWKS and delivered tokens of clients
+/// that no longer exist. A deleted resource without finalizers is never reconciled again,
 /// so nothing else would let go of them.
 async fn prune_forgotten_clients(
     ctx: Arc<Context>,
@@ -419,6 +419,11 @@ async fn prune_forgotten_clients(
             .collect();
         ctx.jwks
             .retain(|namespace, name| names.contains(&(namespace, name)));
+        if let Some(delivery) = &ctx.delivery {
+            delivery
+                .tokens
+                .retain(|ns, name| names.contains(&(ns, name)));
+        }
         secret_watches.retain(|namespace| names.iter().any(|(ns, _)| *ns == namespace));
         let bundles: std::collections::HashSet<(&str, &str, &str)> = live
             .iter()

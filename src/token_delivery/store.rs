@@ -71,6 +71,11 @@ impl Tokens {
         self.with(|entries| entries.remove(&(namespace.to_string(), name.to_string())));
     }
 
+    /// Keeps only the clients `keep` says still exist.
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.with(|entries| entries.retain(|(namespace, name), _| keep(namespace, name)));
+    }
+
     /// Everything: this replica no longer leads.
     pub fn clear(&self) {
         self.with(HashMap::clear);
@@ -107,6 +112,9 @@ mod tests {
         tokens.forget("ns", "app");
         assert!(tokens.get("ns", "app").is_none());
         tokens.register("ns", "b", &[]);
+        tokens.register("ns", "c", &[]);
+        tokens.retain(|_, name| name == "b");
+        assert!(tokens.get("ns", "c").is_none() && tokens.get("ns", "b").is_some());
         tokens.clear();
         assert!(tokens.is_empty());
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSINode};
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use smart_backend_operator::csi::{self, fetch::Leader, node::Plugin};
 use smart_backend_operator::token_delivery::DeliverySettings;
 use tokio::sync::watch;
@@ -112,46 +112,15 @@ impl NodePlugin {
     }
 }
 
-/// A pod on the test node, restricted as the restricted Pod Security
-/// profile asks, running `script` with the token volume at
-/// /var/run/secrets/smart.
-pub fn workload(name: &str, client: &str, service_account: &str, script: &str, env: Value) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeName": node::NODE,
-            "serviceAccountName": service_account,
-            "automountServiceAccountToken": false,
-            "restartPolicy": "Never",
-            "dnsPolicy": "Default",
-            "tolerations": [node::toleration()],
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}
-            },
-            "containers": [{
-                "name": "app",
-                "image": "localhost/busybox:node",
-                "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", script],
-                "env": env,
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]}
-                },
-                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/smart", "readOnly": true}]
-            }],
-            "volumes": [{
-                "name": "token",
-                "csi": {"driver": csi::DRIVER, "readOnly": true, "volumeAttributes": {"client": client}}
-            }]
-        }
-    }))
-    .expect("pod")
+/// A workload pod on the test node whose token volume is the CSI driver's
+/// for `client`.
+pub fn workload(name: &str, client: &str, service_account: &str, fhir: &str) -> Pod {
+    node::workload_pod(
+        name,
+        service_account,
+        fhir,
+        json!({"csi": {"driver": csi::DRIVER, "readOnly": true, "volumeAttributes": {"client": client}}}),
+    )
 }
 
 /// The token in a pod's volume, read on the host (this test runs as root).

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use sha2::{Digest, Sha256};
+
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -196,4 +199,71 @@ impl FreshnessWatch {
         assert!(samples > 0, "the token Secret was read at least once");
         samples
     }
+}
+
+/// The first 16 hex digits of a token's SHA-256: what the workload logs
+/// instead of the token.
+pub fn short_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints "<hash> <ok|refused>" each time the token file in
+/// /var/run/secrets/smart changes, after one FHIR call ($FHIR) with it.
+pub const WORKLOAD: &str = r#"
+last=""
+while true; do
+  token=$(cat /var/run/secrets/smart/access_token)
+  hash=$(printf %s "$token" | sha256sum | cut -c1-16)
+  if [ "$hash" != "$last" ]; then
+    if wget -q -O /dev/null --header "Authorization: Bearer $token" "$FHIR/Patient"; then
+      echo "$hash ok"
+    else
+      echo "$hash refused"
+    fi
+    last=$hash
+  fi
+  sleep 1
+done
+"#;
+
+/// A pod on the test node under the restricted Pod Security profile,
+/// running [`WORKLOAD`] against `fhir` as `service_account`, with `volume`
+/// (named `token`) at /var/run/secrets/smart.
+pub fn workload_pod(name: &str, service_account: &str, fhir: &str, volume: Value) -> Pod {
+    let mut volume = volume;
+    volume["name"] = json!("token");
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": NODE,
+            "serviceAccountName": service_account,
+            "automountServiceAccountToken": false,
+            "restartPolicy": "Never",
+            "dnsPolicy": "Default",
+            "tolerations": [toleration()],
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            },
+            "containers": [{
+                "name": "app",
+                "image": "localhost/busybox:node",
+                "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", WORKLOAD],
+                "env": [{"name": "FHIR", "value": fhir}],
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]}
+                },
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/smart", "readOnly": true}]
+            }],
+            "volumes": [volume]
+        }
+    }))
+    .expect("pod")
 }

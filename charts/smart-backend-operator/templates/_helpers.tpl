@@ -62,3 +62,9 @@ that. */}}
 {{- printf "https://%s" .Values.ingress.host -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "sbo.csiSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: csi-node
+{{- end -}}

@@ -39,18 +39,17 @@ pub(super) fn put(
     let (Some(delivery), Some(consumers)) = (&ctx.delivery, &spec.to_csi) else {
         return;
     };
-    let delivered = DeliveredToken::new(
+    let held = held_token(
         token.access_token.expose(),
-        token.expires_at,
-        token.scope.as_deref(),
-        spec.fhir_base_url.as_str(),
+        spec,
+        StoredToken {
+            issued_at,
+            expires_at: token.expires_at,
+            inputs_hash: inputs_hash.to_string(),
+            scope: token.scope.clone(),
+        },
         refresh_at,
     );
-    let held = Held {
-        delivered,
-        issued_at,
-        inputs_hash: inputs_hash.to_string(),
-    };
     delivery
         .tokens
         .put(target.namespace, target.name, consumers, held);
@@ -87,20 +86,31 @@ pub(super) fn keep(
         .and_then(|d| d.get("access_token"))
         .and_then(|t| String::from_utf8(t.0.clone()).ok());
     if let (false, Some(access_token)) = (holds, from_secret) {
-        let delivered = DeliveredToken::new(
-            &access_token,
-            stored.expires_at,
-            stored.scope.as_deref(),
-            spec.fhir_base_url.as_str(),
-            refresh_at,
-        );
-        let held = Held {
-            delivered,
-            issued_at: stored.issued_at,
-            inputs_hash: stored.inputs_hash.clone(),
-        };
+        let held = held_token(&access_token, spec, stored.clone(), refresh_at);
         delivery
             .tokens
             .put(target.namespace, target.name, consumers, held);
+    }
+}
+
+/// A token as the leader holds it: what plugins get, and what the token
+/// step reads back.
+fn held_token(
+    access_token: &str,
+    spec: &ValidSpec,
+    stored: StoredToken,
+    refresh_at: SystemTime,
+) -> Held {
+    let delivered = DeliveredToken::new(
+        access_token,
+        stored.expires_at,
+        stored.scope.as_deref(),
+        spec.fhir_base_url.as_str(),
+        refresh_at,
+    );
+    Held {
+        delivered,
+        issued_at: stored.issued_at,
+        inputs_hash: stored.inputs_hash,
     }
 }
