@@ -112,6 +112,25 @@ fn the_public_jwks_url_and_the_selector_come_from_the_values() {
     ] {
         assert!(kms.contains(expected), "{expected}: {kms}");
     }
+    // CSI delivery: off by default; on, the operator listens for node
+    // plugins, and the plugin is the chart's one privileged container.
+    assert!(!render(&[]).contains("--csi-listen-addr"));
+    let csi = render(&["csi.enabled=true"]);
+    for expected in [
+        "- --csi-listen-addr=0.0.0.0:8443",
+        "fieldPath: status.podIP",
+        "kind: CSIDriver",
+        "- audience: \"smartbackend.dev\"",
+        "requiresRepublish: true",
+        "- csi-node",
+        "privileged: true",
+        "mountPropagation: Bidirectional",
+        "resources: [\"tokenreviews\"]",
+        "app.kubernetes.io/component: csi-node",
+    ] {
+        assert!(csi.contains(expected), "{expected}: {csi}");
+    }
+    assert_eq!(csi.matches("privileged: true").count(), 1, "only the plugin");
     assert!(
         render(&["watch.selector=tier in (a\\,b)"]).contains("- \"--selector=tier in (a,b)\""),
         "{}",
@@ -153,6 +172,8 @@ async fn every_rendered_object_including_the_crd_is_accepted_by_the_api_server()
         "networkPolicy.enabled=true",
         "--set",
         "networkPolicy.ingressFrom[0].podSelector.matchLabels.role=monitoring",
+        "--set",
+        "csi.enabled=true",
     ]);
     assert!(rendered.status.success(), "{}", text(&rendered));
     let manifest = String::from_utf8_lossy(&rendered.stdout);
@@ -199,6 +220,8 @@ async fn every_rendered_object_including_the_crd_is_accepted_by_the_api_server()
         "networkpolicy",
         "clusterrole",
         "pod/r-smart-backend-operator-test",
+        "csidriver.storage.k8s.io/smartbackend.dev",
+        "daemonset.apps/r-smart-backend-operator-csi-node",
     ] {
         assert!(out.contains(kind), "{kind} missing from:\n{out}");
     }
