@@ -130,7 +130,11 @@ fn the_public_jwks_url_and_the_selector_come_from_the_values() {
     ] {
         assert!(csi.contains(expected), "{expected}: {csi}");
     }
-    assert_eq!(csi.matches("privileged: true").count(), 1, "only the plugin");
+    assert_eq!(
+        csi.matches("privileged: true").count(),
+        1,
+        "only the plugin"
+    );
     assert!(
         render(&["watch.selector=tier in (a\\,b)"]).contains("- \"--selector=tier in (a,b)\""),
         "{}",
