@@ -16,7 +16,8 @@ WORKDIR /src
 # no Go to fetch them; see build.rs).
 COPY target/proto /proto
 ENV SBO_PROTO_DIR=/proto
-COPY Cargo.toml Cargo.lock build.rs ./
+COPY Cargo.toml Cargo.lock ./
+COPY build.rs ./
 COPY proto ./proto
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \

@@ -49,6 +49,10 @@ fn the_dockerfile_builds_every_target_that_cargo_toml_declares() {
             && !dependencies.contains("COPY src"),
         "dependencies build from the manifest alone, so a source change reuses them"
     );
+    assert!(
+        dependencies.contains("COPY build.rs ./") && dependencies.contains("SBO_PROTO_DIR"),
+        "the gRPC code generation (build.rs, from the staged .proto files) is in the dependency layer"
+    );
 }
 
 #[test]
