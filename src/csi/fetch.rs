@@ -83,18 +83,20 @@ impl Leader {
     }
 
     /// The pod's token, from the leader; once more with the Lease read
-    /// again if the leader cannot be reached or does not lead any more.
+    /// again if the leader cannot be reached or does not lead any more
+    /// (not when it leads and has no token yet: the Lease would say the
+    /// same, for one more API request per ask).
     pub async fn fetch(&self, request: &VolumeRequest) -> Fetched {
         match self.fetch_once(request, false).await {
-            Fetched::Unavailable(_) => self.fetch_once(request, true).await,
-            done => done,
+            (_, Stale::Yes) => self.fetch_once(request, true).await.0,
+            (done, Stale::No) => done,
         }
     }
 
-    async fn fetch_once(&self, request: &VolumeRequest, fresh: bool) -> Fetched {
+    async fn fetch_once(&self, request: &VolumeRequest, fresh: bool) -> (Fetched, Stale) {
         let (url, http) = match self.connection(fresh).await {
             Ok(found) => found,
-            Err(why) => return Fetched::Unavailable(why),
+            Err(why) => return (Fetched::Unavailable(why), Stale::No),
         };
         let answer = http
             .get(format!(
@@ -107,22 +109,37 @@ impl Leader {
         let response = match answer {
             Ok(response) => response,
             Err(e) => {
-                return Fetched::Unavailable(format!(
+                let why = format!(
                     "the operator's leader at {url} could not be reached: {:#}",
                     anyhow::Error::from(e)
-                ));
+                );
+                return (Fetched::Unavailable(why), Stale::Yes);
             }
         };
         let status = response.status();
         let body = match response.bytes().await {
             Ok(body) if body.len() <= MAX_ANSWER => body,
-            Ok(_) => return Fetched::Unavailable("the leader's answer was too large".into()),
+            Ok(_) => {
+                let why = "the leader's answer was too large".into();
+                return (Fetched::Unavailable(why), Stale::No);
+            }
             Err(e) => {
-                return Fetched::Unavailable(format!("reading the leader's answer failed: {e}"));
+                let why = format!("reading the leader's answer failed: {e}");
+                return (Fetched::Unavailable(why), Stale::Yes);
             }
         };
-        interpret(status.as_u16(), &body)
+        let stale = match status {
+            reqwest::StatusCode::MISDIRECTED_REQUEST => Stale::Yes,
+            _ => Stale::No,
+        };
+        (interpret(status.as_u16(), &body), stale)
     }
+}
+
+/// Whether the leader the plugin knows may have changed.
+enum Stale {
+    Yes,
+    No,
 }
 
 /// The leader's answer (pure).

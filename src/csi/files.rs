@@ -71,7 +71,6 @@ pub fn write_atomically(dir: &Path, files: &[(&str, String)], stamp: &str) -> io
         std::fs::write(&path, content)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
     }
-    let old = std::fs::read_link(dir.join(DATA)).ok();
     let tmp = dir.join(DATA_TMP);
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&version, &tmp)?;
@@ -93,10 +92,8 @@ pub fn write_atomically(dir: &Path, files: &[(&str, String)], stamp: &str) -> io
         if keep {
             continue;
         }
-        let is_old = old
-            .as_deref()
-            .is_some_and(|o| o == Path::new(name.as_ref()));
-        if name.starts_with("..") && (is_old || entry.file_type()?.is_dir()) {
+        // Earlier versions are the other `..` directories.
+        if name.starts_with("..") && entry.file_type()?.is_dir() {
             std::fs::remove_dir_all(entry.path())?;
         } else if entry.file_type()?.is_symlink() {
             std::fs::remove_file(entry.path())?;

@@ -83,7 +83,7 @@ pub fn router(delivery: Arc<Delivery>, client: kube::Client) -> Router {
 
 fn answer(status: StatusCode, message: String) -> Response {
     let mut response = (status, axum::Json(Refusal { message })).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::MISDIRECTED_REQUEST {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
@@ -98,8 +98,9 @@ async fn token(
 ) -> Response {
     let delivery = &served.delivery;
     if !delivery.leading() {
+        // 421: the plugin reads the Lease again, finding the leader.
         return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::MISDIRECTED_REQUEST,
             "this replica does not lead; node plugins find the leader on the Lease".into(),
         );
     }

@@ -37,13 +37,25 @@ impl Tokens {
         f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The client delivers by CSI to `consumers`: keeps the token it has.
-    pub fn register(&self, namespace: &str, name: &str, consumers: &[String]) {
+    /// The client delivers by CSI to `consumers`: keeps the token it has,
+    /// or, holding none, takes the one `otherwise` gives.
+    pub fn register(
+        &self,
+        namespace: &str,
+        name: &str,
+        consumers: &[String],
+        otherwise: impl FnOnce() -> Option<Held>,
+    ) {
         self.with(|entries| {
-            entries
+            let entry = entries
                 .entry((namespace.to_string(), name.to_string()))
-                .or_default()
-                .consumers = consumers.to_vec();
+                .or_default();
+            if entry.consumers != consumers {
+                entry.consumers = consumers.to_vec();
+            }
+            if entry.token.is_none() {
+                entry.token = otherwise();
+            }
         });
     }
 
@@ -105,14 +117,16 @@ mod tests {
             inputs_hash: "h".into(),
         };
         tokens.put("ns", "app", &[], token.clone());
-        tokens.register("ns", "app", &["web".into()]);
+        tokens.register("ns", "app", &["web".into()], || {
+            unreachable!("a token is held")
+        });
         let entry = tokens.get("ns", "app").unwrap();
         assert_eq!(entry.consumers, ["web"]);
         assert_eq!(entry.token, Some(token));
         tokens.forget("ns", "app");
         assert!(tokens.get("ns", "app").is_none());
-        tokens.register("ns", "b", &[]);
-        tokens.register("ns", "c", &[]);
+        tokens.register("ns", "b", &[], || None);
+        tokens.register("ns", "c", &[], || None);
         tokens.retain(|_, name| name == "b");
         assert!(tokens.get("ns", "c").is_none() && tokens.get("ns", "b").is_some());
         tokens.clear();

@@ -74,23 +74,14 @@ pub(super) fn keep(
         delivery.tokens.forget(target.namespace, target.name);
         return;
     };
+    // The Secret's token is read only when the leader holds none.
     delivery
         .tokens
-        .register(target.namespace, target.name, consumers);
-    let holds = delivery
-        .tokens
-        .get(target.namespace, target.name)
-        .is_some_and(|e| e.token.is_some());
-    let from_secret = existing
-        .and_then(|s| s.data.as_ref())
-        .and_then(|d| d.get("access_token"))
-        .and_then(|t| String::from_utf8(t.0.clone()).ok());
-    if let (false, Some(access_token)) = (holds, from_secret) {
-        let held = held_token(&access_token, spec, stored.clone(), refresh_at);
-        delivery
-            .tokens
-            .put(target.namespace, target.name, consumers, held);
-    }
+        .register(target.namespace, target.name, consumers, || {
+            let token = existing?.data.as_ref()?.get("access_token")?;
+            let access_token = std::str::from_utf8(&token.0).ok()?;
+            Some(held_token(access_token, spec, stored.clone(), refresh_at))
+        });
 }
 
 /// A token as the leader holds it: what plugins get, and what the token
